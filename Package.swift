@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "relay",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "relay", targets: ["relay"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // The data plane: UDP ingest, registry, wakes, callbacks, HTTP front, splicing.
+        // libevent, OpenSSL and http-parser stay inside; Swift sees include/relay_core.h only.
+        .target(
+            name: "CLibevent",
+            cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])],
+            linkerSettings: [
+                .linkedLibrary("event_core"),
+                .linkedLibrary("event_pthreads"),
+                .linkedLibrary("http_parser"),
+                .linkedLibrary("crypto"),
+                .linkedLibrary("pthread"),
+            ]
+        ),
+        // The control plane: configuration, device store, tokens, lifecycle, logging.
+        .target(
+            name: "RelayControl",
+            dependencies: [
+                "CLibevent",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "relay",
+            dependencies: [
+                "RelayControl",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "RelayControlTests",
+            dependencies: ["RelayControl", "CLibevent"]
+        ),
+    ]
+)

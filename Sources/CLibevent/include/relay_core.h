@@ -1,0 +1,186 @@
+/*
+ * relay_core.h: the only C header Swift sees.
+ *
+ * The C core owns every per-packet and per-byte path: UDP notify ingest, the device
+ * registry, wakes and their retransmission, the device callback listener, the terminal
+ * HTTP front and the splicing between terminal and device links. It runs on one
+ * libevent loop thread per rl_core. Swift configures it, feeds it devices, and reads
+ * counters and session records; it never sees a packet.
+ *
+ * Conventions: functions return 0 on success and -1 on failure, with a message written
+ * to `err` (always NUL-terminated) when one is given. Only plain C types cross here:
+ * libevent, OpenSSL and http-parser stay inside the target.
+ */
+#ifndef RELAY_CORE_H
+#define RELAY_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- sizes fixed by the wire protocol (docs/PROTOCOL.md) ---- */
+#define RL_ID_MAX 63          /* device ID: 1..63 of [a-z0-9-], DNS label rules */
+#define RL_SECRET_LEN 32      /* device secret, shown to users as 64 hex digits */
+#define RL_KEY_LEN 16         /* per-device key derived from the secret */
+#define RL_TOKEN_KEY_LEN 32   /* relay-wide token signing key */
+#define RL_SESSION_ID_LEN 16
+#define RL_NONCE_LEN 16
+#define RL_TOKEN_MAX 160      /* longest token text, NUL included */
+
+/* ---- crypto helpers shared by relay, agent, CLI and tests ---- */
+
+/* K = first 16 bytes of HMAC-SHA256(secret, "relay device key v1"). */
+int rl_derive_device_key(const uint8_t secret[RL_SECRET_LEN], uint8_t key[RL_KEY_LEN]);
+
+/* Fills `out` with `len` bytes from OpenSSL's CSPRNG. */
+int rl_random_bytes(uint8_t *out, size_t len);
+
+/* Writes a terminal access token "<id>.<expiry>.<tid hex>.<mac>" into `out`
+ * (RL_TOKEN_MAX bytes). See docs/PROTOCOL.md, "Terminal tokens". */
+int rl_token_mint(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *device_id,
+                  const uint8_t device_key[RL_KEY_LEN], uint64_t expires_unix,
+                  const uint8_t token_id[8], char *out, size_t out_len);
+
+/* Outcomes of rl_token_check. */
+enum {
+    RL_TOKEN_OK = 0,
+    RL_TOKEN_MALFORMED = 1,
+    RL_TOKEN_BAD_MAC = 2,
+    RL_TOKEN_EXPIRED = 3,
+};
+/* Verifies a token's MAC and expiry for `device_id`/`device_key`. The token's own ID
+ * field is parsed into `token_device` (RL_ID_MAX+1 bytes) even when the check fails. */
+int rl_token_check(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *token, size_t token_len,
+                   const char *device_id, const uint8_t device_key[RL_KEY_LEN], uint64_t now_unix,
+                   char token_device[RL_ID_MAX + 1]);
+
+/* 1 when `id` (length `len`) is a valid device ID. */
+int rl_device_id_valid(const char *id, size_t len);
+
+/* ---- the relay core ---- */
+
+typedef struct rl_core rl_core;
+
+typedef struct rl_core_config {
+    uint32_t period_s;          /* max access period: notify A must come more often */
+    uint32_t keepalive_s;       /* notify B interval told to agents */
+    uint32_t capacity;          /* registry size in devices, fixed at start */
+    uint32_t max_sessions;      /* concurrent sessions (waking, bound or idle) */
+    uint32_t wake_timeout_ms;   /* no callback within this: 504 to the terminal */
+    uint32_t idle_link_s;       /* an idle device link is kept this long for reuse */
+    uint32_t max_header_bytes;  /* largest terminal request head accepted */
+    uint32_t header_timeout_ms; /* a terminal must send its request head within this */
+    const char *domain;         /* host routing: <id>.<domain>; NULL or "" to disable */
+    uint8_t token_key[RL_TOKEN_KEY_LEN];
+} rl_core_config;
+
+/* Fills `cfg` with the defaults documented in README.md. */
+void rl_core_config_defaults(rl_core_config *cfg);
+
+rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len);
+
+/* Listener kinds: terminal HTTP front, device UDP, device TCP callbacks, and the
+ * Prometheus text endpoint (GET /metrics, rendered from rl_stats at scrape time). */
+enum { RL_LISTEN_HTTP = 0, RL_LISTEN_UDP = 1, RL_LISTEN_TCP = 2, RL_LISTEN_METRICS = 3 };
+
+/* Binds "HOST:PORT" or "[V6]:PORT" (port 0 picks one). Call before rl_core_start.
+ * Returns the listener's index within its kind, or -1. */
+int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t err_len);
+
+/* The port a listener is bound to (after port 0 was resolved), or -1. */
+int rl_core_bound_port(const rl_core *core, int kind, int index);
+
+/* Adds or replaces a device (fresh key: its liveness and anchor are reset when the key
+ * changes). Safe from any thread; takes effect on the loop thread. */
+int rl_core_device_put(rl_core *core, const char *id, const uint8_t key[RL_KEY_LEN]);
+/* Removes a device: its notifies are then dropped as unknown and its sessions end. */
+int rl_core_device_remove(rl_core *core, const char *id);
+
+/* Starts the loop thread. */
+int rl_core_start(rl_core *core, char *err, size_t err_len);
+/* Marks the relay ready: /healthz answers 200 only after this. */
+void rl_core_set_ready(rl_core *core, int ready);
+/* Stops accepting, ends sessions, joins the loop thread. Idempotent. */
+void rl_core_stop(rl_core *core);
+void rl_core_free(rl_core *core);
+
+/* Counters, read with relaxed loads; monotonic unless noted. */
+typedef struct rl_stats {
+    uint64_t devices;                /* gauge: provisioned devices in the registry */
+    uint64_t devices_alive;          /* gauge: last notify A within the period */
+    uint64_t capacity;               /* gauge */
+    uint64_t registry_bytes;         /* gauge: memory reserved for the registry */
+    uint64_t dgram_rx;
+    uint64_t notify_a_ok, notify_b_ok;
+    uint64_t period_requests;
+    uint64_t dgram_malformed, dgram_unknown_device, dgram_bad_auth, dgram_replay,
+        dgram_stale_epoch;
+    uint64_t address_changes;
+    uint64_t conn_requests_sent;     /* including retransmissions */
+    uint64_t wakes_started, wakes_bound, wakes_timeout;
+    uint64_t refused_offline, refused_unknown, refused_unauthorized, refused_forbidden,
+        refused_bad_request, refused_capacity;
+    uint64_t callbacks_rejected;
+    uint64_t sessions_active;        /* gauge */
+    uint64_t sessions_reused;
+    uint64_t bytes_to_device, bytes_to_terminal;
+    uint64_t registry_full;          /* device_put refused: registry at capacity */
+} rl_stats;
+void rl_core_stats(const rl_core *core, rl_stats *out);
+
+/* One record per finished terminal session, for the control layer's log. */
+typedef struct rl_session_record {
+    char device_id[RL_ID_MAX + 1];
+    char session_id[2 * RL_SESSION_ID_LEN + 1];
+    uint32_t status;          /* HTTP status the relay answered itself, or 0 when relayed */
+    uint32_t outcome;         /* RL_OUTCOME_* */
+    uint64_t duration_us;
+    uint64_t bytes_to_device, bytes_to_terminal;
+    uint32_t reused;          /* served on an idle link, no wake */
+} rl_session_record;
+
+enum {
+    RL_OUTCOME_RELAYED = 0,     /* bound and carried until a side closed */
+    RL_OUTCOME_REFUSED = 1,     /* answered by the relay (401/403/404/503/...) */
+    RL_OUTCOME_TIMEOUT = 2,     /* device never called back */
+    RL_OUTCOME_DEVICE_LOST = 3, /* device link closed before a response */
+    RL_OUTCOME_ABORTED = 4,     /* terminal left or relay stopping */
+};
+
+/* Copies up to `max` pending records into `out`; returns how many. Any thread. */
+size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max);
+
+/* ---- the device agent (transfer module) ---- */
+
+typedef struct rl_agent rl_agent;
+
+typedef struct rl_agent_config {
+    const char *relay;         /* relay UDP "HOST:PORT" */
+    const char *device_id;
+    uint8_t secret[RL_SECRET_LEN];
+    const char *forward;       /* local web server "HOST:PORT" */
+} rl_agent_config;
+
+/* Agent state as seen by the control layer. */
+typedef struct rl_agent_stats {
+    uint32_t registered;       /* period info received for the current epoch */
+    uint32_t period_s, keepalive_s;
+    uint64_t notify_a_sent, notify_b_sent, conn_requests, conn_requests_rejected,
+        links_opened, links_failed, resyncs;
+} rl_agent_stats;
+
+rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len);
+/* Runs the agent loop on the calling thread until rl_agent_stop. */
+int rl_agent_run(rl_agent *agent);
+/* Safe from any thread or a signal-driven task. */
+void rl_agent_stop(rl_agent *agent);
+void rl_agent_stats_get(const rl_agent *agent, rl_agent_stats *out);
+void rl_agent_free(rl_agent *agent);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

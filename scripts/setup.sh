@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building and testing the relay needs, only when it is missing.
+set -euo pipefail
+
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for pkg in libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev pkg-config curl python3; do
+  have_pkg "$pkg" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ "${1:-}" = "--test" ]; then
+  python3 -c 'import pytest, requests' 2>/dev/null || python3 -m pip install -q pytest requests
+fi
