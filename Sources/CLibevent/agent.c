@@ -1,0 +1,390 @@
+/*
+ * agent.c: the device side, the design's transfer module [claims 5, 8-12, 21-23].
+ *
+ * Asks the relay for the max access period, sends NOTIFY_A and NOTIFY_B on their timers
+ * from one UDP socket (so the NAT keeps one mapping), answers verified connection requests
+ * by calling back over TCP, and splices each callback link onto a fresh connection to the
+ * local web server.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+#include "internal.h"
+
+#define SEEN_SIDS 64
+
+typedef struct agent_link agent_link;
+
+struct rl_agent {
+    char id[RL_ID_MAX + 1];
+    size_t id_len;
+    uint8_t key[RL_KEY_LEN];
+    struct event_base *base;
+    int udp_fd;
+    struct event *udp_ev, *period_timer, *a_timer, *b_timer, *stop_ev;
+    struct sockaddr_storage relay_addr, fwd_addr;
+    socklen_t relay_len, fwd_len;
+    uint8_t client_nonce[8];
+    uint32_t epoch, period_s, keepalive_s, backoff_ms;
+    uint16_t cb_port;
+    int registered;
+    uint64_t counter;
+    uint8_t seen[SEEN_SIDS][RL_SESSION_ID_LEN];
+    int seen_next;
+    rl_mac mac;
+    agent_link *links;
+    rl_counter notify_a, notify_b, conn_requests, conn_rejected, links_opened, links_failed, resyncs;
+};
+
+struct agent_link {
+    agent_link *prev, *next;
+    rl_agent *a;
+    rl_stream *relay, *local;
+    int bound;           /* relay answered 0x00 */
+    int local_up;
+    uint8_t hello[RL_HELLO_MAX];
+    size_t hello_len;
+};
+
+/* ---- datagrams ---- */
+
+static uint64_t next_counter(rl_agent *a) {
+    /* Strictly increasing across restarts: wall-clock microseconds, or +1 if the clock lags. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    a->counter = now > a->counter ? now : a->counter + 1;
+    return a->counter;
+}
+
+static void send_dgram(rl_agent *a, int type, const uint8_t *body, size_t body_len) {
+    uint8_t out[RL_DGRAM_MAX];
+    size_t n = rl_dgram_build(&a->mac, out, sizeof out, type, a->id, a->id_len, body, body_len, a->key);
+    if (n) (void)send(a->udp_fd, out, n, MSG_DONTWAIT);
+}
+
+static void send_period_request(rl_agent *a) {
+    uint8_t body[RL_BODY_PERIOD_REQUEST] = {0};
+    rl_random_bytes(a->client_nonce, sizeof a->client_nonce);
+    memcpy(body, a->client_nonce, 8);
+    send_dgram(a, RL_T_PERIOD_REQUEST, body, sizeof body);
+}
+
+static void send_notify(rl_agent *a, int type) {
+    uint8_t body[RL_BODY_NOTIFY];
+    rl_put32(body, a->epoch);
+    rl_put64(body + 4, next_counter(a));
+    send_dgram(a, type, body, sizeof body);
+    if (type == RL_T_NOTIFY_A) CTR_INC(a->notify_a);
+    else CTR_INC(a->notify_b);
+}
+
+static void arm_s(struct event *ev, uint32_t seconds) {
+    struct timeval tv = {seconds, 0};
+    evtimer_add(ev, &tv);
+}
+
+static uint32_t a_interval(const rl_agent *a) {
+    return a->period_s >= 2 ? a->period_s / 2 : 1;
+}
+
+static void on_period_timer(evutil_socket_t fd, short what, void *arg) {
+    rl_agent *a = arg;
+    if (a->registered) return;
+    send_period_request(a);
+    struct timeval tv = {a->backoff_ms / 1000, (a->backoff_ms % 1000) * 1000};
+    evtimer_add(a->period_timer, &tv);
+    a->backoff_ms = a->backoff_ms * 2 > 30000 ? 30000 : a->backoff_ms * 2;
+}
+
+static void on_a_timer(evutil_socket_t fd, short what, void *arg) {
+    rl_agent *a = arg;
+    send_notify(a, RL_T_NOTIFY_A);
+    arm_s(a->a_timer, a_interval(a));
+    arm_s(a->b_timer, a->keepalive_s); /* A also refreshes the NAT mapping */
+}
+
+static void on_b_timer(evutil_socket_t fd, short what, void *arg) {
+    rl_agent *a = arg;
+    send_notify(a, RL_T_NOTIFY_B);
+    arm_s(a->b_timer, a->keepalive_s);
+}
+
+static void start_notifying(rl_agent *a) {
+    on_a_timer(-1, 0, a);
+}
+
+static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port);
+
+static void on_udp(evutil_socket_t fd, short what, void *arg) {
+    rl_agent *a = arg;
+    uint8_t buf[512];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0) return;
+        rl_dgram d;
+        if (rl_dgram_parse(buf, (size_t)n, &d) != 0 || d.id_len != a->id_len || memcmp(d.id, a->id, a->id_len) != 0 ||
+            !rl_dgram_verify(&a->mac, a->key, buf, (size_t)n))
+            continue; /* forged or not for us */
+        switch (d.type) {
+        case RL_T_PERIOD_INFO:
+            if (memcmp(d.body, a->client_nonce, 8) != 0) break; /* stale or replayed */
+            a->epoch = rl_get32(d.body + 8);
+            a->period_s = rl_get32(d.body + 12);
+            a->keepalive_s = rl_get32(d.body + 16);
+            a->cb_port = rl_get16(d.body + 20);
+            if (a->period_s < 1) a->period_s = 1;
+            if (a->keepalive_s < 1) a->keepalive_s = 1;
+            a->registered = 1;
+            memset(a->client_nonce, 0, sizeof a->client_nonce);
+            evtimer_del(a->period_timer);
+            start_notifying(a);
+            break;
+        case RL_T_RESYNC:
+            /* The relay restarted: take its new epoch, re-register at once, and refresh the
+             * period (it may have been reconfigured). */
+            CTR_INC(a->resyncs);
+            a->epoch = rl_get32(d.body + 8);
+            start_notifying(a);
+            a->registered = 0;
+            a->backoff_ms = 1000;
+            on_period_timer(-1, 0, a);
+            break;
+        case RL_T_CONNECT: {
+            const uint8_t *sid = d.body, *nonce = d.body + 16;
+            CTR_INC(a->conn_requests);
+            int dup = 0;
+            for (int k = 0; k < SEEN_SIDS && !dup; k++) dup = memcmp(a->seen[k], sid, RL_SESSION_ID_LEN) == 0;
+            if (dup) break; /* a retransmission of one already answered */
+            memcpy(a->seen[a->seen_next], sid, RL_SESSION_ID_LEN);
+            a->seen_next = (a->seen_next + 1) % SEEN_SIDS;
+            open_link(a, sid, nonce, rl_get16(d.body + 32));
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+/* ---- callback links ---- */
+
+static void link_free(agent_link *l) {
+    rl_agent *a = l->a;
+    if (l->prev) l->prev->next = l->next;
+    else a->links = l->next;
+    if (l->next) l->next->prev = l->prev;
+    rl_stream_free(l->relay);
+    rl_stream_free(l->local);
+    free(l);
+}
+
+/* Moves bytes both ways with back-pressure; closes when both directions have ended. */
+static void link_pump(agent_link *l) {
+    if (!l->bound || !l->local_up) return;
+    rl_stream *r = l->relay, *c = l->local;
+    if (evbuffer_get_length(r->in)) evbuffer_add_buffer(c->out, r->in);
+    if (evbuffer_get_length(c->in)) evbuffer_add_buffer(r->out, c->in);
+    rl_stream_flush(c);
+    rl_stream_flush(r);
+    rl_stream_read(r, !rl_stream_out_high(c));
+    rl_stream_read(c, !rl_stream_out_high(r));
+    if (r->eof) rl_stream_shutdown_after_flush(c);
+    if (c->eof) rl_stream_shutdown_after_flush(r);
+    if (r->eof && c->eof && !evbuffer_get_length(r->out) && !evbuffer_get_length(c->out)) link_free(l);
+}
+
+static void relay_side_cb(rl_stream *st, int event, void *arg) {
+    agent_link *l = arg;
+    switch (event) {
+    case RL_STREAM_CONNECTED:
+        evbuffer_add(st->out, l->hello, l->hello_len);
+        rl_stream_flush(st);
+        rl_stream_read(st, 1);
+        return;
+    case RL_STREAM_READ_READY:
+    case RL_STREAM_EOF:
+        if (!l->bound) {
+            uint8_t status;
+            if (evbuffer_remove(st->in, &status, 1) != 1) {
+                CTR_INC(l->a->links_failed);
+                link_free(l); /* closed before answering */
+                return;
+            }
+            if (status != RL_CB_OK) {
+                CTR_INC(l->a->links_failed);
+                link_free(l);
+                return;
+            }
+            l->bound = 1;
+            CTR_INC(l->a->links_opened);
+        }
+        link_pump(l);
+        return;
+    case RL_STREAM_DRAINED:
+        link_pump(l);
+        return;
+    default:
+        CTR_INC(l->a->links_failed);
+        link_free(l);
+        return;
+    }
+}
+
+static void local_side_cb(rl_stream *st, int event, void *arg) {
+    agent_link *l = arg;
+    switch (event) {
+    case RL_STREAM_CONNECTED:
+        l->local_up = 1;
+        rl_stream_read(st, 1);
+        link_pump(l);
+        return;
+    case RL_STREAM_READ_READY:
+    case RL_STREAM_EOF:
+    case RL_STREAM_DRAINED:
+        link_pump(l);
+        return;
+    default:
+        /* The local web server is unreachable or reset: dropping the link tells the relay. */
+        CTR_INC(l->a->links_failed);
+        link_free(l);
+        return;
+    }
+}
+
+static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port) {
+    agent_link *l = calloc(1, sizeof *l);
+    if (!l) return;
+    l->a = a;
+    /* hello: "RLY1" n id sid proof */
+    uint8_t *h = l->hello;
+    memcpy(h, RL_HELLO_MAGIC, 4);
+    h[4] = (uint8_t)a->id_len;
+    memcpy(h + 5, a->id, a->id_len);
+    memcpy(h + 5 + a->id_len, sid, RL_SESSION_ID_LEN);
+    rl_callback_proof(&a->mac, a->key, sid, nonce, h + 5 + a->id_len + RL_SESSION_ID_LEN);
+    l->hello_len = 5 + a->id_len + RL_SESSION_ID_LEN + 32;
+
+    struct sockaddr_storage cb = a->relay_addr;
+    if (cb.ss_family == AF_INET6) ((struct sockaddr_in6 *)&cb)->sin6_port = htons(port);
+    else ((struct sockaddr_in *)&cb)->sin_port = htons(port);
+    /* Both connections start at once: the local one is ready by the time the relay answers. */
+    int rfd = rl_tcp_connect((struct sockaddr *)&cb, a->relay_len);
+    int lfd = rl_tcp_connect((struct sockaddr *)&a->fwd_addr, a->fwd_len);
+    if (rfd >= 0) l->relay = rl_stream_new(a->base, rfd, 1, relay_side_cb, l);
+    if (lfd >= 0) l->local = rl_stream_new(a->base, lfd, 1, local_side_cb, l);
+    if (!l->relay || !l->local) {
+        if (!l->relay && rfd >= 0) close(rfd);
+        if (!l->local && lfd >= 0) close(lfd);
+        rl_stream_free(l->relay);
+        rl_stream_free(l->local);
+        free(l);
+        CTR_INC(a->links_failed);
+        return;
+    }
+    l->next = a->links;
+    if (a->links) a->links->prev = l;
+    a->links = l;
+}
+
+/* ---- lifecycle ---- */
+
+static void on_stop(evutil_socket_t fd, short what, void *arg) {
+    rl_agent *a = arg;
+    event_base_loopbreak(a->base);
+}
+
+rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
+    rl_init_threads();
+    size_t id_len = cfg->device_id ? strlen(cfg->device_id) : 0;
+    if (!rl_device_id_valid(cfg->device_id, id_len)) {
+        rl_set_err(err, err_len, "device ID must be 1-63 of a-z, 0-9 and -, not starting or ending with -");
+        return NULL;
+    }
+    rl_agent *a = calloc(1, sizeof *a);
+    if (!a) {
+        rl_set_err(err, err_len, "out of memory");
+        return NULL;
+    }
+    a->udp_fd = -1;
+    memcpy(a->id, cfg->device_id, id_len);
+    a->id_len = id_len;
+    if (rl_derive_device_key(cfg->secret, a->key) != 0 || rl_mac_init(&a->mac) != 0) {
+        rl_set_err(err, err_len, "cannot initialise HMAC");
+        goto fail;
+    }
+    char sub[256];
+    if (rl_parse_addr(cfg->relay, &a->relay_addr, &a->relay_len, sub, sizeof sub) != 0) {
+        rl_set_err(err, err_len, "--relay: %s", sub);
+        goto fail;
+    }
+    if (rl_parse_addr(cfg->forward, &a->fwd_addr, &a->fwd_len, sub, sizeof sub) != 0) {
+        rl_set_err(err, err_len, "--forward: %s", sub);
+        goto fail;
+    }
+    a->udp_fd = socket(a->relay_addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    /* A connected socket only receives from the relay: the kernel drops anything else. */
+    if (a->udp_fd < 0 || connect(a->udp_fd, (struct sockaddr *)&a->relay_addr, a->relay_len) != 0) {
+        rl_set_err(err, err_len, "cannot open UDP to %s: %s", cfg->relay, strerror(errno));
+        goto fail;
+    }
+    a->base = event_base_new();
+    if (!a->base) goto fail;
+    a->udp_ev = event_new(a->base, a->udp_fd, EV_READ | EV_PERSIST, on_udp, a);
+    a->period_timer = evtimer_new(a->base, on_period_timer, a);
+    a->a_timer = evtimer_new(a->base, on_a_timer, a);
+    a->b_timer = evtimer_new(a->base, on_b_timer, a);
+    a->stop_ev = event_new(a->base, -1, 0, on_stop, a);
+    if (!a->udp_ev || !a->period_timer || !a->a_timer || !a->b_timer || !a->stop_ev) goto fail;
+    a->period_s = 300;
+    a->keepalive_s = 25;
+    return a;
+fail:
+    if (err && !err[0]) rl_set_err(err, err_len, "cannot create the agent");
+    rl_agent_free(a);
+    return NULL;
+}
+
+int rl_agent_run(rl_agent *a) {
+    event_add(a->udp_ev, NULL);
+    a->backoff_ms = 1000;
+    on_period_timer(-1, 0, a);
+    event_base_loop(a->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return 0;
+}
+
+void rl_agent_stop(rl_agent *a) {
+    if (a && a->stop_ev) event_active(a->stop_ev, 0, 0);
+}
+
+void rl_agent_stats_get(const rl_agent *a, rl_agent_stats *o) {
+    memset(o, 0, sizeof *o);
+    o->registered = (uint32_t)a->registered;
+    o->period_s = a->period_s;
+    o->keepalive_s = a->keepalive_s;
+    o->notify_a_sent = CTR_GET(a->notify_a);
+    o->notify_b_sent = CTR_GET(a->notify_b);
+    o->conn_requests = CTR_GET(a->conn_requests);
+    o->conn_requests_rejected = CTR_GET(a->conn_rejected);
+    o->links_opened = CTR_GET(a->links_opened);
+    o->links_failed = CTR_GET(a->links_failed);
+    o->resyncs = CTR_GET(a->resyncs);
+}
+
+void rl_agent_free(rl_agent *a) {
+    if (!a) return;
+    while (a->links) link_free(a->links);
+    if (a->udp_ev) event_free(a->udp_ev);
+    if (a->period_timer) event_free(a->period_timer);
+    if (a->a_timer) event_free(a->a_timer);
+    if (a->b_timer) event_free(a->b_timer);
+    if (a->stop_ev) event_free(a->stop_ev);
+    if (a->base) event_base_free(a->base);
+    if (a->udp_fd >= 0) close(a->udp_fd);
+    rl_mac_free(&a->mac);
+    free(a);
+}

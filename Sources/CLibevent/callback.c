@@ -1,0 +1,122 @@
+/*
+ * callback.c: device callbacks [claims 1, 8, 11, 17]. A device answering a connection
+ * request connects here and sends its hello (docs/PROTOCOL.md, "Callback"); the relay
+ * checks the session ID and the proof of the nonce, answers one status byte, and hands
+ * the connection to the session as its device link.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+#include "internal.h"
+
+typedef struct rl_pending_cb {
+    rl_core *core;
+    rl_stream *st;
+    struct event *timer;
+} rl_pending_cb;
+
+static void pending_free(rl_pending_cb *p, int close_stream) {
+    if (p->timer) event_free(p->timer);
+    if (close_stream) rl_stream_free(p->st);
+    free(p);
+}
+
+/* Answers a refusal and closes once it is written. */
+static void refuse_cb(rl_stream *st, int event, void *arg) {
+    if (event == RL_STREAM_DRAINED || event == RL_STREAM_ERROR || event == RL_STREAM_EOF) rl_stream_free(st);
+}
+
+static void reject(rl_pending_cb *p, uint8_t status) {
+    CTR_INC(p->core->ctr.callbacks_rejected);
+    rl_stream *st = p->st;
+    pending_free(p, 0);
+    rl_stream_read(st, 0);
+    rl_stream_set_cb(st, refuse_cb, NULL);
+    evbuffer_add(st->out, &status, 1);
+    rl_stream_shutdown_after_flush(st);
+}
+
+static void try_hello(rl_pending_cb *p) {
+    rl_core *core = p->core;
+    struct evbuffer *in = p->st->in;
+    size_t have = evbuffer_get_length(in);
+    if (have < 5) return;
+    uint8_t head[5];
+    evbuffer_copyout(in, head, 5);
+    size_t id_len = head[4];
+    if (memcmp(head, RL_HELLO_MAGIC, 4) != 0 || id_len < 1 || id_len > RL_ID_MAX) {
+        reject(p, RL_CB_MALFORMED);
+        return;
+    }
+    size_t total = 5 + id_len + RL_SESSION_ID_LEN + 32;
+    if (have < total) return;
+    uint8_t hello[RL_HELLO_MAX];
+    evbuffer_remove(in, hello, total);
+    const char *id = (const char *)hello + 5;
+    const uint8_t *sid = hello + 5 + id_len, *proof = sid + RL_SESSION_ID_LEN;
+    if (!rl_device_id_valid(id, id_len)) {
+        reject(p, RL_CB_MALFORMED);
+        return;
+    }
+    rl_session *s = rl_session_find(core, sid);
+    if (!s) {
+        reject(p, RL_CB_UNKNOWN_SESSION);
+        return;
+    }
+    uint64_t h = rl_registry_hash(&core->reg, id, id_len);
+    rl_dev *dev = rl_registry_find(&core->reg, h);
+    uint8_t want[32];
+    if (!dev || h != s->id_hash || rl_callback_proof(&core->mac, dev->key, s->sid, s->nonce, want) != 0 ||
+        CRYPTO_memcmp(want, proof, 32) != 0) {
+        reject(p, RL_CB_BAD_PROOF);
+        return;
+    }
+    if (s->state != SESS_WAKING) {
+        reject(p, RL_CB_ALREADY_BOUND);
+        return;
+    }
+    rl_stream *st = p->st;
+    pending_free(p, 0);
+    uint8_t ok = RL_CB_OK;
+    evbuffer_add(st->out, &ok, 1);
+    rl_stream_flush(st);
+    rl_session_bind(s, st); /* bytes the device sent after its hello stay queued in st->in */
+    if (evbuffer_get_length(st->in) > 0) rl_session_pump_response(s);
+}
+
+static void pending_cb(rl_stream *st, int event, void *arg) {
+    rl_pending_cb *p = arg;
+    if (event == RL_STREAM_READ_READY) {
+        try_hello(p);
+    } else if (event == RL_STREAM_EOF || event == RL_STREAM_ERROR) {
+        CTR_INC(p->core->ctr.callbacks_rejected);
+        pending_free(p, 1);
+    }
+}
+
+static void on_hello_timeout(evutil_socket_t fd, short what, void *arg) {
+    rl_pending_cb *p = arg;
+    reject(p, RL_CB_MALFORMED);
+}
+
+void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
+    rl_core *core = arg;
+    evutil_make_socket_nonblocking(fd);
+    rl_pending_cb *p = calloc(1, sizeof *p);
+    if (!p) {
+        close(fd);
+        return;
+    }
+    p->core = core;
+    p->st = rl_stream_new(core->base, fd, 0, pending_cb, p);
+    p->timer = evtimer_new(core->base, on_hello_timeout, p);
+    if (!p->st || !p->timer) {
+        if (!p->st) close(fd);
+        pending_free(p, 1);
+        return;
+    }
+    struct timeval tv = {core->cfg.wake_timeout_ms / 1000, (core->cfg.wake_timeout_ms % 1000) * 1000};
+    evtimer_add(p->timer, &tv);
+    rl_stream_read(p->st, 1);
+}

@@ -1,0 +1,343 @@
+/* core.c: rl_core lifecycle, the loop thread, device commands, records and stats. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <event2/thread.h>
+#include "internal.h"
+
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+static void init_threads(void) {
+    /* Must precede every event_base: other threads wake the loop with event_active. */
+    evthread_use_pthreads();
+    /* A peer that resets mid-write must give EPIPE, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+void rl_init_threads(void) {
+    pthread_once(&threads_once, init_threads);
+}
+
+uint64_t rl_mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint32_t rl_core_now_s(const rl_core *core) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)(ts.tv_sec - core->t0.tv_sec);
+}
+
+void rl_core_config_defaults(rl_core_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->period_s = 300;
+    cfg->keepalive_s = 25;
+    cfg->capacity = 1000000;
+    cfg->max_sessions = 65536;
+    cfg->wake_timeout_ms = 5000;
+    cfg->idle_link_s = 60;
+    cfg->max_header_bytes = 16384;
+    cfg->header_timeout_ms = 10000;
+    cfg->domain = "localhost";
+}
+
+static void on_cmd(evutil_socket_t fd, short what, void *arg);
+static void on_stop(evutil_socket_t fd, short what, void *arg);
+
+rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
+    rl_init_threads();
+    if (cfg->period_s < 1 || cfg->keepalive_s < 1 || cfg->capacity < 1 || cfg->max_sessions < 1 ||
+        cfg->wake_timeout_ms < 10 || cfg->max_header_bytes < 256) {
+        rl_set_err(err, err_len, "invalid core configuration (period, keepalive, capacity, sessions, timeouts)");
+        return NULL;
+    }
+    rl_core *core = calloc(1, sizeof *core);
+    if (!core) {
+        rl_set_err(err, err_len, "out of memory");
+        return NULL;
+    }
+    core->cfg = *cfg;
+    if (cfg->domain) {
+        size_t n = strlen(cfg->domain);
+        if (n >= sizeof core->domain) n = sizeof core->domain - 1;
+        for (size_t i = 0; i < n; i++) {
+            char c = cfg->domain[i];
+            core->domain[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        core->domain_len = n;
+    }
+    core->cfg.domain = core->domain;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &core->t0);
+    core->t0.tv_sec -= 1; /* so that "now" is never 0 */
+    pthread_mutex_init(&core->cmd_mu, NULL);
+    pthread_mutex_init(&core->rec_mu, NULL);
+    rl_random_bytes((uint8_t *)&core->epoch, sizeof core->epoch);
+    uint32_t buckets = 16;
+    while (buckets < cfg->max_sessions && buckets < (1u << 24)) buckets <<= 1;
+    core->sess_mask = buckets - 1;
+    core->sess_buckets = calloc(buckets, sizeof(rl_session *));
+    core->recs = calloc(RL_RECORD_RING, sizeof(rl_session_record));
+    core->base = event_base_new();
+    if (!core->sess_buckets || !core->recs || !core->base || rl_mac_init(&core->mac) != 0 ||
+        rl_registry_init(&core->reg, cfg->capacity) != 0) {
+        rl_set_err(err, err_len, "cannot allocate the core (registry of %u devices)", cfg->capacity);
+        rl_core_free(core);
+        return NULL;
+    }
+    core->cmd_ev = event_new(core->base, -1, 0, on_cmd, core);
+    core->stop_ev = event_new(core->base, -1, 0, on_stop, core);
+    return core;
+}
+
+int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t err_len) {
+    if (core->started) {
+        rl_set_err(err, err_len, "listeners must be added before start");
+        return -1;
+    }
+    rl_listener *arr;
+    int *count;
+    evconnlistener_cb cb;
+    switch (kind) {
+    case RL_LISTEN_UDP:
+        if (core->n_udp >= RL_MAX_LISTENERS) break;
+        if (rl_udp_open(core, addr, err, err_len) != 0) return -1;
+        return core->n_udp - 1;
+    case RL_LISTEN_HTTP: arr = core->http; count = &core->n_http; cb = rl_front_accept; goto tcp;
+    case RL_LISTEN_TCP: arr = core->tcp; count = &core->n_tcp; cb = rl_callback_accept; goto tcp;
+    case RL_LISTEN_METRICS: arr = core->metrics; count = &core->n_metrics; cb = rl_metrics_accept; goto tcp;
+    default:
+        rl_set_err(err, err_len, "unknown listener kind %d", kind);
+        return -1;
+    }
+    rl_set_err(err, err_len, "at most %d listeners of a kind", RL_MAX_LISTENERS);
+    return -1;
+tcp:
+    if (*count >= RL_MAX_LISTENERS) {
+        rl_set_err(err, err_len, "at most %d listeners of a kind", RL_MAX_LISTENERS);
+        return -1;
+    }
+    if (rl_listen_tcp(core, &arr[*count], addr, cb, err, err_len) != 0) return -1;
+    return (*count)++;
+}
+
+int rl_core_bound_port(const rl_core *core, int kind, int index) {
+    switch (kind) {
+    case RL_LISTEN_UDP: {
+        if (index < 0 || index >= core->n_udp) return -1;
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        if (getsockname(core->udp[index].fd, (struct sockaddr *)&ss, &len) != 0) return -1;
+        uint8_t a[16];
+        uint16_t port;
+        rl_addr_to_v6((struct sockaddr *)&ss, a, &port);
+        return port;
+    }
+    case RL_LISTEN_HTTP: return index >= 0 && index < core->n_http ? core->http[index].port : -1;
+    case RL_LISTEN_TCP: return index >= 0 && index < core->n_tcp ? core->tcp[index].port : -1;
+    case RL_LISTEN_METRICS: return index >= 0 && index < core->n_metrics ? core->metrics[index].port : -1;
+    default: return -1;
+    }
+}
+
+/* ---- device changes ---- */
+
+static void apply_cmd(rl_core *core, const rl_cmd *c) {
+    uint64_t h = rl_registry_hash(&core->reg, c->id, strlen(c->id));
+    if (c->remove) {
+        if (rl_registry_remove(&core->reg, h) == 0) rl_session_end_device(core, h);
+        return;
+    }
+    rl_dev *old = rl_registry_find(&core->reg, h);
+    int rekey = old && memcmp(old->key, c->key, RL_KEY_LEN) != 0;
+    if (rl_registry_put(&core->reg, h, c->key) != 0) {
+        CTR_INC(core->ctr.registry_full);
+        return;
+    }
+    if (rekey) rl_session_end_device(core, h);
+}
+
+static int queue_cmd(rl_core *core, const rl_cmd *c) {
+    if (!core->started) { /* no loop thread yet: apply directly */
+        apply_cmd(core, c);
+        return 0;
+    }
+    pthread_mutex_lock(&core->cmd_mu);
+    if (core->n_cmds == core->cap_cmds) {
+        size_t cap = core->cap_cmds ? core->cap_cmds * 2 : 64;
+        rl_cmd *n = realloc(core->cmds, cap * sizeof *n);
+        if (!n) {
+            pthread_mutex_unlock(&core->cmd_mu);
+            return -1;
+        }
+        core->cmds = n;
+        core->cap_cmds = cap;
+    }
+    core->cmds[core->n_cmds++] = *c;
+    pthread_mutex_unlock(&core->cmd_mu);
+    event_active(core->cmd_ev, 0, 0);
+    return 0;
+}
+
+static void on_cmd(evutil_socket_t fd, short what, void *arg) {
+    rl_core *core = arg;
+    pthread_mutex_lock(&core->cmd_mu);
+    rl_cmd *cmds = core->cmds;
+    size_t n = core->n_cmds;
+    core->cmds = NULL;
+    core->n_cmds = core->cap_cmds = 0;
+    pthread_mutex_unlock(&core->cmd_mu);
+    for (size_t i = 0; i < n; i++) apply_cmd(core, &cmds[i]);
+    free(cmds);
+}
+
+int rl_core_device_put(rl_core *core, const char *id, const uint8_t key[RL_KEY_LEN]) {
+    rl_cmd c = {0};
+    size_t n = strlen(id);
+    if (!rl_device_id_valid(id, n)) return -1;
+    memcpy(c.id, id, n);
+    memcpy(c.key, key, RL_KEY_LEN);
+    if (!core->started && core->reg.count == core->reg.capacity && !rl_registry_find(&core->reg, rl_registry_hash(&core->reg, id, n))) {
+        CTR_INC(core->ctr.registry_full);
+        return -1;
+    }
+    return queue_cmd(core, &c);
+}
+
+int rl_core_device_remove(rl_core *core, const char *id) {
+    rl_cmd c = {0};
+    size_t n = strlen(id);
+    if (!rl_device_id_valid(id, n)) return -1;
+    memcpy(c.id, id, n);
+    c.remove = 1;
+    return queue_cmd(core, &c);
+}
+
+/* ---- loop thread ---- */
+
+static void *loop_main(void *arg) {
+    rl_core *core = arg;
+    event_base_loop(core->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+int rl_core_start(rl_core *core, char *err, size_t err_len) {
+    if (core->started) return 0;
+    if (core->n_http == 0 || core->n_udp == 0 || core->n_tcp == 0) {
+        rl_set_err(err, err_len, "the relay needs at least one HTTP, one UDP and one TCP listener");
+        return -1;
+    }
+    core->started = 1;
+    if (pthread_create(&core->thread, NULL, loop_main, core) != 0) {
+        core->started = 0;
+        rl_set_err(err, err_len, "cannot start the loop thread: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void rl_core_set_ready(rl_core *core, int ready) {
+    atomic_store(&core->ready, ready);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg) {
+    rl_core *core = arg;
+    for (int i = 0; i < core->n_http; i++) evconnlistener_disable(core->http[i].lev);
+    for (int i = 0; i < core->n_tcp; i++) evconnlistener_disable(core->tcp[i].lev);
+    rl_term_close_all(core);
+    rl_session_free_all(core);
+    event_base_loopbreak(core->base);
+}
+
+void rl_core_stop(rl_core *core) {
+    if (!core || !core->started || core->stopped) return;
+    core->stopped = 1;
+    atomic_store(&core->ready, 0);
+    event_active(core->stop_ev, 0, 0);
+    pthread_join(core->thread, NULL);
+}
+
+void rl_core_free(rl_core *core) {
+    if (!core) return;
+    rl_core_stop(core);
+    if (!core->started) {
+        rl_term_close_all(core);
+        rl_session_free_all(core);
+    }
+    for (int i = 0; i < core->n_http; i++) evconnlistener_free(core->http[i].lev);
+    for (int i = 0; i < core->n_tcp; i++) evconnlistener_free(core->tcp[i].lev);
+    for (int i = 0; i < core->n_metrics; i++) evconnlistener_free(core->metrics[i].lev);
+    rl_udp_close_all(core);
+    if (core->cmd_ev) event_free(core->cmd_ev);
+    if (core->stop_ev) event_free(core->stop_ev);
+    if (core->base) event_base_free(core->base);
+    rl_registry_free(&core->reg);
+    rl_mac_free(&core->mac);
+    free(core->sess_buckets);
+    free(core->recs);
+    free(core->cmds);
+    pthread_mutex_destroy(&core->cmd_mu);
+    pthread_mutex_destroy(&core->rec_mu);
+    free(core);
+}
+
+/* ---- records and stats ---- */
+
+void rl_core_push_record(rl_core *core, const rl_session_record *rec) {
+    pthread_mutex_lock(&core->rec_mu);
+    size_t slot = (core->rec_head + core->rec_count) % RL_RECORD_RING;
+    core->recs[slot] = *rec;
+    if (core->rec_count < RL_RECORD_RING) core->rec_count++;
+    else core->rec_head = (core->rec_head + 1) % RL_RECORD_RING; /* full: the oldest is overwritten */
+    pthread_mutex_unlock(&core->rec_mu);
+}
+
+size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max) {
+    pthread_mutex_lock(&core->rec_mu);
+    size_t n = 0;
+    while (n < max && core->rec_count > 0) {
+        out[n++] = core->recs[core->rec_head];
+        core->rec_head = (core->rec_head + 1) % RL_RECORD_RING;
+        core->rec_count--;
+    }
+    pthread_mutex_unlock(&core->rec_mu);
+    return n;
+}
+
+void rl_core_stats(const rl_core *core, rl_stats *o) {
+    const struct rl_counters *c = &core->ctr;
+    memset(o, 0, sizeof *o);
+    o->devices = core->reg.count;
+    o->devices_alive = CTR_GET(c->devices_alive);
+    o->capacity = core->reg.capacity;
+    o->registry_bytes = rl_registry_bytes(&core->reg);
+    o->dgram_rx = CTR_GET(c->dgram_rx);
+    o->notify_a_ok = CTR_GET(c->notify_a_ok);
+    o->notify_b_ok = CTR_GET(c->notify_b_ok);
+    o->period_requests = CTR_GET(c->period_requests);
+    o->dgram_malformed = CTR_GET(c->dgram_malformed);
+    o->dgram_unknown_device = CTR_GET(c->dgram_unknown_device);
+    o->dgram_bad_auth = CTR_GET(c->dgram_bad_auth);
+    o->dgram_replay = CTR_GET(c->dgram_replay);
+    o->dgram_stale_epoch = CTR_GET(c->dgram_stale_epoch);
+    o->address_changes = CTR_GET(c->address_changes);
+    o->conn_requests_sent = CTR_GET(c->conn_requests_sent);
+    o->wakes_started = CTR_GET(c->wakes_started);
+    o->wakes_bound = CTR_GET(c->wakes_bound);
+    o->wakes_timeout = CTR_GET(c->wakes_timeout);
+    o->refused_offline = CTR_GET(c->refused_offline);
+    o->refused_unknown = CTR_GET(c->refused_unknown);
+    o->refused_unauthorized = CTR_GET(c->refused_unauthorized);
+    o->refused_forbidden = CTR_GET(c->refused_forbidden);
+    o->refused_bad_request = CTR_GET(c->refused_bad_request);
+    o->refused_capacity = CTR_GET(c->refused_capacity);
+    o->callbacks_rejected = CTR_GET(c->callbacks_rejected);
+    o->sessions_active = CTR_GET(c->sessions_active);
+    o->sessions_reused = CTR_GET(c->sessions_reused);
+    o->bytes_to_device = CTR_GET(c->bytes_to_device);
+    o->bytes_to_terminal = CTR_GET(c->bytes_to_terminal);
+    o->registry_full = CTR_GET(c->registry_full);
+}

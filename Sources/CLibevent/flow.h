@@ -1,0 +1,46 @@
+/*
+ * flow.h: HTTP/1.x message framing on a byte stream, with http-parser.
+ *
+ * The relay rewrites request heads (routing prefix, credentials) and adds one header to
+ * response heads; everything else (bodies, chunk framing) passes through unchanged and
+ * uncopied. A flow tracks where each message ends so that the next head is found, and
+ * notices Upgrade / 101 / close-delimited bodies, after which the stream is opaque.
+ */
+#ifndef RL_FLOW_H
+#define RL_FLOW_H
+
+#include <stddef.h>
+#include <event2/buffer.h>
+#include <http_parser.h>
+
+#define RL_MAX_HEADERS 100
+
+typedef struct rl_span { const char *p; size_t n; } rl_span;
+
+typedef struct rl_head {
+    rl_span url;
+    rl_span names[RL_MAX_HEADERS], values[RL_MAX_HEADERS];
+    int n_headers;
+    int overflow;            /* more headers than RL_MAX_HEADERS */
+    int method;              /* enum http_method (requests) */
+    int status;              /* responses */
+    int major, minor;
+} rl_head;
+
+struct rl_flow;
+/* Parses the complete head `p[0..n)` (ending in CRLF CRLF) at a message boundary.
+ * 0, or -1 when it is not valid HTTP/1.x. */
+int rl_flow_head(struct rl_flow *f, enum http_parser_type type, const char *p, size_t n, rl_head *h);
+/* Moves the bytes of the current message body from `in` to `out` (or all of them once the
+ * flow is raw). Returns bytes moved, or -1 on a framing error. */
+long rl_flow_body(struct rl_flow *f, struct evbuffer *in, struct evbuffer *out);
+/* Resets a flow to expect a new head (after a message completed). */
+void rl_flow_next(struct rl_flow *f);
+/* Finds the end of a head at the start of `buf`; returns its length (CRLF CRLF included),
+ * or 0 when not yet complete. */
+size_t rl_flow_find_head(struct evbuffer *buf);
+/* Case-insensitive header lookup; NULL span when absent. */
+rl_span rl_head_get(const rl_head *h, const char *name);
+int rl_span_ieq(rl_span s, const char *lit);
+
+#endif

@@ -1,0 +1,227 @@
+/*
+ * internal.h: types shared by the C core's files. Nothing here is visible to Swift.
+ *
+ * Threading: everything below is owned by the loop thread of its rl_core (or rl_agent),
+ * except the fields marked "any thread" (atomics, or guarded by the named mutex).
+ */
+#ifndef RL_INTERNAL_H
+#define RL_INTERNAL_H
+
+#include <sys/types.h>
+#include <sys/time.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <event2/listener.h>
+#include <http_parser.h>
+
+#include "relay_core.h"
+#include "registry.h"
+#include "stream.h"
+#include "wire.h"
+
+#define RL_MAX_LISTENERS 8
+#define RL_RECORD_RING 4096
+#define RL_MAX_PIPELINE 32 /* requests awaiting a response on one link */
+
+/* Single-writer counters: the loop thread adds, scrapers read. A relaxed load plus a
+ * relaxed store is a plain add on x86, with no locked instruction on the hot path. */
+typedef _Atomic uint64_t rl_counter;
+#define CTR_ADD(c, n) atomic_store_explicit(&(c), atomic_load_explicit(&(c), memory_order_relaxed) + (n), memory_order_relaxed)
+#define CTR_INC(c) CTR_ADD(c, 1)
+#define CTR_DEC(c) CTR_ADD(c, (uint64_t)-1)
+#define CTR_GET(c) atomic_load_explicit(&(c), memory_order_relaxed)
+
+struct rl_counters {
+    rl_counter dgram_rx, notify_a_ok, notify_b_ok, period_requests;
+    rl_counter dgram_malformed, dgram_unknown_device, dgram_bad_auth, dgram_replay, dgram_stale_epoch;
+    rl_counter address_changes, conn_requests_sent;
+    rl_counter wakes_started, wakes_bound, wakes_timeout;
+    rl_counter refused_offline, refused_unknown, refused_unauthorized, refused_forbidden,
+        refused_bad_request, refused_capacity;
+    rl_counter callbacks_rejected, sessions_active, sessions_reused;
+    rl_counter bytes_to_device, bytes_to_terminal, registry_full;
+    rl_counter devices_alive; /* refreshed at scrape time */
+};
+
+typedef struct rl_udp_sock {
+    int fd;
+    int family;
+    struct event *ev;
+    rl_core *core;
+    uint8_t index;
+} rl_udp_sock;
+
+typedef struct rl_listener {
+    struct evconnlistener *lev;
+    int port;
+    int family;
+} rl_listener;
+
+/* A device change queued by another thread. */
+typedef struct rl_cmd {
+    int remove;
+    char id[RL_ID_MAX + 1];
+    uint8_t key[RL_KEY_LEN];
+} rl_cmd;
+
+typedef struct rl_session rl_session;
+typedef struct rl_term rl_term;
+
+struct rl_core {
+    rl_core_config cfg;
+    char domain[256];
+    size_t domain_len;
+    struct event_base *base;
+    pthread_t thread;
+    int started, stopped;
+    _Atomic int ready;
+    uint32_t epoch;
+    struct timespec t0; /* monotonic start; registry times are seconds since then */
+
+    rl_registry reg;
+
+    rl_udp_sock udp[RL_MAX_LISTENERS];
+    int n_udp;
+    rl_listener http[RL_MAX_LISTENERS], tcp[RL_MAX_LISTENERS], metrics[RL_MAX_LISTENERS];
+    int n_http, n_tcp, n_metrics;
+
+    /* sessions, hashed by session ID */
+    rl_session **sess_buckets;
+    uint32_t sess_mask;
+    uint32_t n_sessions;
+    rl_term *terms; /* every live terminal connection, for shutdown */
+
+    /* device changes from other threads (guarded by cmd_mu) */
+    pthread_mutex_t cmd_mu;
+    rl_cmd *cmds;
+    size_t n_cmds, cap_cmds;
+    struct event *cmd_ev;
+    struct event *stop_ev;
+
+    /* finished-session records for the control layer (guarded by rec_mu) */
+    pthread_mutex_t rec_mu;
+    rl_session_record *recs;
+    size_t rec_head, rec_count;
+
+    struct rl_counters ctr;
+    rl_mac mac; /* loop thread's HMAC context */
+};
+
+/* ---- time ---- */
+uint32_t rl_core_now_s(const rl_core *core);      /* monotonic seconds since start */
+uint64_t rl_mono_us(void);
+
+/* ---- core.c ---- */
+void rl_init_threads(void); /* once per process, before any event_base */
+void rl_core_push_record(rl_core *core, const rl_session_record *rec);
+
+/* ---- udp.c ---- */
+int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len);
+void rl_udp_close_all(rl_core *core);
+/* Sends CONNECT_REQUEST for `s` to its device's current anchor. 0, or -1 when the
+ * device has no anchor (never notified) or was removed. */
+int rl_udp_send_connect(rl_core *core, rl_session *s);
+
+/* ---- session.c ---- */
+enum rl_session_state { SESS_WAKING, SESS_BOUND, SESS_IDLE };
+
+/* Which direction's HTTP framing is being tracked. */
+typedef struct rl_flow {
+    http_parser parser;
+    int raw;          /* opaque byte stream from here on (Upgrade, close-delimited) */
+    int in_body;      /* head seen; counting body bytes of the current message */
+    int done;         /* set by on_message_complete */
+    int skip_body;    /* response to a HEAD request */
+} rl_flow;
+
+struct rl_session {
+    rl_session *next_in_bucket;
+    rl_core *core;
+    uint8_t sid[RL_SESSION_ID_LEN];
+    uint8_t nonce[RL_NONCE_LEN];
+    char sid_hex[2 * RL_SESSION_ID_LEN + 1];
+    char device_id[RL_ID_MAX + 1];
+    uint64_t id_hash;
+    enum rl_session_state state;
+    rl_term *term;           /* attached terminal, or NULL */
+    rl_stream *link;         /* device link once bound */
+    struct event *timer;     /* retransmit while waking, idle expiry while idle */
+    uint32_t retransmits;
+    uint64_t wake_started_us;
+
+    rl_flow resp;            /* device -> terminal framing */
+    uint8_t pending_head[RL_MAX_PIPELINE]; /* 1 = that request was HEAD */
+    uint32_t pend_first, pend_count;
+    int resp_started;        /* some response bytes reached the current terminal */
+};
+
+rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash);
+rl_session *rl_session_find(rl_core *core, const uint8_t sid[RL_SESSION_ID_LEN]);
+/* Binds a verified device callback to a waking session. */
+void rl_session_bind(rl_session *s, rl_stream *link);
+/* Attaches a terminal to an idle session (reuse: no wake). */
+void rl_session_attach(rl_session *s, rl_term *term);
+/* The terminal leaves: the link goes idle when it is at a message boundary, else closes. */
+void rl_session_detach(rl_session *s);
+void rl_session_free(rl_session *s);
+void rl_session_end_device(rl_core *core, uint64_t id_hash);
+void rl_session_free_all(rl_core *core);
+/* Moves response bytes device -> terminal (called when either side can make progress). */
+void rl_session_pump_response(rl_session *s);
+int rl_session_at_boundary(const rl_session *s);
+
+/* ---- front.c (terminal side) ---- */
+enum rl_term_state { TERM_HEAD, TERM_WAKING, TERM_BOUND, TERM_CLOSING };
+
+struct rl_term {
+    rl_term *prev, *next;
+    rl_core *core;
+    rl_stream *st;
+    enum rl_term_state state;
+    rl_session *sess;
+    struct event *head_timer;
+    rl_flow req;             /* terminal -> device framing */
+    char peer[64];           /* "addr" for X-Forwarded-For */
+    uint64_t started_us;
+    uint64_t bytes_to_device, bytes_to_terminal;
+    int reused;
+};
+
+void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
+/* The session of `t` ended without a response: answer `status` (0: just close). */
+void rl_term_fail(rl_term *t, int status, const char *body);
+/* Bytes can move terminal -> device again. */
+/* Returns -1 when `t` was closed (freed) meanwhile. */
+int rl_term_pump_request(rl_term *t);
+/* Called by the session when it is bound to `t` (wake done or reuse). */
+void rl_term_bound(rl_term *t);
+/* The session ended at a message boundary: the next request on `t` starts anew. */
+void rl_term_rewake(rl_term *t);
+void rl_term_close(rl_term *t, int outcome);
+void rl_term_close_all(rl_core *core);
+
+/* ---- callback.c (device TCP callbacks) ---- */
+void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
+
+/* ---- metrics.c ---- */
+void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
+
+/* ---- netaddr.c ---- */
+/* Parses "HOST:PORT", "[V6]:PORT" or "*:PORT" (numeric hosts and names). */
+int rl_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t err_len);
+int rl_listen_tcp(rl_core *core, rl_listener *l, const char *addr, evconnlistener_cb cb, char *err, size_t err_len);
+void rl_addr_to_v6(const struct sockaddr *sa, uint8_t addr[16], uint16_t *port);
+void rl_v6_to_sockaddr(const uint8_t addr[16], uint16_t port, int family, struct sockaddr_storage *ss, socklen_t *len);
+void rl_set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- http.c (helpers shared by front and session) ---- */
+void rl_http_respond(struct evbuffer *out, int status, const char *extra_headers, const char *body);
+const char *rl_http_reason(int status);
+
+#endif

@@ -1,0 +1,301 @@
+/*
+ * session.c: wakes and device links [claims 1, 3, 9, 17].
+ *
+ * A session is born when a terminal asks for a live device: it gets a random session ID
+ * and nonce, and the connection request is (re)sent on a backoff until the device calls
+ * back or the wake timeout passes. Once bound, the session carries one terminal's traffic
+ * over its own device link; when that terminal leaves at a message boundary the link
+ * stays idle for a while, and a terminal naming the session ID is served on it again.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+#include "flow.h"
+
+static void on_wake_timer(evutil_socket_t fd, short what, void *arg);
+static void on_idle_timer(evutil_socket_t fd, short what, void *arg);
+static void link_cb(rl_stream *st, int event, void *arg);
+
+static uint32_t bucket_of(const rl_core *core, const uint8_t sid[RL_SESSION_ID_LEN]) {
+    uint32_t v;
+    memcpy(&v, sid, sizeof v); /* session IDs are uniformly random */
+    return v & core->sess_mask;
+}
+
+rl_session *rl_session_find(rl_core *core, const uint8_t sid[RL_SESSION_ID_LEN]) {
+    for (rl_session *s = core->sess_buckets[bucket_of(core, sid)]; s; s = s->next_in_bucket)
+        if (memcmp(s->sid, sid, RL_SESSION_ID_LEN) == 0) return s;
+    return NULL;
+}
+
+static void unlink_session(rl_session *s) {
+    rl_session **pp = &s->core->sess_buckets[bucket_of(s->core, s->sid)];
+    while (*pp && *pp != s) pp = &(*pp)->next_in_bucket;
+    if (*pp) *pp = s->next_in_bucket;
+}
+
+static void arm(rl_session *s, uint32_t ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash) {
+    if (core->n_sessions >= core->cfg.max_sessions) return NULL;
+    rl_session *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->core = core;
+    s->timer = evtimer_new(core->base, on_wake_timer, s);
+    if (!s->timer || rl_random_bytes(s->sid, sizeof s->sid) != 0 || rl_random_bytes(s->nonce, sizeof s->nonce) != 0) {
+        if (s->timer) event_free(s->timer);
+        free(s);
+        return NULL;
+    }
+    rl_hex(s->sid, sizeof s->sid, s->sid_hex);
+    snprintf(s->device_id, sizeof s->device_id, "%s", device_id);
+    s->id_hash = id_hash;
+    s->state = SESS_WAKING;
+    s->term = term;
+    term->sess = s;
+    uint32_t b = bucket_of(core, s->sid);
+    s->next_in_bucket = core->sess_buckets[b];
+    core->sess_buckets[b] = s;
+    core->n_sessions++;
+    CTR_INC(core->ctr.sessions_active);
+    CTR_INC(core->ctr.wakes_started);
+    s->wake_started_us = rl_mono_us();
+    rl_udp_send_connect(core, s);
+    arm(s, 100);
+    return s;
+}
+
+/* Retransmits on a doubling backoff (100, 200, 400 ms ...) until the wake timeout. */
+static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
+    rl_session *s = arg;
+    rl_core *core = s->core;
+    uint64_t elapsed_ms = (rl_mono_us() - s->wake_started_us) / 1000;
+    if (elapsed_ms >= core->cfg.wake_timeout_ms) {
+        CTR_INC(core->ctr.wakes_timeout);
+        rl_term *t = s->term;
+        char body[160];
+        snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id, core->cfg.wake_timeout_ms);
+        if (t) rl_term_fail(t, 504, body);
+        rl_session_free(s);
+        return;
+    }
+    rl_udp_send_connect(core, s);
+    s->retransmits++;
+    uint32_t next = 100u << (s->retransmits < 10 ? s->retransmits : 10);
+    uint32_t left = core->cfg.wake_timeout_ms - (uint32_t)elapsed_ms;
+    arm(s, next < left ? next : left);
+}
+
+void rl_session_bind(rl_session *s, rl_stream *link) {
+    rl_core *core = s->core;
+    evtimer_del(s->timer);
+    event_free(s->timer);
+    s->timer = evtimer_new(core->base, on_idle_timer, s);
+    s->link = link;
+    s->state = SESS_BOUND;
+    rl_stream_set_cb(link, link_cb, s);
+    rl_stream_read(link, 1);
+    CTR_INC(core->ctr.wakes_bound);
+    if (s->term) rl_term_bound(s->term);
+}
+
+void rl_session_attach(rl_session *s, rl_term *t) {
+    evtimer_del(s->timer);
+    s->state = SESS_BOUND;
+    s->term = t;
+    s->resp_started = 0;
+    t->sess = s;
+    rl_stream_read(s->link, 1);
+    rl_term_bound(t);
+}
+
+int rl_session_at_boundary(const rl_session *s) {
+    return s->pend_count == 0 && !s->resp.raw && !s->resp.in_body &&
+           (!s->term || (!s->term->req.raw && !s->term->req.in_body));
+}
+
+void rl_session_detach(rl_session *s) {
+    rl_core *core = s->core;
+    int clean = s->link && !s->link->eof && rl_session_at_boundary(s) && evbuffer_get_length(s->link->in) == 0;
+    s->term = NULL;
+    if (!clean || core->cfg.idle_link_s == 0) {
+        rl_session_free(s);
+        return;
+    }
+    s->state = SESS_IDLE;
+    rl_stream_read(s->link, 1); /* an idle device that speaks or closes ends the session */
+    arm(s, core->cfg.idle_link_s * 1000);
+}
+
+static void on_idle_timer(evutil_socket_t fd, short what, void *arg) {
+    rl_session *s = arg;
+    if (s->state == SESS_IDLE) rl_session_free(s);
+}
+
+void rl_session_free(rl_session *s) {
+    rl_core *core = s->core;
+    if (s->term) {
+        rl_term *t = s->term;
+        s->term = NULL;
+        t->sess = NULL;
+        rl_term_close(t, RL_OUTCOME_ABORTED);
+    }
+    unlink_session(s);
+    if (s->timer) event_free(s->timer);
+    rl_stream_free(s->link);
+    core->n_sessions--;
+    CTR_DEC(core->ctr.sessions_active);
+    free(s);
+}
+
+void rl_session_end_device(rl_core *core, uint64_t id_hash) {
+    for (uint32_t b = 0; b <= core->sess_mask; b++) {
+        rl_session *s = core->sess_buckets[b];
+        while (s) {
+            rl_session *next = s->next_in_bucket;
+            if (s->id_hash == id_hash) rl_session_free(s);
+            s = next;
+        }
+    }
+}
+
+void rl_session_free_all(rl_core *core) {
+    for (uint32_t b = 0; b <= core->sess_mask; b++)
+        while (core->sess_buckets[b]) rl_session_free(core->sess_buckets[b]);
+}
+
+/* ---- device -> terminal ---- */
+
+/* Adds X-Relay-Session after the status line, so the terminal can name this link later. */
+static void forward_response_head(rl_session *s, struct evbuffer *in, size_t head_len, struct evbuffer *out) {
+    struct evbuffer_ptr eol = evbuffer_search(in, "\r\n", 2, NULL);
+    size_t line = (size_t)eol.pos + 2;
+    evbuffer_remove_buffer(in, out, line);
+    evbuffer_add_printf(out, "X-Relay-Session: %s\r\n", s->sid_hex);
+    evbuffer_remove_buffer(in, out, head_len - line);
+}
+
+static void device_gone(rl_session *s, const char *why) {
+    rl_term *t = s->term;
+    if (t && s->pend_count == 0 && rl_session_at_boundary(s) && !t->st->eof) {
+        /* The device closed between requests (an HTTP/1.0 server does after each one): the
+         * terminal keeps its connection and its next request wakes the device again. */
+        rl_term_rewake(t); /* detaches t from s */
+        rl_session_free(s);
+        return;
+    }
+    if (t) {
+        if (!s->resp_started && s->pend_count > 0) {
+            char body[200];
+            snprintf(body, sizeof body, "device %s closed its link before answering (%s)\n", s->device_id, why);
+            s->term = NULL;
+            t->sess = NULL;
+            rl_term_fail(t, 502, body);
+        } else if (evbuffer_get_length(t->st->out) > 0) {
+            /* Let the terminal have what already arrived, then close. */
+            s->term = NULL;
+            t->sess = NULL;
+            t->state = TERM_CLOSING;
+            rl_stream_read(t->st, 0);
+            rl_stream_shutdown_after_flush(t->st);
+        }
+    }
+    rl_session_free(s);
+}
+
+void rl_session_pump_response(rl_session *s) {
+    rl_core *core = s->core;
+    rl_stream *link = s->link;
+    if (!link) return;
+    struct evbuffer *in = link->in;
+    rl_term *t = s->term;
+    if (!t) {
+        if (evbuffer_get_length(in) > 0 || link->eof) rl_session_free(s); /* idle links stay silent */
+        return;
+    }
+    struct evbuffer *out = t->st->out;
+    size_t before = evbuffer_get_length(out);
+    while (evbuffer_get_length(in) > 0 && !rl_stream_out_high(t->st)) {
+        if (s->resp.raw || s->resp.in_body) {
+            long n = rl_flow_body(&s->resp, in, out);
+            if (n < 0) {
+                device_gone(s, "malformed response framing");
+                return;
+            }
+            if (s->resp.done) {
+                rl_flow_next(&s->resp);
+                if (s->pend_count) {
+                    s->pend_first = (s->pend_first + 1) % RL_MAX_PIPELINE;
+                    s->pend_count--;
+                }
+            }
+            if (n == 0) break;
+            continue;
+        }
+        size_t head_len = rl_flow_find_head(in);
+        if (!head_len) {
+            if (evbuffer_get_length(in) > 65536) {
+                device_gone(s, "response head too large");
+                return;
+            }
+            break;
+        }
+        rl_head h;
+        s->resp.skip_body = s->pend_count > 0 && s->pending_head[s->pend_first];
+        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
+        if (rl_flow_head(&s->resp, HTTP_RESPONSE, p, head_len, &h) != 0) {
+            device_gone(s, "malformed response head");
+            return;
+        }
+        forward_response_head(s, in, head_len, out);
+        s->resp_started = 1;
+        if (s->resp.done) {
+            int interim = h.status >= 100 && h.status < 200 && h.status != 101;
+            rl_flow_next(&s->resp);
+            if (!interim && s->pend_count) {
+                s->pend_first = (s->pend_first + 1) % RL_MAX_PIPELINE;
+                s->pend_count--;
+            }
+        }
+    }
+    size_t moved = evbuffer_get_length(out) - before;
+    t->bytes_to_terminal += moved;
+    CTR_ADD(core->ctr.bytes_to_terminal, moved);
+    rl_stream_flush(t->st);
+    rl_stream_read(link, !rl_stream_out_high(t->st));
+    if (link->eof && evbuffer_get_length(in) == 0) {
+        device_gone(s, "end of stream");
+        return;
+    }
+    if (s->pend_count < RL_MAX_PIPELINE) {
+        if (t->st->eof && s->pend_count == 0 && !t->req.raw && evbuffer_get_length(t->st->in) == 0) {
+            rl_term_close(t, RL_OUTCOME_RELAYED); /* the terminal had half-closed: we are done */
+            return;
+        }
+        rl_term_pump_request(t); /* a request waiting for a free pipeline slot or a boundary */
+    }
+}
+
+static void link_cb(rl_stream *st, int event, void *arg) {
+    rl_session *s = arg;
+    switch (event) {
+    case RL_STREAM_READ_READY:
+    case RL_STREAM_EOF:
+        if (s->state == SESS_IDLE) {
+            rl_session_free(s);
+            return;
+        }
+        rl_session_pump_response(s);
+        break;
+    case RL_STREAM_DRAINED:
+        if (s->term) rl_term_pump_request(s->term);
+        break;
+    default:
+        device_gone(s, "link error");
+        break;
+    }
+}

@@ -1,0 +1,53 @@
+/*
+ * stream.h: a non-blocking TCP socket with an input and an output evbuffer.
+ *
+ * Why not a bufferevent: libevent 2.1 socket bufferevents read at most 4 KiB per read(2).
+ * A stream reads up to RL_STREAM_READ bytes per call straight into reserved evbuffer
+ * space, and writes with writev over the output chains, so bytes moved between two
+ * streams with evbuffer_add_buffer are never copied in user space.
+ */
+#ifndef RL_STREAM_H
+#define RL_STREAM_H
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+
+#define RL_STREAM_READ (256 * 1024)     /* bytes per read(2) at most */
+#define RL_STREAM_HIGH (1024 * 1024)    /* stop reading the peer above this much queued output */
+
+enum rl_stream_event {
+    RL_STREAM_READ_READY = 1, /* new bytes in `in` */
+    RL_STREAM_DRAINED = 2,    /* `out` went below the high watermark (or empty) */
+    RL_STREAM_EOF = 3,        /* peer closed its side; `in` may still hold bytes */
+    RL_STREAM_ERROR = 4,      /* reset or other error; close it */
+    RL_STREAM_CONNECTED = 5,  /* an outgoing connect finished */
+};
+
+typedef struct rl_stream rl_stream;
+typedef void (*rl_stream_cb)(rl_stream *s, int event, void *arg);
+
+struct rl_stream {
+    int fd;
+    struct event *rev, *wev;
+    struct evbuffer *in, *out;
+    rl_stream_cb cb;
+    void *arg;
+    unsigned reading : 1, eof : 1, connecting : 1, shut_after_flush : 1, dead : 1, out_was_high : 1;
+    unsigned long long bytes_read, bytes_written;
+};
+
+/* Wraps a connected (or connecting, with `connecting` = 1) non-blocking socket. */
+rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_stream_cb cb, void *arg);
+void rl_stream_set_cb(rl_stream *s, rl_stream_cb cb, void *arg);
+void rl_stream_read(rl_stream *s, int on);
+/* Starts writing whatever `out` holds. */
+void rl_stream_flush(rl_stream *s);
+/* Half-closes once `out` is empty. */
+void rl_stream_shutdown_after_flush(rl_stream *s);
+int rl_stream_out_high(const rl_stream *s);
+/* Closes the socket and frees everything. */
+void rl_stream_free(rl_stream *s);
+/* Non-blocking TCP connect; returns the fd or -1. */
+int rl_tcp_connect(const struct sockaddr *sa, socklen_t len);
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * udp.c: notify ingest [claims 1, 4, 5, 12, 21-23] and the datagrams the relay sends.
+ *
+ * Each UDP listener is read with recvmmsg in batches, edge-triggered: a callback drains
+ * up to RL_UDP_BUDGET batches, then re-activates itself if the socket may hold more, so
+ * one busy socket cannot starve the others. Nothing is allocated per datagram.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include "internal.h"
+
+#define RL_UDP_BATCH 64
+#define RL_UDP_BUDGET 16
+#define RL_UDP_BUF 256 /* larger than any valid datagram: longer ones are flagged MSG_TRUNC */
+
+static void on_udp(evutil_socket_t fd, short what, void *arg);
+
+int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (rl_parse_addr(addr, &ss, &len, err, err_len) != 0) return -1;
+    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rl_set_err(err, err_len, "socket for %s: %s", addr, strerror(errno));
+        return -1;
+    }
+    int one = 1, rcvbuf = 8 << 20;
+    if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    /* Bursts of notifies must not overflow the default ~200 KiB buffer (about 500 datagrams
+     * on loopback). The kernel caps this at net.core.rmem_max. */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        rl_set_err(err, err_len, "cannot bind UDP %s: %s", addr, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    rl_udp_sock *u = &core->udp[core->n_udp];
+    u->fd = fd;
+    u->family = ss.ss_family;
+    u->core = core;
+    u->index = (uint8_t)core->n_udp;
+    u->ev = event_new(core->base, fd, EV_READ | EV_PERSIST | EV_ET, on_udp, u);
+    if (!u->ev || event_add(u->ev, NULL) != 0) {
+        rl_set_err(err, err_len, "cannot watch UDP %s", addr);
+        if (u->ev) event_free(u->ev);
+        close(fd);
+        return -1;
+    }
+    core->n_udp++;
+    return 0;
+}
+
+void rl_udp_close_all(rl_core *core) {
+    for (int i = 0; i < core->n_udp; i++) {
+        event_free(core->udp[i].ev);
+        close(core->udp[i].fd);
+    }
+    core->n_udp = 0;
+}
+
+static void send_from(rl_udp_sock *u, const uint8_t *buf, size_t len, const struct sockaddr *to, socklen_t to_len) {
+    /* Best effort: a full send buffer drops the reply; the device retries. */
+    (void)sendto(u->fd, buf, len, MSG_DONTWAIT, to, to_len);
+}
+
+/* The callback port to tell a device: a TCP listener of the same address family as the UDP
+ * socket it talks to, so a device reached over IPv6 calls back over IPv6. */
+static uint16_t callback_port(const rl_core *core, int family) {
+    for (int i = 0; i < core->n_tcp; i++)
+        if (core->tcp[i].family == family) return (uint16_t)core->tcp[i].port;
+    return (uint16_t)(core->n_tcp ? core->tcp[0].port : 0);
+}
+
+static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram *d, rl_dev *dev,
+                                  const struct sockaddr *from, socklen_t from_len) {
+    uint8_t body[RL_BODY_PERIOD_INFO] = {0}, out[RL_DGRAM_MAX];
+    memcpy(body, d->body, 8); /* echo the client nonce */
+    rl_put32(body + 8, core->epoch);
+    rl_put32(body + 12, core->cfg.period_s);
+    rl_put32(body + 16, core->cfg.keepalive_s);
+    rl_put16(body + 20, callback_port(core, u->family));
+    size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_PERIOD_INFO, d->id, d->id_len, body, sizeof body, dev->key);
+    CTR_INC(core->ctr.period_requests);
+    if (n) send_from(u, out, n, from, from_len);
+}
+
+static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, const uint8_t *raw, size_t raw_len,
+                          rl_dev *dev, const struct sockaddr *from, socklen_t from_len) {
+    uint8_t addr[16];
+    uint16_t port;
+    rl_addr_to_v6(from, addr, &port);
+    int same_anchor = dev->sock == u->index && dev->port == port && memcmp(dev->addr, addr, 16) == 0;
+
+    /* A NOTIFY_B from the current anchor changes nothing: accept it without crypto. */
+    if (d->type == RL_T_NOTIFY_B && same_anchor) {
+        CTR_INC(core->ctr.notify_b_ok);
+        return;
+    }
+    if (!rl_dgram_verify(&core->mac, dev->key, raw, raw_len)) {
+        CTR_INC(core->ctr.dgram_bad_auth);
+        return;
+    }
+    uint32_t epoch = rl_get32(d->body);
+    uint64_t counter = rl_get64(d->body + 4);
+    if (epoch != core->epoch) {
+        /* A verified notify from before a relay restart: tell the device the new epoch.
+         * RESYNC is exactly as long as the notify, so this never amplifies. */
+        uint8_t body[RL_BODY_RESYNC], out[RL_DGRAM_MAX];
+        rl_put64(body, counter);
+        rl_put32(body + 8, core->epoch);
+        size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_RESYNC, d->id, d->id_len, body, sizeof body, dev->key);
+        CTR_INC(core->ctr.dgram_stale_epoch);
+        if (n) send_from(u, out, n, from, from_len);
+        return;
+    }
+    if (counter <= dev->counter) {
+        CTR_INC(core->ctr.dgram_replay);
+        return;
+    }
+    dev->counter = counter;
+    if (!same_anchor) {
+        if (dev->sock != RL_NO_SOCK) CTR_INC(core->ctr.address_changes);
+        memcpy(dev->addr, addr, 16);
+        dev->port = port;
+        dev->sock = u->index;
+    }
+    if (d->type == RL_T_NOTIFY_A) {
+        dev->last_access = rl_core_now_s(core) + 1;
+        CTR_INC(core->ctr.notify_a_ok);
+    } else {
+        CTR_INC(core->ctr.notify_b_ok);
+    }
+}
+
+static void handle_datagram(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
+                            const struct sockaddr *from, socklen_t from_len) {
+    rl_dgram d;
+    if (truncated || rl_dgram_parse(buf, len, &d) != 0) {
+        CTR_INC(core->ctr.dgram_malformed);
+        return;
+    }
+    if (d.type != RL_T_PERIOD_REQUEST && d.type != RL_T_NOTIFY_A && d.type != RL_T_NOTIFY_B) {
+        CTR_INC(core->ctr.dgram_malformed); /* relay-to-device types are never accepted */
+        return;
+    }
+    rl_dev *dev = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, d.id, d.id_len));
+    if (!dev) {
+        CTR_INC(core->ctr.dgram_unknown_device);
+        return;
+    }
+    if (d.type == RL_T_PERIOD_REQUEST) {
+        if (!rl_dgram_verify(&core->mac, dev->key, buf, len)) {
+            CTR_INC(core->ctr.dgram_bad_auth);
+            return;
+        }
+        handle_period_request(core, u, &d, dev, from, from_len);
+        return;
+    }
+    handle_notify(core, u, &d, buf, len, dev, from, from_len);
+}
+
+static void on_udp(evutil_socket_t fd, short what, void *arg) {
+    rl_udp_sock *u = arg;
+    rl_core *core = u->core;
+    static __thread uint8_t bufs[RL_UDP_BATCH][RL_UDP_BUF];
+    static __thread struct sockaddr_storage addrs[RL_UDP_BATCH];
+    struct mmsghdr msgs[RL_UDP_BATCH];
+    struct iovec iovs[RL_UDP_BATCH];
+
+    for (int round = 0; round < RL_UDP_BUDGET; round++) {
+        for (int i = 0; i < RL_UDP_BATCH; i++) {
+            iovs[i].iov_base = bufs[i];
+            iovs[i].iov_len = RL_UDP_BUF;
+            memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+            msgs[i].msg_hdr.msg_iov = &iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &addrs[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+        }
+        int n = recvmmsg(fd, msgs, RL_UDP_BATCH, MSG_DONTWAIT, NULL);
+        if (n <= 0) return; /* EAGAIN: drained, the edge trigger re-arms */
+        CTR_ADD(core->ctr.dgram_rx, (uint64_t)n);
+        for (int i = 0; i < n; i++) {
+            int trunc = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+            handle_datagram(core, u, bufs[i], msgs[i].msg_len, trunc, (struct sockaddr *)&addrs[i],
+                            msgs[i].msg_hdr.msg_namelen);
+        }
+        if (n < RL_UDP_BATCH) return;
+    }
+    /* Budget spent with data possibly left: run again after other ready events. */
+    event_active(u->ev, EV_READ, 0);
+}
+
+int rl_udp_send_connect(rl_core *core, rl_session *s) {
+    rl_dev *dev = rl_registry_find(&core->reg, s->id_hash);
+    if (!dev || dev->sock == RL_NO_SOCK || dev->sock >= core->n_udp) return -1;
+    rl_udp_sock *u = &core->udp[dev->sock];
+    uint8_t body[RL_BODY_CONNECT] = {0}, out[RL_DGRAM_MAX];
+    memcpy(body, s->sid, RL_SESSION_ID_LEN);
+    memcpy(body + 16, s->nonce, RL_NONCE_LEN);
+    rl_put16(body + 32, callback_port(core, u->family));
+    size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_CONNECT, s->device_id, strlen(s->device_id), body,
+                              sizeof body, dev->key);
+    if (!n) return -1;
+    struct sockaddr_storage to;
+    socklen_t to_len;
+    /* Reply through the socket the notify came in on, to the address it came from. */
+    rl_v6_to_sockaddr(dev->addr, dev->port, u->family, &to, &to_len);
+    send_from(u, out, n, (struct sockaddr *)&to, to_len);
+    CTR_INC(core->ctr.conn_requests_sent);
+    return 0;
+}
