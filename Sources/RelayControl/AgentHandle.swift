@@ -1,0 +1,50 @@
+import CLibevent
+import Foundation
+import Synchronization
+
+/// Owns one C device agent (rl_agent) and the thread its blocking loop runs on.
+final class AgentHandle: Sendable {
+    // rl_agent_stop is safe from any thread; run and free happen once each, in order.
+    private nonisolated(unsafe) let agent: OpaquePointer
+    private let stopRequested = Mutex(false)
+    private let strings: [OwnedCString]
+
+    init(relay: String, deviceID: String, secret: [UInt8], forward: String) throws {
+        precondition(secret.count == RelayCrypto.secretLength, "secret must be 32 bytes")
+        // Copies that outlive the call, since the header does not promise the agent copies.
+        let relayCopy = OwnedCString(relay), idCopy = OwnedCString(deviceID), forwardCopy = OwnedCString(forward)
+        var config = rl_agent_config()
+        config.relay = UnsafePointer(relayCopy.pointer)
+        config.device_id = UnsafePointer(idCopy.pointer)
+        config.forward = UnsafePointer(forwardCopy.pointer)
+        withUnsafeMutableBytes(of: &config.secret) { $0.copyBytes(from: secret) }
+        defer { _ = withUnsafeMutableBytes(of: &config.secret) { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        agent = try callReturningPointer("start the agent") { rl_agent_new(&config, $0, $1) }
+        strings = [relayCopy, idCopy, forwardCopy]
+    }
+
+    deinit { rl_agent_free(agent) }
+
+    /// Runs the agent loop on a thread of its own (it blocks) until ``stop()``; returns
+    /// whether it ended because it was asked to.
+    func run() async -> Bool {
+        _ = await withCheckedContinuation { (done: CheckedContinuation<Int32, Never>) in
+            let thread = Thread { done.resume(returning: rl_agent_run(self.agent)) }
+            thread.name = "relay-agent"
+            thread.start()
+        }
+        return stopRequested.withLock { $0 }
+    }
+
+    /// Asks the loop to end; safe before, during or after ``run()``.
+    func stop() {
+        stopRequested.withLock { $0 = true }
+        rl_agent_stop(agent)
+    }
+
+    func stats() -> rl_agent_stats {
+        var stats = rl_agent_stats()
+        rl_agent_stats_get(agent, &stats)
+        return stats
+    }
+}

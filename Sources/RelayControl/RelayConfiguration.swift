@@ -1,0 +1,81 @@
+import Foundation
+import Logging
+
+/// Everything `relay serve` can be told, with the defaults it runs with when told nothing.
+///
+/// One value is built from flags by the CLI, or directly by tests (which bind port 0), and
+/// handed to ``RelayServer``. The environment is read here and nowhere else.
+public struct RelayConfiguration: Sendable {
+    /// Where the device store lives (`relay.sqlite`). Default "./relay-data", or $RELAY_DATA.
+    public var dataDirectory: String
+
+    /// Terminal HTTP listeners. Default loopback only: 127.0.0.1:8080 and [::1]:8080.
+    public var http: [String] = RelayConfiguration.defaultHTTP
+    /// Device UDP listeners (notifies, wakes). Default 127.0.0.1:4700 and [::1]:4700.
+    public var udp: [String] = RelayConfiguration.defaultUDP
+    /// Device TCP callback listeners. Default 127.0.0.1:4701 and [::1]:4701.
+    public var tcp: [String] = RelayConfiguration.defaultTCP
+    /// Prometheus /metrics listeners. None by default: metrics are opt-in.
+    public var metrics: [String] = RelayConfiguration.defaultMetrics
+
+    /// Host routing serves device ID at `<id>.<domain>`; "" turns host routing off.
+    public var domain: String = "localhost"
+    /// Max access period: a device with no NOTIFY_A for this long is offline (503).
+    public var period: Duration = .seconds(300)
+    /// NOTIFY_B interval told to agents; must stay below every NAT's UDP mapping timeout.
+    public var keepalive: Duration = .seconds(25)
+    /// Registry size in devices, reserved at start.
+    public var capacity: Int = 1_000_000
+    /// Concurrent terminal sessions (waking, bound or idle).
+    public var maxSessions: Int = 65536
+    /// A device that has not called back within this gets the terminal a 504.
+    public var wakeTimeout: Duration = .seconds(5)
+    /// An idle device link is kept this long for reuse by X-Relay-Session.
+    public var idleLink: Duration = .seconds(60)
+    /// Largest terminal request head accepted (431 above).
+    public var maxHeaderBytes: Int = 16384
+    /// A terminal must send its request head within this (408 after).
+    public var headerTimeout: Duration = .seconds(10)
+    /// Log threshold for stderr.
+    public var logLevel: Logger.Level = .info
+
+    public static let defaultHTTP = ["127.0.0.1:8080", "[::1]:8080"]
+    public static let defaultUDP = ["127.0.0.1:4700", "[::1]:4700"]
+    public static let defaultTCP = ["127.0.0.1:4701", "[::1]:4701"]
+    public static let defaultMetrics: [String] = []
+
+    /// The defaults, with the data directory taken from `RELAY_DATA` when it is set.
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        dataDirectory = Self.defaultDataDirectory(environment: environment)
+    }
+
+    /// "./relay-data" unless `RELAY_DATA` names another directory. Shared by every command
+    /// that takes --data, so that serve and the device commands agree on the store.
+    public static func defaultDataDirectory(
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> String {
+        if let fromEnvironment = environment["RELAY_DATA"], !fromEnvironment.isEmpty { return fromEnvironment }
+        return "./relay-data"
+    }
+
+    /// The configured addresses of one listener kind.
+    public func addresses(_ kind: ListenerKind) -> [String] {
+        switch kind {
+        case .http: return http
+        case .udp: return udp
+        case .tcp: return tcp
+        case .metrics: return metrics
+        }
+    }
+
+    /// Whether `kind` still has its built-in list. A default IPv6 address that cannot be
+    /// bound (a host without IPv6) is then skipped with a warning instead of failing.
+    public func usesDefaultAddresses(_ kind: ListenerKind) -> Bool {
+        switch kind {
+        case .http: return http == Self.defaultHTTP
+        case .udp: return udp == Self.defaultUDP
+        case .tcp: return tcp == Self.defaultTCP
+        case .metrics: return metrics == Self.defaultMetrics
+        }
+    }
+}

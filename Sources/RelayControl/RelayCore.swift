@@ -1,0 +1,81 @@
+import CLibevent
+
+/// Owns one C relay core (rl_core): the data plane's loop thread and everything on it.
+///
+/// Setup (`listen`, `start`) happens on one task before the services run; after that the
+/// header makes device put/remove, stats, records, ready and stop safe from any thread,
+/// which is why this class can be shared between services.
+public final class RelayCore: @unchecked Sendable {
+    private let core: OpaquePointer
+    // rl_core_config.domain points into this; it must outlive the core.
+    private let domain: OwnedCString
+
+    /// Creates a stopped core for `configuration` (already validated) signing tokens
+    /// with `tokenKey`.
+    public init(configuration: RelayConfiguration, tokenKey: [UInt8]) throws {
+        let domain = OwnedCString(configuration.domain)
+        var config = configuration.coreConfig(tokenKey: tokenKey, domain: domain.pointer)
+        core = try callReturningPointer("create the relay core") { rl_core_new(&config, $0, $1) }
+        self.domain = domain
+        // The config held a copy of the token key on the stack; don't leave it behind.
+        _ = withUnsafeMutableBytes(of: &config.token_key) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+    }
+
+    deinit {
+        rl_core_stop(core)
+        rl_core_free(core)
+    }
+
+    /// Binds one listener and returns the port it got (useful with port 0).
+    public func listen(_ kind: ListenerKind, address: String) throws -> UInt16 {
+        let index = try callReturningStatus("\(kind.flag) \(address)") {
+            rl_core_listen(core, kind.cKind, address, $0, $1)
+        }
+        let port = rl_core_bound_port(core, kind.cKind, index)
+        guard port > 0, port <= Int32(UInt16.max) else {
+            throw CoreError(operation: "\(kind.flag) \(address)", message: "the core reported no bound port")
+        }
+        return UInt16(port)
+    }
+
+    /// Adds or replaces a device; false when the core refused it (registry full or bad ID).
+    @discardableResult
+    public func put(id: String, key: [UInt8]) -> Bool {
+        precondition(key.count == RelayCrypto.deviceKeyLength, "device key must be 16 bytes")
+        return rl_core_device_put(core, id, key) == 0
+    }
+
+    /// Removes a device; false when the core did not know it.
+    @discardableResult
+    public func remove(id: String) -> Bool {
+        rl_core_device_remove(core, id) == 0
+    }
+
+    /// Starts the loop thread.
+    public func start() throws {
+        _ = try callReturningStatus("start the relay core") { rl_core_start(core, $0, $1) }
+    }
+
+    /// /healthz answers 200 only while ready.
+    public func setReady(_ ready: Bool) {
+        rl_core_set_ready(core, ready ? 1 : 0)
+    }
+
+    /// Stops accepting, ends sessions and joins the loop thread. Idempotent.
+    public func stop() {
+        rl_core_stop(core)
+    }
+
+    public func stats() -> rl_stats {
+        var stats = rl_stats()
+        rl_core_stats(core, &stats)
+        return stats
+    }
+
+    /// Up to `max` finished sessions the core has queued, oldest first.
+    public func drainRecords(max: Int = 256) -> [SessionRecord] {
+        var buffer = [rl_session_record](repeating: rl_session_record(), count: max)
+        let count = buffer.withUnsafeMutableBufferPointer { rl_core_drain_records(core, $0.baseAddress, max) }
+        return buffer.prefix(Swift.min(count, max)).map(SessionRecord.init)
+    }
+}

@@ -1,0 +1,86 @@
+import Logging
+import ServiceLifecycle
+
+/// A relay ready to serve: store open, listeners bound, devices loaded, core started.
+///
+/// ``make(configuration:logger:)`` does all the setup that can fail with a message, so
+/// that `relay serve` exits non-zero before it claims to be ready; ``run()`` then serves
+/// until SIGTERM/SIGINT (or ``shutdown()``) and returns after a clean stop.
+public final class RelayServer: Sendable {
+    public let configuration: RelayConfiguration
+    public let listeners: BoundListeners
+    public let store: DeviceStore
+    let core: RelayCore
+    private let group: ServiceGroup
+    private let logger: Logger
+
+    private init(
+        configuration: RelayConfiguration, listeners: BoundListeners, store: DeviceStore, core: RelayCore,
+        group: ServiceGroup, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.listeners = listeners
+        self.store = store
+        self.core = core
+        self.group = group
+        self.logger = logger
+    }
+
+    public static func make(configuration: RelayConfiguration, logger: Logger) throws -> RelayServer {
+        try configuration.validate()
+        let store = try DeviceStore(directory: configuration.dataDirectory)
+        let core = try RelayCore(configuration: configuration, tokenKey: store.tokenKey())
+        let listeners = try ListenerBinder.bindAll(configuration, on: core, logger: logger)
+
+        let initial = try store.changes(since: 0)
+        for device in initial.upserts where !core.put(id: device.id, key: device.key) {
+            logger.warning("device.put.failed", metadata: ["device": "\(device.id)", "reason": "registry full"])
+        }
+        try core.start()
+
+        // Shutdown runs in reverse order: the core stops first, so the session log (first)
+        // drains the records of the sessions that the stop ended.
+        let services: [any Service] = [
+            SessionLogService(core: core, logger: logger),
+            DeviceSyncService(store: store, core: core, startSeq: initial.seq, logger: logger),
+            CoreService(core: core, logger: logger),
+        ]
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        return RelayServer(
+            configuration: configuration, listeners: listeners, store: store, core: core, group: group,
+            logger: logger)
+    }
+
+    /// Marks the relay ready, prints the relay.ready line and serves until shutdown.
+    public func run() async throws {
+        core.setReady(true)
+        // Scripts and the integration tests wait for this line, so it is printed at any
+        // --log-level (the copy's level does not change the shared logger's).
+        var readyLogger = logger
+        readyLogger.logLevel = .info
+        readyLogger.info("\(readyLine())")
+        try await group.run()
+        core.stop()
+    }
+
+    /// Starts a graceful shutdown, as SIGTERM would.
+    public func shutdown() async {
+        await group.triggerGracefulShutdown()
+    }
+
+    /// "relay.ready http=... udp=... tcp=... metrics=... data=<dir>", with the bound ports.
+    /// Integration tests and operators' scripts parse this line, so its shape is fixed; it is
+    /// the one log message that carries values in its text.
+    public func readyLine() -> String {
+        let pairs = [ListenerKind.http, .udp, .tcp, .metrics].map { "\($0.name)=\(listeners.joined($0))" }
+        return "relay.ready " + pairs.joined(separator: " ") + " data=\(configuration.dataDirectory)"
+    }
+}
+
+/// Runs the relay with `configuration` until SIGTERM or SIGINT; returns after a clean stop.
+public func runRelay(config configuration: RelayConfiguration, logger: Logger) async throws {
+    let server = try RelayServer.make(configuration: configuration, logger: logger)
+    try await server.run()
+}

@@ -1,0 +1,17 @@
+import ArgumentParser
+import RelayControl
+
+/// `relay`: the NAT-traversal relay, its device store and its device agent.
+@main
+struct RelayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay",
+        abstract: "Reach web servers on devices behind NAT through a relay.",
+        discussion: """
+            Start a relay with `relay serve`, provision a device with `relay device add ID`, \
+            run `relay agent` on the device, and give terminals a `relay token ID`.
+            """,
+        version: RelayVersion.description,
+        subcommands: [ServeCommand.self, DeviceCommand.self, TokenCommand.self, AgentCommand.self]
+    )
+}

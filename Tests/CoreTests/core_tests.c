@@ -1,0 +1,245 @@
+/*
+ * core_tests.c: unit tests of the C core's pure parts (codecs, registry, tokens, HTTP
+ * framing, address parsing), built with AddressSanitizer and UBSan by `make test-c`.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+#include "flow.h"
+
+static int passed, failed;
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (cond) passed++;                                                         \
+        else {                                                                      \
+            failed++;                                                               \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);         \
+        }                                                                           \
+    } while (0)
+
+static const uint8_t key_a[RL_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+static const uint8_t key_b[RL_KEY_LEN] = {16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1};
+
+static void test_device_ids(void) {
+    CHECK(rl_device_id_valid("cam-1", 5));
+    CHECK(rl_device_id_valid("a", 1));
+    CHECK(!rl_device_id_valid("", 0));
+    CHECK(!rl_device_id_valid("-cam", 4));
+    CHECK(!rl_device_id_valid("cam-", 4));
+    CHECK(!rl_device_id_valid("Cam", 3));
+    CHECK(!rl_device_id_valid("cam.1", 5));
+    char long_id[65];
+    memset(long_id, 'a', 64);
+    long_id[64] = 0;
+    CHECK(rl_device_id_valid(long_id, 63));
+    CHECK(!rl_device_id_valid(long_id, 64));
+}
+
+static void test_datagrams(void) {
+    rl_mac m;
+    CHECK(rl_mac_init(&m) == 0);
+    uint8_t buf[RL_DGRAM_MAX], body[RL_BODY_NOTIFY] = {0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 42};
+    size_t n = rl_dgram_build(&m, buf, sizeof buf, RL_T_NOTIFY_A, "cam-1", 5, body, sizeof body, key_a);
+    CHECK(n == 32 + 5);
+    rl_dgram d;
+    CHECK(rl_dgram_parse(buf, n, &d) == 0);
+    CHECK(d.type == RL_T_NOTIFY_A && d.id_len == 5 && memcmp(d.id, "cam-1", 5) == 0);
+    CHECK(rl_get32(d.body) == 7 && rl_get64(d.body + 4) == 42);
+    CHECK(rl_dgram_verify(&m, key_a, buf, n));
+    CHECK(!rl_dgram_verify(&m, key_b, buf, n)); /* forged with another key */
+    /* every truncation and one extra byte are malformed */
+    for (size_t cut = 0; cut < n; cut++) CHECK(rl_dgram_parse(buf, cut, &d) != 0);
+    CHECK(rl_dgram_parse(buf, n + 1, &d) != 0);
+    /* a flipped bit anywhere breaks the tag (or the frame) */
+    for (size_t i = 0; i < n; i++) {
+        buf[i] ^= 0x40;
+        CHECK(rl_dgram_parse(buf, n, &d) != 0 || !rl_dgram_verify(&m, key_a, buf, n));
+        buf[i] ^= 0x40;
+    }
+    buf[0] = 0x53;
+    CHECK(rl_dgram_parse(buf, n, &d) != 0);
+    buf[0] = RL_MAGIC;
+    buf[1] = 2;
+    CHECK(rl_dgram_parse(buf, n, &d) != 0);
+    buf[1] = RL_VERSION;
+    buf[2] = 9;
+    CHECK(rl_dgram_parse(buf, n, &d) != 0);
+    /* lengths per type, as docs/PROTOCOL.md says */
+    CHECK(rl_dgram_len(RL_T_PERIOD_REQUEST, 5) == 49);
+    CHECK(rl_dgram_len(RL_T_PERIOD_INFO, 5) == 49);
+    CHECK(rl_dgram_len(RL_T_NOTIFY_B, 5) == 37);
+    CHECK(rl_dgram_len(RL_T_RESYNC, 5) == 37);
+    CHECK(rl_dgram_len(RL_T_CONNECT, 5) == 61);
+    CHECK(rl_dgram_len(RL_T_CONNECT, 0) == 0 && rl_dgram_len(RL_T_CONNECT, 64) == 0);
+    /* replies are never larger than what caused them */
+    CHECK(rl_dgram_len(RL_T_PERIOD_INFO, 63) <= rl_dgram_len(RL_T_PERIOD_REQUEST, 63));
+    CHECK(rl_dgram_len(RL_T_RESYNC, 63) <= rl_dgram_len(RL_T_NOTIFY_A, 63));
+    /* wrong body size refused by the builder */
+    CHECK(rl_dgram_build(&m, buf, sizeof buf, RL_T_NOTIFY_A, "cam-1", 5, body, 11, key_a) == 0);
+    /* a known vector, recomputable with any HMAC-SHA256: K = HMAC(32 x 0x01, "relay device key v1")[0..16] */
+    uint8_t secret[RL_SECRET_LEN], k[RL_KEY_LEN];
+    char hex[33];
+    memset(secret, 1, sizeof secret);
+    CHECK(rl_derive_device_key(secret, k) == 0);
+    rl_hex(k, sizeof k, hex);
+    CHECK(strlen(hex) == 32);
+    uint8_t back[RL_KEY_LEN];
+    CHECK(rl_unhex(hex, 32, back, sizeof back) == 0 && memcmp(back, k, sizeof k) == 0);
+    CHECK(rl_unhex("zz", 2, back, 1) != 0);
+    rl_mac_free(&m);
+}
+
+static void test_tokens(void) {
+    uint8_t tk[RL_TOKEN_KEY_LEN], tid[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    char tok[RL_TOKEN_MAX], dev[RL_ID_MAX + 1];
+    memset(tk, 9, sizeof tk);
+    CHECK(rl_token_mint(tk, "cam-1", key_a, 2000000000ull, tid, tok, sizeof tok) == 0);
+    CHECK(strncmp(tok, "cam-1.2000000000.0102030405060708.", 34) == 0 && strlen(tok) == 34 + 22);
+    size_t n = strlen(tok);
+    CHECK(rl_token_check(tk, tok, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_OK);
+    CHECK(strcmp(dev, "cam-1") == 0);
+    CHECK(rl_token_check(tk, tok, n, "cam-1", key_a, 2000000001ull, dev) == RL_TOKEN_EXPIRED);
+    CHECK(rl_token_check(tk, tok, n, "cam-1", key_b, 1900000000ull, dev) == RL_TOKEN_BAD_MAC); /* re-provisioned */
+    CHECK(rl_token_check(tk, tok, n, "cam-2", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
+    CHECK(strcmp(dev, "cam-1") == 0); /* the token's own device is reported: 403 vs 401 */
+    char bad[RL_TOKEN_MAX];
+    memcpy(bad, tok, n + 1);
+    bad[n - 1] = bad[n - 1] == 'A' ? 'B' : 'A';
+    CHECK(rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
+    memcpy(bad, tok, n + 1);
+    bad[7] = '3'; /* a later expiry, same MAC */
+    CHECK(rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
+    CHECK(rl_token_check(tk, "garbage", 7, "cam-1", key_a, 0, dev) == RL_TOKEN_MALFORMED);
+    CHECK(rl_token_check(tk, "cam-1.x.y.z", 11, "cam-1", key_a, 0, dev) == RL_TOKEN_MALFORMED);
+    CHECK(rl_token_check(tk, tok, n - 1, "cam-1", key_a, 0, dev) == RL_TOKEN_MALFORMED);
+}
+
+static void test_registry(void) {
+    rl_registry r;
+    enum { N = 5000 };
+    CHECK(rl_registry_init(&r, N) == 0);
+    uint64_t hashes[N];
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "dev-%d", i);
+        hashes[i] = rl_registry_hash(&r, id, strlen(id));
+        uint8_t k[RL_KEY_LEN] = {0};
+        memcpy(k, &i, sizeof i);
+        CHECK(rl_registry_put(&r, hashes[i], k) == 0 || (failed++, 0));
+    }
+    CHECK(r.count == N);
+    uint8_t extra[RL_KEY_LEN] = {0};
+    CHECK(rl_registry_put(&r, 12345, extra) == -1); /* full */
+    int found = 0;
+    for (int i = 0; i < N; i++) {
+        rl_dev *d = rl_registry_find(&r, hashes[i]);
+        int k;
+        if (d) memcpy(&k, d->key, sizeof k);
+        found += d && k == i && d->sock == RL_NO_SOCK && d->last_access == 0;
+    }
+    CHECK(found == N);
+    /* remove every third, check the rest are intact (backward-shift and dense moves) */
+    for (int i = 0; i < N; i += 3) CHECK(rl_registry_remove(&r, hashes[i]) == 0 || (failed++, 0));
+    CHECK(rl_registry_remove(&r, hashes[0]) == -1);
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        rl_dev *d = rl_registry_find(&r, hashes[i]);
+        int k = -1;
+        if (d) memcpy(&k, d->key, sizeof k);
+        ok += (i % 3 == 0) ? d == NULL : (d != NULL && k == i);
+    }
+    CHECK(ok == N);
+    /* re-keying resets the anchor and liveness */
+    rl_dev *d = rl_registry_find(&r, hashes[1]);
+    d->last_access = 99;
+    d->sock = 0;
+    d->counter = 5;
+    uint8_t same[RL_KEY_LEN];
+    memcpy(same, d->key, sizeof same);
+    CHECK(rl_registry_put(&r, hashes[1], same) == 0 && rl_registry_find(&r, hashes[1])->last_access == 99);
+    CHECK(rl_registry_put(&r, hashes[1], key_b) == 0);
+    d = rl_registry_find(&r, hashes[1]);
+    CHECK(d->last_access == 0 && d->sock == RL_NO_SOCK && d->counter == 0);
+    CHECK(rl_registry_bytes(&r) / N <= 64);
+    rl_registry_free(&r);
+}
+
+static void test_flow(void) {
+    rl_flow f;
+    rl_head h;
+    memset(&f, 0, sizeof f);
+    const char *req = "POST /d/cam-1/up?x=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, req, strlen(req), &h) == 0);
+    CHECK(h.method == HTTP_POST && h.url.n == strlen("/d/cam-1/up?x=1") && h.n_headers == 3);
+    CHECK(rl_span_ieq(rl_head_get(&h, "x-a"), "1") && rl_head_get(&h, "missing").p == NULL);
+    CHECK(f.in_body && !f.raw);
+    /* the chunked body ends exactly before the next request */
+    struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+    const char *rest = "5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    evbuffer_add(in, rest, 10); /* split mid-body */
+    CHECK(rl_flow_body(&f, in, out) == 10 && !f.done);
+    evbuffer_add(in, rest + 10, strlen(rest) - 10);
+    long n = rl_flow_body(&f, in, out);
+    CHECK(n == (long)strlen("5\r\nhello\r\n0\r\n\r\n") - 10 && f.done);
+    CHECK(evbuffer_get_length(in) == strlen("GET / HTTP/1.1\r\n\r\n"));
+    rl_flow_next(&f);
+    CHECK(rl_flow_find_head(in) == strlen("GET / HTTP/1.1\r\n\r\n"));
+    /* a response to HEAD has no body despite Content-Length */
+    const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+    memset(&f, 0, sizeof f);
+    f.skip_body = 1;
+    CHECK(rl_flow_head(&f, HTTP_RESPONSE, resp, strlen(resp), &h) == 0 && f.done && !f.in_body);
+    /* no framing: the body runs to the end of the connection */
+    const char *eof_resp = "HTTP/1.0 200 OK\r\n\r\n";
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_RESPONSE, eof_resp, strlen(eof_resp), &h) == 0 && f.raw);
+    /* 101 and Upgrade make the stream opaque */
+    const char *up = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_RESPONSE, up, strlen(up), &h) == 0 && f.raw && h.status == 101);
+    const char *upreq = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, upreq, strlen(upreq), &h) == 0 && f.raw);
+    /* smuggling shapes and garbage are refused */
+    const char *bad[] = {
+        "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        "GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        "GARBAGE\r\n\r\n",
+        "GET / HTTP/9.9x\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&f, 0, sizeof f);
+        CHECK(rl_flow_head(&f, HTTP_REQUEST, bad[i], strlen(bad[i]), &h) != 0);
+    }
+    evbuffer_free(in);
+    evbuffer_free(out);
+}
+
+static void test_addresses(void) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[128];
+    CHECK(rl_parse_addr("127.0.0.1:80", &ss, &len, err, sizeof err) == 0 && ss.ss_family == AF_INET);
+    CHECK(rl_parse_addr("[::1]:0", &ss, &len, err, sizeof err) == 0 && ss.ss_family == AF_INET6);
+    CHECK(rl_parse_addr("127.0.0.1", &ss, &len, err, sizeof err) != 0);
+    CHECK(rl_parse_addr("127.0.0.1:70000", &ss, &len, err, sizeof err) != 0 && strstr(err, "port"));
+    CHECK(rl_parse_addr("[::1:80", &ss, &len, err, sizeof err) != 0);
+    uint8_t a[16];
+    uint16_t port;
+    rl_addr_to_v6((struct sockaddr *)&ss, a, &port);
+    struct sockaddr_storage back;
+    rl_v6_to_sockaddr(a, 4242, AF_INET6, &back, &len);
+    CHECK(len == sizeof(struct sockaddr_in6) && ntohs(((struct sockaddr_in6 *)&back)->sin6_port) == 4242);
+}
+
+int main(void) {
+    test_device_ids();
+    test_datagrams();
+    test_tokens();
+    test_registry();
+    test_flow();
+    test_addresses();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,100 @@
+import CLibevent
+import Foundation
+import Logging
+import XCTest
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+@testable import RelayControl
+
+/// The real core on loopback port 0: bind, serve, sync devices, and a clean shutdown.
+final class RelayServerTests: XCTestCase {
+    private let logger = Logger(label: "relay.tests") { _ in SwiftLogNoOpLogHandler() }
+
+    private func loopbackConfiguration() throws -> RelayConfiguration {
+        var configuration = RelayConfiguration(environment: [:])
+        configuration.dataDirectory = try makeTemporaryDirectory(self) + "/data"
+        configuration.http = ["127.0.0.1:0"]
+        configuration.udp = ["127.0.0.1:0"]
+        configuration.tcp = ["127.0.0.1:0"]
+        configuration.metrics = ["127.0.0.1:0"]
+        configuration.capacity = 1024
+        return configuration
+    }
+
+    /// Polls `condition` for up to `seconds`: a bound for a broken build, not a timing check.
+    private func eventually(_ seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return condition()
+    }
+
+    func testBindsPortZeroAndReportsTheRealPorts() throws {
+        let server = try RelayServer.make(configuration: try loopbackConfiguration(), logger: logger)
+        for kind in ListenerKind.allCases {
+            let addresses = server.listeners.addresses(kind)
+            XCTAssertEqual(addresses.count, 1, "\(kind)")
+            XCTAssertEqual(addresses.first?.host, "127.0.0.1")
+            XCTAssertNotEqual(addresses.first?.port, 0, "\(kind)")
+        }
+        let line = server.readyLine()
+        let pattern = #"^relay\.ready http=127\.0\.0\.1:\d+ udp=127\.0\.0\.1:\d+ tcp=127\.0\.0\.1:\d+ metrics=127\.0\.0\.1:\d+ data=.+/data$"#
+        XCTAssertNotNil(line.range(of: pattern, options: .regularExpression), line)
+        XCTAssertTrue(line.contains("http=\(server.listeners.joined(.http)) "))
+    }
+
+    func testServesSyncsDevicesAndShutsDownCleanly() async throws {
+        let configuration = try loopbackConfiguration()
+        let preloaded = try DeviceStore(directory: configuration.dataDirectory)
+        _ = try preloaded.add(id: "before-start")
+
+        let server = try RelayServer.make(configuration: configuration, logger: logger)
+        XCTAssertEqual(server.core.stats().devices, 1, "devices in the store are loaded before start")
+        let running = Task { try await server.run() }
+
+        // /healthz answers 200 once ready.
+        let http = server.listeners.addresses(.http)[0]
+        let health = try await URLSession.shared.data(from: URL(string: "http://\(http)/healthz")!)
+        XCTAssertEqual((health.1 as? HTTPURLResponse)?.statusCode, 200)
+
+        // Another process's store (the CLI) adds and removes; the running core follows.
+        let cli = try DeviceStore(directory: configuration.dataDirectory, createIfMissing: false)
+        _ = try cli.add(id: "cam-1")
+        let added = await eventually { server.core.stats().devices == 2 }
+        XCTAssertTrue(added, "added device reaches the core")
+        try cli.remove(id: "cam-1")
+        try cli.remove(id: "before-start")
+        let removed = await eventually { server.core.stats().devices == 0 }
+        XCTAssertTrue(removed, "removed devices leave the core")
+
+        await server.shutdown()
+        try await running.value
+    }
+
+    func testAnExplicitAddressThatCannotBeBoundIsFatalAndNamed() throws {
+        var first = try loopbackConfiguration()
+        first.metrics = []
+        let holder = try RelayServer.make(configuration: first, logger: logger)
+        let taken = holder.listeners.addresses(.http)[0].description
+
+        var second = try loopbackConfiguration()
+        second.http = [taken]
+        XCTAssertThrowsError(try RelayServer.make(configuration: second, logger: logger)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("--http \(taken):"), "\(error)")
+        }
+    }
+
+    func testInvalidConfigurationFailsBeforeAnythingIsOpened() throws {
+        var configuration = try loopbackConfiguration()
+        configuration.keepalive = configuration.period
+        XCTAssertThrowsError(try RelayServer.make(configuration: configuration, logger: logger)) { error in
+            XCTAssertEqual((error as? ConfigurationError)?.flag, "--keepalive")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: configuration.dataDirectory))
+    }
+}
