@@ -22,7 +22,8 @@ public struct RelayConfiguration: Sendable {
     public var domain: String = "localhost"
     /// Max access period: a device with no NOTIFY_A for this long is offline (503).
     public var period: Duration = .seconds(300)
-    /// NOTIFY_B interval told to agents; must stay below every NAT's UDP mapping timeout.
+    /// NOTIFY_B interval told to agents; must stay below every NAT's UDP mapping timeout
+    /// and below ``period``. When only the period is given, use ``defaultKeepalive(period:)``.
     public var keepalive: Duration = .seconds(25)
     /// Registry size in devices, reserved at start.
     public var capacity: Int = 1_000_000
@@ -56,6 +57,13 @@ public struct RelayConfiguration: Sendable {
     ) -> String {
         if let fromEnvironment = environment["RELAY_DATA"], !fromEnvironment.isEmpty { return fromEnvironment }
         return "./relay-data"
+    }
+
+    /// The keepalive that goes with `period` when none is given: 25 s, or half the period
+    /// (at least 1 s) when that is shorter, so that `--period 2` alone is a working setup.
+    public static func defaultKeepalive(period: Duration) -> Duration {
+        let half = Duration.seconds(max(1, period.wholeSeconds / 2))
+        return min(.seconds(25), half)
     }
 
     /// The configured addresses of one listener kind.

@@ -37,7 +37,7 @@ struct ServeCommand: AsyncParsableCommand {
     var period: Duration?
 
     @Option(
-        help: ArgumentHelp("Keepalive interval told to agents; below --period. (default: 25)", valueName: "seconds"),
+        help: ArgumentHelp("Keepalive interval told to agents; below --period. (default: 25, or half of --period when shorter)", valueName: "seconds"),
         transform: parseDuration)
     var keepalive: Duration?
 
@@ -92,7 +92,7 @@ struct ServeCommand: AsyncParsableCommand {
         if !metrics.isEmpty { configuration.metrics = metrics }
         if let domain { configuration.domain = domain }
         if let period { configuration.period = period }
-        if let keepalive { configuration.keepalive = keepalive }
+        configuration.keepalive = keepalive ?? RelayConfiguration.defaultKeepalive(period: configuration.period)
         if let capacity { configuration.capacity = capacity }
         if let maxSessions { configuration.maxSessions = maxSessions }
         if let wakeTimeout { configuration.wakeTimeout = wakeTimeout }

@@ -53,6 +53,17 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(configuration.usesDefaultAddresses(.udp))
     }
 
+    func testKeepaliveFollowsAShortPeriod() throws {
+        XCTAssertEqual(RelayConfiguration.defaultKeepalive(period: .seconds(300)), .seconds(25))
+        XCTAssertEqual(RelayConfiguration.defaultKeepalive(period: .seconds(40)), .seconds(20))
+        XCTAssertEqual(RelayConfiguration.defaultKeepalive(period: .seconds(3)), .seconds(1))
+        XCTAssertEqual(RelayConfiguration.defaultKeepalive(period: .seconds(2)), .seconds(1))
+        var configuration = defaults()
+        configuration.period = .seconds(2)
+        configuration.keepalive = RelayConfiguration.defaultKeepalive(period: configuration.period)
+        XCTAssertNoThrow(try configuration.validate())
+    }
+
     func testTimerErrorsNameTheFlag() {
         assertInvalid({ $0.keepalive = .seconds(300) }, flag: "--keepalive", mentions: "shorter than --period")
         assertInvalid({ $0.keepalive = .seconds(400) }, flag: "--keepalive")

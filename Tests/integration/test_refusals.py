@@ -107,7 +107,7 @@ def test_never_notified_503_fast(relay, fake_devices):
 
 
 def test_offline_after_period_no_connect_request(relay_factory, fake_devices):
-    relay = relay_factory("--period", "2", "--wake-timeout", "5s")
+    relay = relay_factory("--period", "2", "--keepalive", "1", "--wake-timeout", "5s")
     dev = relay.fake_device("sleepy1")
     fake_devices.append(dev)
     assert dev.info.period == 2
@@ -124,7 +124,7 @@ def test_offline_after_period_no_connect_request(relay_factory, fake_devices):
 
 
 def test_notify_b_alone_does_not_keep_device_alive(relay_factory, fake_devices):
-    relay = relay_factory("--period", "2", "--wake-timeout", "5s")
+    relay = relay_factory("--period", "2", "--keepalive", "1", "--wake-timeout", "5s")
     dev = relay.fake_device("bonly1")
     fake_devices.append(dev)
     tok = relay.token("bonly1")
@@ -143,7 +143,7 @@ def test_notify_b_alone_does_not_keep_device_alive(relay_factory, fake_devices):
 
 
 def test_notify_a_keeps_device_alive(relay_factory, fake_devices):
-    relay = relay_factory("--period", "2", "--wake-timeout", "5s")
+    relay = relay_factory("--period", "2", "--keepalive", "1", "--wake-timeout", "5s")
     dev = relay.fake_device("aonly1")
     fake_devices.append(dev)
     tok = relay.token("aonly1")
@@ -164,7 +164,7 @@ def test_notify_a_keeps_device_alive(relay_factory, fake_devices):
 
 
 def test_devices_alive_gauge(relay_factory, fake_devices):
-    relay = relay_factory("--period", "2")
+    relay = relay_factory("--period", "2", "--keepalive", "1")
     dev = relay.fake_device("gauge1")
     fake_devices.append(dev)
     m0 = relay.metrics()

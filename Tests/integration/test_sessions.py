@@ -1,5 +1,6 @@
 """Parallel sessions without mixing, and reuse of an idle device link by session ID [3, 9, 17]."""
 
+import json
 import os
 import threading
 import time
@@ -7,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from urllib.parse import urlsplit
 
 import relayproto as rp
 from helpers import SID_RE, http_request_bytes, raw_request
@@ -77,8 +79,31 @@ def reuse_relay(relay_factory):
     return relay_factory("--wake-timeout", "5s", "--idle-link", "30s")
 
 
+class Fetched:
+    def __init__(self, msg):
+        self.status_code = msg.status
+        self.content = msg.body
+        self.text = msg.body.decode("utf-8", "replace")
+        self.headers = requests.structures.CaseInsensitiveDict(msg.headers)
+
+    def json(self):
+        return json.loads(self.content)
+
+
+def fetch(url, headers=None):
+    """GET on a fresh connection that is closed as soon as the response is read. (requests
+    keeps the socket of a finished response open while the Response object lives, and a link
+    bound to an open terminal connection is rightly not idle.)"""
+    u = urlsplit(url)
+    msg, s, _ = raw_request(u.hostname, u.port, http_request_bytes(
+        "GET", u.path + (f"?{u.query}" if u.query else ""), u.netloc, headers or {}))
+    s.close()
+    assert msg is not None, "connection closed without a response"
+    return Fetched(msg)
+
+
 def first_request(relay, dev, path="/one"):
-    r = requests.get(relay.dev_url(dev.device_id, path), headers=relay.auth(dev.device_id), timeout=T)
+    r = fetch(relay.dev_url(dev.device_id, path), headers=relay.auth(dev.device_id))
     assert r.status_code == 200, r.text
     sid = r.headers["X-Relay-Session"]
     return sid
@@ -90,7 +115,7 @@ def test_session_reuse_on_new_connection(reuse_relay, fake_devices):
     fake_devices.append(dev)
     dev.notify_a()
     dev.start_responder(keep_alive=True)
-    sid = first_request(relay, dev)  # requests.get closes its connection afterwards
+    sid = first_request(relay, dev)
     assert dev.links_opened == 1
     time.sleep(0.5)
     before = relay.metrics()
@@ -122,15 +147,19 @@ def test_session_reuse_with_requests_library(reuse_relay, fake_devices):
     sid = first_request(relay, dev)
     time.sleep(0.3)
     before = relay.metrics()
-    for i in range(3):
+    outcome = []
+    for i in range(4):
         h = relay.auth("reuse2")
         h["X-Relay-Session"] = sid
-        r = requests.get(relay.dev_url("reuse2", f"/again{i}"), headers=h, timeout=T)
+        r = fetch(relay.dev_url("reuse2", f"/again{i}"), headers=h)
         assert r.status_code == 200 and r.text == f"fake-device GET /again{i}"
-        assert r.headers["X-Relay-Session"] == sid
+        outcome.append(r.headers["X-Relay-Session"] == sid)
         time.sleep(0.2)
-    relay.wait_delta(before, "relay_sessions_reused_total", 3)
-    assert relay.metrics()("relay_wakes_total", outcome="started") == before("relay_wakes_total", outcome="started")
+    m = relay.metrics()
+    assert outcome == [True] * 4, (
+        f"reuse of idle session per attempt: {outcome}; reused +{m('relay_sessions_reused_total') - before('relay_sessions_reused_total')}, "
+        f"wakes +{m('relay_wakes_total', outcome='started') - before('relay_wakes_total', outcome='started')}")
+    assert m("relay_wakes_total", outcome="started") == before("relay_wakes_total", outcome="started")
 
 
 def test_unknown_session_header_gets_new_session(reuse_relay, fake_devices):
@@ -218,3 +247,27 @@ def test_max_sessions_refuses_with_503(relay_factory, fake_devices):
     assert r1.status_code == 200 and r1.text == "slow"
     assert r2.status_code == 503, r2.text
     relay.wait_delta(before, "relay_requests_refused_total", reason="capacity")
+
+
+def test_session_reuse_through_real_agent(reuse_relay, recording_server, agent_factory):
+    """Same as above through `relay agent` and an HTTP/1.1 keep-alive device server."""
+    relay = reuse_relay
+    srv = recording_server()
+    agent_factory(relay, "reuse5", srv.port)
+    tok = relay.token("reuse5")
+    r = fetch(relay.dev_url("reuse5", "/one"), headers={"Authorization": f"Bearer {tok}"})
+    assert r.status_code == 200
+    sid = r.headers["X-Relay-Session"]
+    time.sleep(0.5)
+    before = relay.metrics()
+    req = http_request_bytes("GET", "/d/reuse5/two", f"127.0.0.1:{relay.http_port}",
+                             {"Authorization": f"Bearer {tok}", "X-Relay-Session": sid})
+    msg, s, _ = raw_request(relay.host, relay.http_port, req)
+    s.close()
+    assert msg.status == 200 and json.loads(msg.body)["path"] == "/two"
+    m = relay.metrics()
+    assert msg.header("X-Relay-Session") == sid, (
+        f"idle link not reused: reused +{m('relay_sessions_reused_total') - before('relay_sessions_reused_total')}, "
+        f"wakes +{m('relay_wakes_total', outcome='started') - before('relay_wakes_total', outcome='started')}")
+    assert m("relay_sessions_reused_total") - before("relay_sessions_reused_total") == 1
+    assert len({r["conn"] for r in srv.requests}) == 1, "both requests should reach the device server on one link"
