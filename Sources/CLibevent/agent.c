@@ -38,7 +38,15 @@ struct rl_agent {
     rl_mac mac;
     agent_link *links;
     rl_counter notify_a, notify_b, conn_requests, conn_rejected, links_opened, links_failed, resyncs;
+    /* registered, period and keepalive as other threads may read them */
+    rl_counter pub_registered, pub_period, pub_keepalive;
 };
+
+static void publish(rl_agent *a) {
+    atomic_store_explicit(&a->pub_registered, (uint64_t)a->registered, memory_order_relaxed);
+    atomic_store_explicit(&a->pub_period, a->period_s, memory_order_relaxed);
+    atomic_store_explicit(&a->pub_keepalive, a->keepalive_s, memory_order_relaxed);
+}
 
 struct agent_link {
     agent_link *prev, *next;
@@ -142,6 +150,7 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             a->registered = 1;
             memset(a->client_nonce, 0, sizeof a->client_nonce);
             evtimer_del(a->period_timer);
+            publish(a);
             start_notifying(a);
             break;
         case RL_T_RESYNC:
@@ -151,6 +160,7 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             a->epoch = rl_get32(d.body + 8);
             start_notifying(a);
             a->registered = 0;
+            publish(a);
             a->backoff_ms = 1000;
             on_period_timer(-1, 0, a);
             break;
@@ -342,6 +352,7 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
     if (!a->udp_ev || !a->period_timer || !a->a_timer || !a->b_timer || !a->stop_ev) goto fail;
     a->period_s = 300;
     a->keepalive_s = 25;
+    publish(a);
     return a;
 fail:
     if (err && !err[0]) rl_set_err(err, err_len, "cannot create the agent");
@@ -363,9 +374,9 @@ void rl_agent_stop(rl_agent *a) {
 
 void rl_agent_stats_get(const rl_agent *a, rl_agent_stats *o) {
     memset(o, 0, sizeof *o);
-    o->registered = (uint32_t)a->registered;
-    o->period_s = a->period_s;
-    o->keepalive_s = a->keepalive_s;
+    o->registered = (uint32_t)CTR_GET(a->pub_registered);
+    o->period_s = (uint32_t)CTR_GET(a->pub_period);
+    o->keepalive_s = (uint32_t)CTR_GET(a->pub_keepalive);
     o->notify_a_sent = CTR_GET(a->notify_a);
     o->notify_b_sent = CTR_GET(a->notify_b);
     o->conn_requests = CTR_GET(a->conn_requests);

@@ -50,6 +50,8 @@ struct AgentService: Service {
     let logger: Logger
 
     func run() async throws {
+        let watcher = Task { await reportRegistration() }
+        defer { watcher.cancel() }
         let asked = await withTaskCancellationOrGracefulShutdownHandler {
             await agent.run()
         } onCancelOrGracefulShutdown: {
@@ -63,5 +65,26 @@ struct AgentService: Service {
                 "links_opened": "\(stats.links_opened)", "links_failed": "\(stats.links_failed)",
             ])
         if !asked { throw AgentStoppedError() }
+    }
+
+    /// Logs when the agent (re)registers with the relay, so an operator sees it reach the
+    /// relay (or not) without per-packet logging.
+    private func reportRegistration() async {
+        var wasRegistered = false
+        while !Task.isCancelled {
+            let stats = agent.stats()
+            let registered = stats.registered != 0
+            if registered != wasRegistered {
+                if registered {
+                    logger.info(
+                        "agent.registered",
+                        metadata: ["period_s": "\(stats.period_s)", "keepalive_s": "\(stats.keepalive_s)"])
+                } else {
+                    logger.notice("agent.reregistering", metadata: ["resyncs": "\(stats.resyncs)"])
+                }
+                wasRegistered = registered
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
     }
 }
