@@ -145,6 +145,22 @@ public final class DeviceStore: Sendable {
         }
     }
 
+    /// Calls `body` for every device, streaming rows from SQLite without building a list
+    /// (a million devices must not cost a million Swift values at start), and returns the
+    /// change counter the pass is consistent with.
+    public func forEachDevice(_ body: (_ id: String, _ key: UnsafeRawBufferPointer) -> Void) throws -> Int64 {
+        try read { db in
+            let now = try Self.seq(db)
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, key FROM devices")
+            while let row = try rows.next() {
+                let id: String = row["id"]
+                let key: Data = row["key"]
+                key.withUnsafeBytes { body(id, $0) }
+            }
+            return now
+        }
+    }
+
     // MARK: plumbing
 
     private func read<T>(_ body: (Database) throws -> T) throws -> T {

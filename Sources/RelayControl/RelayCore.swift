@@ -45,6 +45,12 @@ public final class RelayCore: @unchecked Sendable {
         return rl_core_device_put(core, id, key) == 0
     }
 
+    /// ``put(id:key:)`` for a key that is borrowed, not copied (the bulk load at start).
+    public func put(id: String, key: UnsafeRawBufferPointer) -> Bool {
+        precondition(key.count == RelayCrypto.deviceKeyLength, "device key must be 16 bytes")
+        return rl_core_device_put(core, id, key.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 0
+    }
+
     /// Removes a device; false when the core did not know it.
     @discardableResult
     public func remove(id: String) -> Bool {

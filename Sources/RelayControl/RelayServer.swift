@@ -32,17 +32,25 @@ public final class RelayServer: Sendable {
         let core = try RelayCore(configuration: configuration, tokenKey: store.tokenKey())
         let listeners = try ListenerBinder.bindAll(configuration, on: core, logger: logger)
 
-        let initial = try store.changes(since: 0)
-        for device in initial.upserts where !core.put(id: device.id, key: device.key) {
-            logger.warning("device.put.failed", metadata: ["device": "\(device.id)", "reason": "registry full"])
+        var refused = 0
+        let loadedSeq = try store.forEachDevice { id, key in
+            if !core.put(id: id, key: key) { refused += 1 }
         }
+        if refused > 0 {
+            logger.warning(
+                "device.load.refused",
+                metadata: ["devices": "\(refused)", "reason": "registry full", "capacity": "\(configuration.capacity)"])
+        }
+        // The load's transient allocations (SQLite pages, row buffers) go back to the system,
+        // so resident memory reflects the registry, not the start-up.
+        releaseFreeMemory()
         try core.start()
 
         // Shutdown runs in reverse order: the core stops first, so the session log (first)
         // drains the records of the sessions that the stop ended.
         let services: [any Service] = [
             SessionLogService(core: core, logger: logger),
-            DeviceSyncService(store: store, core: core, startSeq: initial.seq, logger: logger),
+            DeviceSyncService(store: store, core: core, startSeq: loadedSeq, logger: logger),
             CoreService(core: core, logger: logger),
         ]
         let group = ServiceGroup(

@@ -57,6 +57,10 @@ int rl_token_check(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *token,
                    const char *device_id, const uint8_t device_key[RL_KEY_LEN], uint64_t now_unix,
                    char token_device[RL_ID_MAX + 1]);
 
+/* Gives freed heap memory back to the system (glibc keeps it otherwise): called after the
+ * start-up load, so resident memory reflects the registry rather than the load. */
+void rl_release_free_memory(void);
+
 /* 1 when `id` (length `len`) is a valid device ID. */
 int rl_device_id_valid(const char *id, size_t len);
 
