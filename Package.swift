@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "relay", targets: ["relay"]),
+        .executable(name: "relay-bench", targets: ["relay-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -40,6 +41,22 @@ let package = Package(
         .executableTarget(
             name: "relay",
             dependencies: [
+                "RelayControl",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // relay-bench's hot loops: simulated devices (sendmmsg/recvmmsg from a few sockets on
+        // 127.10.x.y), the bare recvmmsg baseline, terminals for wakes. See bench/README.md.
+        .target(
+            name: "CBench",
+            dependencies: ["CLibevent"],
+            cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-deprecated-declarations"])],
+            linkerSettings: [.linkedLibrary("crypto"), .linkedLibrary("pthread")]
+        ),
+        .executableTarget(
+            name: "relay-bench",
+            dependencies: [
+                "CBench",
                 "RelayControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

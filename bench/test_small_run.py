@@ -1,0 +1,71 @@
+"""The small relay-bench run: every phase reports, the JSON parses. Figures are printed,
+never asserted as timings (they vary from machine to machine and run to run).
+
+Runs the built binary: $RELAY_BENCH_BIN, or .build/debug/relay-bench from the repo root.
+Build it first, e.g. `swift build --scratch-path .build-bench --product relay-bench` and
+RELAY_BENCH_BIN=.build-bench/debug/relay-bench (the bench builds `relay` next to itself
+when it is missing).
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("RELAY_BENCH_BIN", ROOT / ".build" / "debug" / "relay-bench"))
+PHASES = ["registration", "steady", "memory", "wakes", "datapath"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    if not BIN.exists():
+        pytest.fail(f"{BIN} is missing: build relay-bench first or set RELAY_BENCH_BIN")
+    out = tmp_path_factory.mktemp("bench") / "small.json"
+    proc = subprocess.run(
+        [str(BIN), "--devices", "10000", "--duration", "5", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_table_has_machine_command_and_every_phase(small_run):
+    stdout, _ = small_run
+    assert "command: " in stdout
+    for key in ("nproc", "model_name", "kernel"):
+        assert f"machine.{key}:" in stdout
+    for phase in PHASES:
+        assert f"[{phase}]" in stdout, phase
+
+
+def test_json_has_every_phase(small_run):
+    _, report = small_run
+    assert report["machine"]["nproc"]
+    assert "relay-bench" in report["command"]
+    for phase in PHASES:
+        assert phase in report["phases"], phase
+        section = report["phases"][phase]
+        assert section["skipped"] or section["figures"], phase
+
+
+def test_figures_are_printed(small_run):
+    stdout, report = small_run
+    phases = report["phases"]
+    reg = phases["registration"]["figures"]
+    assert reg["registered"] == 10000
+    assert reg["relay_notify_a"] > 0  # a loaded machine may drop a few: reported, not asserted
+    for key in ("seconds", "datagrams_per_s", "relay_dropped", "kernel_rcvbuf_errors"):
+        assert key in reg, key
+    steady = phases["steady"]["figures"]
+    for key in ("relay_ingest_rate", "bare_ingest_rate", "ingest_ratio", "relay_cpu_ns_per_datagram"):
+        assert key in steady, key
+    mem = phases["memory"]["figures"]
+    assert "bytes_per_device" in mem
+    wakes = phases["wakes"]["figures"]
+    for level in (1, 8, 32):
+        for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "per_s"):
+            assert f"c{level}_{key}" in wakes
+    assert wakes["offline_requests"] > 0 and wakes["unknown_requests"] > 0
+    assert phases["relay"]["figures"]["exit_status"] == 0
