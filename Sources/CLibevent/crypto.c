@@ -1,5 +1,7 @@
 /* crypto.c: key derivation, randomness, device IDs and terminal tokens (docs/PROTOCOL.md). */
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -46,15 +48,41 @@ static void b64url16(const uint8_t in[16], char out[23]) {
 
 /* The signed part "<id>.<expiry>.<tid>" is MACed with the device key appended, so that a
  * re-provisioned device (new secret, new key) invalidates every token made before. */
+/* Fetching an HMAC implementation costs more than computing one in OpenSSL 3, and a token
+ * is checked on every terminal request: each thread keeps one context, freed at its exit. */
+static pthread_key_t mac_key;
+static pthread_once_t mac_key_once = PTHREAD_ONCE_INIT;
+
+static void free_thread_mac(void *p) {
+    rl_mac_free(p);
+    free(p);
+}
+
+static void make_mac_key(void) {
+    pthread_key_create(&mac_key, free_thread_mac);
+}
+
+static rl_mac *thread_mac(void) {
+    pthread_once(&mac_key_once, make_mac_key);
+    rl_mac *m = pthread_getspecific(mac_key);
+    if (m) return m;
+    m = calloc(1, sizeof *m);
+    if (!m || rl_mac_init(m) != 0) {
+        free(m);
+        return NULL;
+    }
+    pthread_setspecific(mac_key, m);
+    return m;
+}
+
 static int token_mac(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *signed_part, size_t len,
                      const uint8_t device_key[RL_KEY_LEN], char out[23]) {
     static const char label[] = "relay token v1"; /* sizeof includes the 0x00 separator */
     uint8_t mac[16];
-    rl_mac m;
-    if (rl_mac_init(&m) != 0) return -1;
-    int rc = rl_mac_compute(&m, token_key, RL_TOKEN_KEY_LEN, label, sizeof label, signed_part, len, device_key,
+    rl_mac *m = thread_mac();
+    if (!m) return -1;
+    int rc = rl_mac_compute(m, token_key, RL_TOKEN_KEY_LEN, label, sizeof label, signed_part, len, device_key,
                             RL_KEY_LEN, mac, sizeof mac);
-    rl_mac_free(&m);
     if (rc == 0) b64url16(mac, out);
     return rc;
 }
