@@ -81,8 +81,14 @@ static void try_hello(rl_pending_cb *p) {
     uint8_t ok = RL_CB_OK;
     evbuffer_add(st->out, &ok, 1);
     rl_stream_flush(st);
+    uint8_t sid_copy[RL_SESSION_ID_LEN];
+    memcpy(sid_copy, s->sid, sizeof sid_copy);
     rl_session_bind(s, st); /* bytes the device sent after its hello stay queued in st->in */
-    if (evbuffer_get_length(st->in) > 0) rl_session_pump_response(s);
+    /* Binding forwards the terminal's queued requests, and a bad one among them ends the
+     * terminal and with it the session and this link: look the session up again rather than
+     * touch `s` or `st` (found by Tests/fuzz/fuzz_front; session IDs are never reused). */
+    if (rl_session_find(core, sid_copy) == s && s->link == st && evbuffer_get_length(st->in) > 0)
+        rl_session_pump_response(s);
 }
 
 static void pending_cb(rl_stream *st, int event, void *arg) {

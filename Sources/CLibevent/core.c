@@ -149,15 +149,15 @@ static void apply_cmd(rl_core *core, const rl_cmd *c) {
     uint64_t h = rl_registry_hash(&core->reg, c->id, strlen(c->id));
     if (c->remove) {
         if (rl_registry_remove(&core->reg, h) == 0) rl_session_end_device(core, h);
-        return;
+    } else {
+        rl_dev *old = rl_registry_find(&core->reg, h);
+        int rekey = old && memcmp(old->key, c->key, RL_KEY_LEN) != 0;
+        if (rl_registry_put(&core->reg, h, c->key) != 0) CTR_INC(core->ctr.registry_full);
+        else if (rekey) rl_session_end_device(core, h);
     }
-    rl_dev *old = rl_registry_find(&core->reg, h);
-    int rekey = old && memcmp(old->key, c->key, RL_KEY_LEN) != 0;
-    if (rl_registry_put(&core->reg, h, c->key) != 0) {
-        CTR_INC(core->ctr.registry_full);
-        return;
-    }
-    if (rekey) rl_session_end_device(core, h);
+    /* Published for rl_core_stats: reading reg.count from another thread was a data race
+     * (found by `make test-tsan`, Tests/fuzz/tsan_core.c). */
+    atomic_store_explicit(&core->ctr.devices, core->reg.count, memory_order_relaxed);
 }
 
 static int queue_cmd(rl_core *core, const rl_cmd *c) {
@@ -310,7 +310,7 @@ size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max) 
 void rl_core_stats(const rl_core *core, rl_stats *o) {
     const struct rl_counters *c = &core->ctr;
     memset(o, 0, sizeof *o);
-    o->devices = core->reg.count;
+    o->devices = CTR_GET(c->devices);
     o->devices_alive = CTR_GET(c->devices_alive);
     o->capacity = core->reg.capacity;
     o->registry_bytes = rl_registry_bytes(&core->reg);

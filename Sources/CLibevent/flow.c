@@ -89,6 +89,10 @@ int rl_flow_head(rl_flow *f, enum http_parser_type type, const char *p, size_t n
     enum http_errno e = HTTP_PARSER_ERRNO(&f->parser);
     f->parser.data = NULL;
     if ((e != HPE_OK && e != HPE_PAUSED) || got != n || h->overflow) return -1;
+    /* http-parser skips empty lines before a start line, so a "head" of bare CRLFs parses
+     * as nothing; the next message would then be framed as its body (and a response would
+     * reach the terminal without its start line). A head must have a start line. */
+    if (type == HTTP_REQUEST ? !h->url.p : f->parser.status_code < 100) return -1;
     h->method = f->parser.method;
     h->status = f->parser.status_code;
     h->major = f->parser.http_major;

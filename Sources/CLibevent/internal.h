@@ -47,6 +47,8 @@ struct rl_counters {
     rl_counter callbacks_rejected, sessions_active, sessions_reused;
     rl_counter bytes_to_device, bytes_to_terminal, registry_full;
     rl_counter devices_alive; /* refreshed at scrape time */
+    rl_counter devices;       /* reg.count as of the last device change, for rl_core_stats on
+                               * other threads (reg.count itself is the loop thread's) */
 };
 
 typedef struct rl_udp_sock {
@@ -127,6 +129,11 @@ void rl_udp_close_all(rl_core *core);
 /* Sends CONNECT_REQUEST for `s` to its device's current anchor. 0, or -1 when the
  * device has no anchor (never notified) or was removed. */
 int rl_udp_send_connect(rl_core *core, rl_session *s);
+/* Handles one received datagram of `len` bytes from `from` on socket `u` (loop thread).
+ * Counts exactly one outcome counter; answers only datagrams that verify. Not static so
+ * that the fuzz target Tests/fuzz/fuzz_dgram.c can drive it without a socket read. */
+void rl_udp_handle(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
+                   const struct sockaddr *from, socklen_t from_len);
 
 /* ---- session.c ---- */
 enum rl_session_state { SESS_WAKING, SESS_BOUND, SESS_IDLE };

@@ -1,9 +1,14 @@
 /*
  * udp.c: notify ingest [claims 1, 4, 5, 12, 21-23] and the datagrams the relay sends.
  *
- * Each UDP listener is read with recvmmsg in batches, edge-triggered: a callback drains
- * up to RL_UDP_BUDGET batches, then re-activates itself if the socket may hold more, so
- * one busy socket cannot starve the others. Nothing is allocated per datagram.
+ * Each UDP listener is read with recvmmsg in batches, level-triggered: a callback reads
+ * up to RL_UDP_BUDGET batches and returns, and a socket with data left is reported ready
+ * again by the next epoll_wait, together with every other ready socket, so a datagram
+ * flood cannot starve the HTTP front or the callbacks. (It was edge-triggered and
+ * re-activated itself with event_active; libevent 2.1 runs an event activated from a
+ * callback in the same pass without polling again, so under a sustained flood the loop
+ * never returned to epoll: found by `make test-tsan`, Tests/fuzz/tsan_core.c.)
+ * Nothing is allocated per datagram.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,7 +49,7 @@ int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len) {
     u->family = ss.ss_family;
     u->core = core;
     u->index = (uint8_t)core->n_udp;
-    u->ev = event_new(core->base, fd, EV_READ | EV_PERSIST | EV_ET, on_udp, u);
+    u->ev = event_new(core->base, fd, EV_READ | EV_PERSIST, on_udp, u);
     if (!u->ev || event_add(u->ev, NULL) != 0) {
         rl_set_err(err, err_len, "cannot watch UDP %s", addr);
         if (u->ev) event_free(u->ev);
@@ -137,8 +142,8 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
     }
 }
 
-static void handle_datagram(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
-                            const struct sockaddr *from, socklen_t from_len) {
+void rl_udp_handle(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
+                   const struct sockaddr *from, socklen_t from_len) {
     rl_dgram d;
     if (truncated || rl_dgram_parse(buf, len, &d) != 0) {
         CTR_INC(core->ctr.dgram_malformed);
@@ -183,17 +188,16 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
         }
         int n = recvmmsg(fd, msgs, RL_UDP_BATCH, MSG_DONTWAIT, NULL);
-        if (n <= 0) return; /* EAGAIN: drained, the edge trigger re-arms */
+        if (n <= 0) return; /* EAGAIN: drained */
         CTR_ADD(core->ctr.dgram_rx, (uint64_t)n);
         for (int i = 0; i < n; i++) {
             int trunc = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
-            handle_datagram(core, u, bufs[i], msgs[i].msg_len, trunc, (struct sockaddr *)&addrs[i],
-                            msgs[i].msg_hdr.msg_namelen);
+            rl_udp_handle(core, u, bufs[i], msgs[i].msg_len, trunc, (struct sockaddr *)&addrs[i],
+                          msgs[i].msg_hdr.msg_namelen);
         }
         if (n < RL_UDP_BATCH) return;
     }
-    /* Budget spent with data possibly left: run again after other ready events. */
-    event_active(u->ev, EV_READ, 0);
+    /* Budget spent with data possibly left: level-triggered, the next poll reports it. */
 }
 
 int rl_udp_send_connect(rl_core *core, rl_session *s) {

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
 #include "internal.h"
 #include "flow.h"
 
@@ -212,6 +214,17 @@ static void test_flow(void) {
         memset(&f, 0, sizeof f);
         CHECK(rl_flow_head(&f, HTTP_REQUEST, bad[i], strlen(bad[i]), &h) != 0);
     }
+    /* Found by Tests/fuzz/fuzz_flow: a head of bare CRLFs parsed as an empty message and
+     * left the flow "in a body", so the next message was framed as that body (and a device
+     * response went to the terminal without its start line). A head needs a start line. */
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, "\r\n\r\n", 4, &h) != 0);
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_RESPONSE, "\r\n\r\n", 4, &h) != 0);
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_RESPONSE, "HTTP/1.1 099 Low\r\n\r\n", 22, &h) != 0);
+    memset(&f, 0, sizeof f); /* one empty line before a request line stays allowed (RFC 9112 2.2) */
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, "\r\nGET / HTTP/1.1\r\n\r\n", 20, &h) == 0 && h.url.n == 1);
     evbuffer_free(in);
     evbuffer_free(out);
 }
@@ -233,6 +246,78 @@ static void test_addresses(void) {
     CHECK(len == sizeof(struct sockaddr_in6) && ntohs(((struct sockaddr_in6 *)&back)->sin6_port) == 4242);
 }
 
+/* ---- the core in-process: a core that is never started, its loop run on this thread and
+ * its peers socketpairs handed to the accept callbacks (as Tests/fuzz/fuzz_front.c does). */
+
+static void spin(rl_core *core) {
+    for (int i = 0; i < 16; i++) event_base_loop(core->base, EVLOOP_NONBLOCK);
+}
+
+static rl_core *inproc_core(char tok[RL_TOKEN_MAX]) {
+    rl_core_config cfg;
+    char err[256];
+    rl_core_config_defaults(&cfg);
+    cfg.capacity = 4;
+    memset(cfg.token_key, 7, sizeof cfg.token_key);
+    rl_core *core = rl_core_new(&cfg, err, sizeof err);
+    CHECK(core && rl_core_listen(core, RL_LISTEN_UDP, "127.0.0.1:0", err, sizeof err) == 0);
+    CHECK(rl_core_listen(core, RL_LISTEN_TCP, "127.0.0.1:0", err, sizeof err) == 0);
+    CHECK(rl_core_device_put(core, "cam-1", key_a) == 0);
+    /* alive, anchored at the discard port of loopback */
+    rl_dev *d = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, "cam-1", 5));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    rl_addr_to_v6((struct sockaddr *)&sa, d->addr, &d->port);
+    d->sock = 0;
+    d->last_access = rl_core_now_s(core) + 1;
+    uint8_t tid[8] = {0};
+    CHECK(rl_token_mint(cfg.token_key, "cam-1", key_a, 4000000000ull, tid, tok, RL_TOKEN_MAX) == 0);
+    return core;
+}
+
+static int inproc_peer(rl_core *core, int callback) {
+    int sv[2];
+    struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    if (callback) rl_callback_accept(NULL, sv[0], (struct sockaddr *)&peer, sizeof peer, core);
+    else rl_front_accept(NULL, sv[0], (struct sockaddr *)&peer, sizeof peer, core);
+    return sv[1];
+}
+
+/* Found by Tests/fuzz/fuzz_front (corpus file regress_bind_frees_link): a terminal pipelines
+ * a valid request and a malformed one; when the device's callback binds, forwarding the
+ * queued requests hits the bad one and closes the terminal, which ends the session and
+ * frees the link, and try_hello then read the freed link (heap use-after-free). */
+static void test_callback_bind_ends_session(void) {
+    char tok[RL_TOKEN_MAX], req[512];
+    rl_core *core = inproc_core(tok);
+    int term = inproc_peer(core, 0);
+    int n = snprintf(req, sizeof req, "GET /d/cam-1/ HTTP/1.1\r\nAuthorization: Bearer %s\r\n\r\n"
+                     "HEAD /d 304 Not Modified\r\n\r\n", tok);
+    CHECK(write(term, req, (size_t)n) == n);
+    spin(core);
+    rl_session *s = core->terms ? core->terms->sess : NULL;
+    CHECK(s && s->state == SESS_WAKING);
+    if (s) {
+        uint8_t hello[RL_HELLO_MAX];
+        memcpy(hello, RL_HELLO_MAGIC, 4);
+        hello[4] = 5;
+        memcpy(hello + 5, "cam-1", 5);
+        memcpy(hello + 10, s->sid, RL_SESSION_ID_LEN);
+        CHECK(rl_callback_proof(&core->mac, key_a, s->sid, s->nonce, hello + 10 + RL_SESSION_ID_LEN) == 0);
+        int dev = inproc_peer(core, 1);
+        /* the device's first response bytes come with the hello, so some are queued */
+        const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+        CHECK(write(dev, hello, 10 + RL_SESSION_ID_LEN + 32) == 10 + RL_SESSION_ID_LEN + 32);
+        CHECK(write(dev, resp, strlen(resp)) == (ssize_t)strlen(resp));
+        spin(core);
+        CHECK(core->terms == NULL && core->n_sessions == 0); /* the bad request ended both */
+        close(dev);
+    }
+    close(term);
+    spin(core);
+    rl_core_free(core);
+}
+
 int main(void) {
     test_device_ids();
     test_datagrams();
@@ -240,6 +325,7 @@ int main(void) {
     test_registry();
     test_flow();
     test_addresses();
+    test_callback_bind_ends_session();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -1,6 +1,7 @@
 """The device disappears mid-response: the terminal sees a short read (no hang), the relay
 keeps serving others, and the session is released."""
 
+import os
 import re
 import socket
 import time
@@ -14,6 +15,10 @@ from helpers import connect, http_request_bytes
 T = (5, 30)
 
 
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 @pytest.mark.timeout(120)
 def test_agent_killed_mid_download(relay, static_server, agent_factory):
     root, port, _ = static_server()
@@ -25,6 +30,7 @@ def test_agent_killed_mid_download(relay, static_server, agent_factory):
     agent_factory(relay, "alive2", port)
     base = relay.metrics()("relay_sessions_active")
     tok = relay.token("kill1")
+    base_fds = open_fds(relay.proc.pid)
     s = connect(relay.host, relay.http_port, 10)
     got = 0
     closed = False
@@ -59,6 +65,11 @@ def test_agent_killed_mid_download(relay, static_server, agent_factory):
     assert closed, f"terminal connection not closed after the device died (read {got} bytes)"
     assert got < size, "the whole body cannot have arrived"
     relay.wait_metric("relay_sessions_active", lambda v: v == base, timeout=10)
+    # Everything the dead session held is released: the relay is back to its open files.
+    deadline = time.monotonic() + 10
+    while open_fds(relay.proc.pid) > base_fds and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert open_fds(relay.proc.pid) <= base_fds, f"fds {open_fds(relay.proc.pid)} > baseline {base_fds}"
     r = requests.get(relay.dev_url("alive2", "/small.txt"), headers=relay.auth("alive2"), timeout=T)
     assert r.status_code == 200 and r.content == b"still here\n"
     assert relay.alive()
