@@ -29,6 +29,7 @@ typedef struct rl_route {
     int token_in;                   /* 1 Authorization, 2 query, 3 cookie */
     uint8_t reuse_sid[RL_SESSION_ID_LEN];
     int has_reuse_sid;
+    int own_endpoint;               /* /healthz: the relay's own answer, not a refusal */
 } rl_route;
 
 void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
@@ -141,6 +142,10 @@ static void count_refusal(rl_core *core, int status) {
 }
 
 static void term_refuse(rl_term *t, rl_route *r) {
+    if (r->own_endpoint) {
+        term_answer(t, r->status, NULL, r->body);
+        return;
+    }
     count_refusal(t->core, r->status);
     rl_session_record rec;
     memset(&rec, 0, sizeof rec);
@@ -243,6 +248,7 @@ static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
         } else if ((h->url.n == 8 && memcmp(h->url.p, "/healthz", 8) == 0)) {
             int ready = atomic_load(&core->ready);
             set_body(r, ready ? 200 : 503, "%s", ready ? "ok\n" : "starting\n");
+            r->own_endpoint = 1;
             return;
         } else {
             set_body(r, 400, "no device named: use http://ID.%s/ or /d/ID/\n", core->domain_len ? core->domain : "<domain>");

@@ -318,6 +318,29 @@ static void test_callback_bind_ends_session(void) {
     rl_core_free(core);
 }
 
+/* /healthz before the relay is ready answers 503 "starting" but is no refusal: it must not
+ * count as a device offline (seen under ASan, where start-up is slow enough to be polled). */
+static void test_healthz_is_not_a_refusal(void) {
+    char tok[RL_TOKEN_MAX], buf[512];
+    rl_core *core = inproc_core(tok);
+    for (int ready = 0; ready <= 1; ready++) {
+        rl_core_set_ready(core, ready);
+        int term = inproc_peer(core, 0);
+        const char *req = "GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n";
+        CHECK(write(term, req, strlen(req)) == (ssize_t)strlen(req));
+        spin(core);
+        ssize_t n = read(term, buf, sizeof buf - 1);
+        buf[n > 0 ? n : 0] = 0;
+        CHECK(strstr(buf, ready ? "HTTP/1.1 200 " : "HTTP/1.1 503 ") == buf);
+        close(term);
+        spin(core);
+    }
+    rl_stats st;
+    rl_core_stats(core, &st);
+    CHECK(st.refused_offline == 0 && st.refused_bad_request == 0 && st.refused_unknown == 0);
+    rl_core_free(core);
+}
+
 int main(void) {
     test_device_ids();
     test_datagrams();
@@ -326,6 +349,7 @@ int main(void) {
     test_flow();
     test_addresses();
     test_callback_bind_ends_session();
+    test_healthz_is_not_a_refusal();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
