@@ -43,7 +43,7 @@ clean:
 
 # ---- hostile input (issue 6): fuzzing and sanitizers. See Tests/fuzz/README.md. ----
 # Debian's clang (bookworm: clang-14 with libclang-rt-14-dev), not the Swift toolchain's.
-FUZZ_CC ?= $(shell command -v clang-14 || echo /usr/bin/clang)
+FUZZ_CC ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := fuzz_dgram fuzz_token fuzz_flow fuzz_front
 FUZZ_DIR := .build-fuzz/fuzz
@@ -52,10 +52,8 @@ FUZZ_CFLAGS := -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-saniti
 
 .PHONY: fuzz-setup fuzz-build fuzz test-asan test-tsan test-soak
 
-fuzz-setup: setup
-	@command -v clang-14 >/dev/null && [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
-	  { echo "fuzz: installing clang-14 libclang-rt-14-dev" >&2; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null; }
+fuzz-setup:
+	@bash scripts/setup.sh --fuzz
 
 $(FUZZ_DIR)/%: Tests/fuzz/%.c Tests/fuzz/fuzz_util.h $(CORE_SRC) $(wildcard Sources/CLibevent/*.h)
 	@mkdir -p $(FUZZ_DIR)

@@ -4,7 +4,10 @@ set -euo pipefail
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev pkg-config curl python3; do
+pkgs=(libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev pkg-config curl python3)
+# --fuzz: Debian's clang with its libFuzzer and sanitizer runtimes (make fuzz, make test-tsan).
+[ "${1:-}" = "--fuzz" ] && pkgs+=(clang-14 libclang-rt-14-dev)
+for pkg in "${pkgs[@]}"; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
