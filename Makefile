@@ -117,3 +117,45 @@ test-soak:
 	$(SWIFT) build --scratch-path .build-soak
 	RELAY_SOAK_SECONDS=$(SOAK_SECONDS) RELAY_BIN=$$($(SWIFT) build --scratch-path .build-soak --show-bin-path)/relay \
 	  $(PYTHON) -m pytest -q -s Tests/integration/test_faults_soak.py
+
+# ---- running it as a service: see packaging/README.md ----
+# `sudo make install` builds the release binary and installs it with the systemd units and
+# the example configuration. `make install-files BIN=path/to/relay` does the same without
+# building (the packaging test runs it into a scratch DESTDIR). Units are always replaced
+# (local changes belong in drop-ins); configs in /etc/relay are installed only when absent.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BIN ?=
+RELEASE_BIN := .build/release/relay
+UNIT_DIR := $(DESTDIR)/etc/systemd/system
+CONF_DIR := $(DESTDIR)/etc/relay
+UNITS := relay.service relay-agent@.service
+CONFIGS := relay.yaml agent.yaml
+
+.PHONY: install install-files
+
+install: release
+	@$(MAKE) --no-print-directory install-files BIN=$(RELEASE_BIN)
+
+install-files:
+	@test -n "$(BIN)" || { echo "install-files: give the binary to install, BIN=path/to/relay" >&2; exit 1; }
+	@test -x "$(BIN)" || { echo "install-files: $(BIN) is not an executable file" >&2; exit 1; }
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(UNIT_DIR) $(CONF_DIR)
+	install -m 0755 "$(BIN)" $(DESTDIR)$(PREFIX)/bin/relay
+	@set -e; for u in $(UNITS); do \
+	  sed 's|^ExecStart=[^ ]*/relay |ExecStart=$(PREFIX)/bin/relay |' packaging/$$u > $(UNIT_DIR)/.$$u.tmp; \
+	  chmod 0644 $(UNIT_DIR)/.$$u.tmp; mv -f $(UNIT_DIR)/.$$u.tmp $(UNIT_DIR)/$$u; \
+	  echo "installed $(UNIT_DIR)/$$u"; \
+	done
+	@set -e; for c in $(CONFIGS); do \
+	  if [ -e $(CONF_DIR)/$$c ]; then echo "kept existing $(CONF_DIR)/$$c (new example: packaging/$$c)"; \
+	  else install -m 0644 packaging/$$c $(CONF_DIR)/$$c; echo "installed $(CONF_DIR)/$$c"; fi; \
+	done
+	@echo
+	@echo "Next: edit /etc/relay/relay.yaml (listeners, domain), then"
+	@echo "  systemctl daemon-reload && systemctl enable --now relay"
+
+# The demo: a relay and two sample devices behind real agents, with browser links. Extra flags: make demo ARGS="--http-port 8081"
+.PHONY: demo
+demo: release
+	$(PYTHON) demo/run_demo.py --relay-bin $$($(SWIFT) build -c release --show-bin-path)/relay $(ARGS)

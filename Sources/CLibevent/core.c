@@ -47,6 +47,7 @@ void rl_core_config_defaults(rl_core_config *cfg) {
 
 static void on_cmd(evutil_socket_t fd, short what, void *arg);
 static void on_stop(evutil_socket_t fd, short what, void *arg);
+static void on_drain(evutil_socket_t fd, short what, void *arg);
 
 rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     rl_init_threads();
@@ -90,6 +91,8 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     }
     core->cmd_ev = event_new(core->base, -1, 0, on_cmd, core);
     core->stop_ev = event_new(core->base, -1, 0, on_stop, core);
+    core->drain_ev = event_new(core->base, -1, 0, on_drain, core);
+    atomic_store(&core->store_ok, 1);
     return core;
 }
 
@@ -182,6 +185,16 @@ static int queue_cmd(rl_core *core, const rl_cmd *c) {
     return 0;
 }
 
+/* Timers read their settings when armed, so new values apply to what starts next. */
+static void apply_timers(rl_core *core, const rl_core_config *n) {
+    core->cfg.period_s = n->period_s;
+    core->cfg.keepalive_s = n->keepalive_s;
+    core->cfg.wake_timeout_ms = n->wake_timeout_ms;
+    core->cfg.idle_link_s = n->idle_link_s;
+    core->cfg.max_header_bytes = n->max_header_bytes;
+    core->cfg.header_timeout_ms = n->header_timeout_ms;
+}
+
 static void on_cmd(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
     pthread_mutex_lock(&core->cmd_mu);
@@ -189,9 +202,25 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg) {
     size_t n = core->n_cmds;
     core->cmds = NULL;
     core->n_cmds = core->cap_cmds = 0;
+    rl_core_config timers = core->pending_cfg;
+    int has_timers = core->has_pending_cfg;
+    core->has_pending_cfg = 0;
     pthread_mutex_unlock(&core->cmd_mu);
     for (size_t i = 0; i < n; i++) apply_cmd(core, &cmds[i]);
     free(cmds);
+    if (has_timers) apply_timers(core, &timers);
+}
+
+void rl_core_reconfigure(rl_core *core, const rl_core_config *cfg) {
+    if (!core->started) {
+        apply_timers(core, cfg);
+        return;
+    }
+    pthread_mutex_lock(&core->cmd_mu);
+    core->pending_cfg = *cfg;
+    core->has_pending_cfg = 1;
+    pthread_mutex_unlock(&core->cmd_mu);
+    event_active(core->cmd_ev, 0, 0);
 }
 
 int rl_core_device_put(rl_core *core, const char *id, const uint8_t key[RL_KEY_LEN]) {
@@ -243,9 +272,31 @@ void rl_core_set_ready(rl_core *core, int ready) {
     atomic_store(&core->ready, ready);
 }
 
+void rl_core_set_store_ok(rl_core *core, int ok) {
+    atomic_store(&core->store_ok, ok);
+}
+
+static void on_drain(evutil_socket_t fd, short what, void *arg) {
+    rl_core *core = arg;
+    /* Closed, not just disabled: a new terminal is refused at once (and a load balancer
+     * moves on) instead of waiting in the backlog of a relay that will never accept it. */
+    for (int i = 0; i < core->n_http; i++) {
+        evconnlistener_free(core->http[i].lev);
+        core->http[i].lev = NULL;
+    }
+    rl_term_close_idle(core);
+    rl_session_free_idle(core);
+}
+
+void rl_core_drain(rl_core *core) {
+    if (!core || !core->started || core->stopped || atomic_exchange(&core->draining, 1)) return;
+    event_active(core->drain_ev, 0, 0);
+}
+
 static void on_stop(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
-    for (int i = 0; i < core->n_http; i++) evconnlistener_disable(core->http[i].lev);
+    for (int i = 0; i < core->n_http; i++)
+        if (core->http[i].lev) evconnlistener_disable(core->http[i].lev);
     for (int i = 0; i < core->n_tcp; i++) evconnlistener_disable(core->tcp[i].lev);
     rl_term_close_all(core);
     rl_session_free_all(core);
@@ -267,12 +318,14 @@ void rl_core_free(rl_core *core) {
         rl_term_close_all(core);
         rl_session_free_all(core);
     }
-    for (int i = 0; i < core->n_http; i++) evconnlistener_free(core->http[i].lev);
+    for (int i = 0; i < core->n_http; i++)
+        if (core->http[i].lev) evconnlistener_free(core->http[i].lev);
     for (int i = 0; i < core->n_tcp; i++) evconnlistener_free(core->tcp[i].lev);
     for (int i = 0; i < core->n_metrics; i++) evconnlistener_free(core->metrics[i].lev);
     rl_udp_close_all(core);
     if (core->cmd_ev) event_free(core->cmd_ev);
     if (core->stop_ev) event_free(core->stop_ev);
+    if (core->drain_ev) event_free(core->drain_ev);
     if (core->base) event_base_free(core->base);
     rl_registry_free(&core->reg);
     rl_mac_free(&core->mac);
@@ -318,11 +371,10 @@ void rl_core_stats(const rl_core *core, rl_stats *o) {
     o->notify_a_ok = CTR_GET(c->notify_a_ok);
     o->notify_b_ok = CTR_GET(c->notify_b_ok);
     o->period_requests = CTR_GET(c->period_requests);
-    o->dgram_malformed = CTR_GET(c->dgram_malformed);
-    o->dgram_unknown_device = CTR_GET(c->dgram_unknown_device);
-    o->dgram_bad_auth = CTR_GET(c->dgram_bad_auth);
-    o->dgram_replay = CTR_GET(c->dgram_replay);
-    o->dgram_stale_epoch = CTR_GET(c->dgram_stale_epoch);
+    uint64_t *by_reason[RL_DR_N] = {&o->dgram_malformed, &o->dgram_unknown_device, &o->dgram_bad_auth,
+                                    &o->dgram_replay, &o->dgram_stale_epoch};
+    for (int k = 0; k < RL_DK_N; k++)
+        for (int r = 0; r < RL_DR_N; r++) *by_reason[r] += CTR_GET(c->dgram_drop[k][r]);
     o->address_changes = CTR_GET(c->address_changes);
     o->conn_requests_sent = CTR_GET(c->conn_requests_sent);
     o->wakes_started = CTR_GET(c->wakes_started);
@@ -340,4 +392,6 @@ void rl_core_stats(const rl_core *core, rl_stats *o) {
     o->bytes_to_device = CTR_GET(c->bytes_to_device);
     o->bytes_to_terminal = CTR_GET(c->bytes_to_terminal);
     o->registry_full = CTR_GET(c->registry_full);
+    o->terminals_open = CTR_GET(c->terminals_open);
+    o->draining = (uint64_t)atomic_load(&core->draining);
 }

@@ -57,6 +57,7 @@ void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sock
     t->next = core->terms;
     if (core->terms) core->terms->prev = t;
     core->terms = t;
+    CTR_INC(core->ctr.terminals_open);
     struct timeval tv = {core->cfg.header_timeout_ms / 1000, (core->cfg.header_timeout_ms % 1000) * 1000};
     evtimer_add(t->head_timer, &tv);
     rl_stream_read(t->st, 1);
@@ -71,7 +72,8 @@ static void push_record(rl_term *t, int status, int outcome) {
         snprintf(r.device_id, sizeof r.device_id, "%s", t->sess->device_id);
         memcpy(r.session_id, t->sess->sid_hex, sizeof r.session_id);
     }
-    r.status = (uint32_t)status;
+    /* A relayed session logs the device's latest status; a failed one the relay's answer. */
+    r.status = status ? (uint32_t)status : t->sess ? t->sess->last_status : 0;
     r.outcome = (uint32_t)outcome;
     r.duration_us = rl_mono_us() - t->started_us;
     r.bytes_to_device = t->bytes_to_device;
@@ -85,6 +87,7 @@ static void term_free(rl_term *t) {
     if (t->prev) t->prev->next = t->next;
     else core->terms = t->next;
     if (t->next) t->next->prev = t->prev;
+    CTR_DEC(core->ctr.terminals_open);
     event_free(t->head_timer);
     rl_stream_free(t->st);
     free(t);
@@ -107,14 +110,51 @@ void rl_term_close_all(rl_core *core) {
     while (core->terms) rl_term_close(core->terms, RL_OUTCOME_ABORTED);
 }
 
+void rl_term_close_idle(rl_core *core) {
+    rl_term *t = core->terms;
+    while (t) {
+        rl_term *next = t->next;
+        int nothing_pending = evbuffer_get_length(t->st->in) == 0;
+        if (t->state == TERM_HEAD && nothing_pending) {
+            rl_term_close(t, RL_OUTCOME_ABORTED);
+        } else if (t->state == TERM_BOUND && nothing_pending && t->sess && t->sess->link && t->sess->pend_count == 0 &&
+                   rl_session_at_boundary(t->sess) && evbuffer_get_length(t->sess->link->in) == 0) {
+            rl_term_finish(t); /* keep-alive connection between two requests */
+        }
+        t = next;
+    }
+}
+
+const uint16_t rl_answer_codes[RL_ANSWER_CODES] = {200, 302, 308, 400, 401, 403, 404, 408, 431, 502, 503, 504};
+
+static void count_answer(rl_core *core, int status) {
+    int i = 0;
+    while (i < RL_ANSWER_CODES && rl_answer_codes[i] != status) i++;
+    CTR_INC(core->ctr.answers[i]);
+}
+
 /* The relay answers by itself and closes once the answer is written. */
 static void term_answer(rl_term *t, int status, const char *extra, const char *body) {
+    count_answer(t->core, status);
     rl_stream_read(t->st, 0);
     /* A terminal that never reads the answer must not hold the connection forever. */
     struct timeval linger = {t->core->cfg.header_timeout_ms / 1000, (t->core->cfg.header_timeout_ms % 1000) * 1000};
     evtimer_add(t->head_timer, &linger);
     rl_http_respond(t->st->out, status, extra, body);
     t->bytes_to_terminal += evbuffer_get_length(t->st->out);
+    t->state = TERM_CLOSING;
+    rl_stream_shutdown_after_flush(t->st);
+}
+
+void rl_term_finish(rl_term *t) {
+    rl_session *s = t->sess;
+    push_record(t, 0, RL_OUTCOME_RELAYED);
+    t->sess = NULL;
+    s->term = NULL;
+    rl_session_free(s);
+    rl_stream_read(t->st, 1); /* to see the terminal's FIN (what it sends is discarded) */
+    struct timeval linger = {t->core->cfg.header_timeout_ms / 1000, (t->core->cfg.header_timeout_ms % 1000) * 1000};
+    evtimer_add(t->head_timer, &linger);
     t->state = TERM_CLOSING;
     rl_stream_shutdown_after_flush(t->st);
 }
@@ -143,7 +183,7 @@ static void count_refusal(rl_core *core, int status) {
 
 static void term_refuse(rl_term *t, rl_route *r) {
     if (r->own_endpoint) {
-        term_answer(t, r->status, NULL, r->body);
+        term_answer(t, r->status, r->extra[0] ? r->extra : NULL, r->body);
         return;
     }
     count_refusal(t->core, r->status);
@@ -245,9 +285,32 @@ static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
             r->device[id_len] = 0;
             r->path_routed = 1;
             r->prefix_len = 3 + id_len;
-        } else if ((h->url.n == 8 && memcmp(h->url.p, "/healthz", 8) == 0)) {
-            int ready = atomic_load(&core->ready);
+            if (q == end || *q == '?') {
+                /* "/d/ID" is a directory: without the slash a browser would resolve the page's
+                 * relative links above it and not send the cookie scoped to "/d/ID/". */
+                size_t rest = (size_t)(end - q);
+                if (rest + 3 + id_len + 2 + 14 > sizeof r->extra) {
+                    set_body(r, 431, "%s", "URL too long\n");
+                    return;
+                }
+                snprintf(r->extra, sizeof r->extra, "Location: /d/%s/%.*s\r\n", r->device, (int)rest, q);
+                set_body(r, 308, "%s", "a device's pages are under /d/ID/: continue at Location\n");
+                r->own_endpoint = 1;
+                return;
+            }
+        } else if (h->url.n == 8 && memcmp(h->url.p, "/healthz", 8) == 0) {
+            /* Alive: the loop answers. 503 only before the relay first became ready. */
+            int ready = atomic_load(&core->ready) || atomic_load(&core->draining);
             set_body(r, ready ? 200 : 503, "%s", ready ? "ok\n" : "starting\n");
+            r->own_endpoint = 1;
+            return;
+        } else if (h->url.n == 7 && memcmp(h->url.p, "/readyz", 7) == 0) {
+            /* Ready for terminals: listening, the device store readable, not stopping. */
+            const char *why = atomic_load(&core->draining)    ? "draining: the relay is stopping\n"
+                              : !atomic_load(&core->ready)    ? "starting\n"
+                              : !atomic_load(&core->store_ok) ? "device store unreadable\n"
+                                                              : NULL;
+            set_body(r, why ? 503 : 200, "%s", why ? why : "ready\n");
             r->own_endpoint = 1;
             return;
         } else {
@@ -465,6 +528,10 @@ void rl_term_rewake(rl_term *t) {
     push_record(t, 0, RL_OUTCOME_RELAYED);
     if (t->sess) t->sess->term = NULL;
     t->sess = NULL;
+    if (atomic_load_explicit(&t->core->draining, memory_order_relaxed) && evbuffer_get_length(t->st->in) == 0) {
+        rl_term_close(t, RL_OUTCOME_RELAYED); /* draining: no next request on this connection */
+        return;
+    }
     t->state = TERM_HEAD;
     t->bytes_to_device = t->bytes_to_terminal = 0;
     t->started_us = rl_mono_us();
@@ -562,8 +629,9 @@ static void term_cb(rl_stream *st, int event, void *arg) {
                 rl_term_close(t, RL_OUTCOME_RELAYED);
         } else if (t->state == TERM_WAKING && event == RL_STREAM_EOF) {
             rl_term_close(t, RL_OUTCOME_ABORTED);
-        } else if (t->state == TERM_CLOSING && event == RL_STREAM_EOF) {
-            rl_term_close(t, RL_OUTCOME_REFUSED);
+        } else if (t->state == TERM_CLOSING) {
+            evbuffer_drain(st->in, evbuffer_get_length(st->in));
+            if (event == RL_STREAM_EOF) rl_term_close(t, RL_OUTCOME_REFUSED);
         }
         break;
     case RL_STREAM_DRAINED:

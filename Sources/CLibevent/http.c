@@ -7,6 +7,7 @@ const char *rl_http_reason(int status) {
     switch (status) {
     case 200: return "OK";
     case 302: return "Found";
+    case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";

@@ -37,9 +37,23 @@ typedef _Atomic uint64_t rl_counter;
 #define CTR_DEC(c) CTR_ADD(c, (uint64_t)-1)
 #define CTR_GET(c) atomic_load_explicit(&(c), memory_order_relaxed)
 
+/* Dropped datagrams are counted by the kind they claimed to be and why they were dropped. */
+enum { RL_DK_PERIOD, RL_DK_NOTIFY_A, RL_DK_NOTIFY_B, RL_DK_OTHER, RL_DK_N };
+enum { RL_DR_MALFORMED, RL_DR_UNKNOWN_DEVICE, RL_DR_BAD_AUTH, RL_DR_REPLAY, RL_DR_STALE_EPOCH, RL_DR_N };
+#define DROP(core, kind, reason) CTR_INC((core)->ctr.dgram_drop[kind][reason])
+
+/* Wake-to-callback latency histogram: upper bounds in microseconds, then one overflow bucket. */
+#define RL_WAKE_BUCKETS 13
+extern const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS];
+
+/* The relay's own answers to terminals, by status (rl_answer_codes), and the device's
+ * responses by class (1xx..5xx, anything else in slot 0). */
+#define RL_ANSWER_CODES 12
+extern const uint16_t rl_answer_codes[RL_ANSWER_CODES];
+
 struct rl_counters {
     rl_counter dgram_rx, notify_a_ok, notify_b_ok, period_requests;
-    rl_counter dgram_malformed, dgram_unknown_device, dgram_bad_auth, dgram_replay, dgram_stale_epoch;
+    rl_counter dgram_drop[RL_DK_N][RL_DR_N];
     rl_counter address_changes, conn_requests_sent;
     rl_counter wakes_started, wakes_bound, wakes_timeout;
     rl_counter refused_offline, refused_unknown, refused_unauthorized, refused_forbidden,
@@ -49,6 +63,11 @@ struct rl_counters {
     rl_counter devices_alive; /* refreshed at scrape time */
     rl_counter devices;       /* reg.count as of the last device change, for rl_core_stats on
                                * other threads (reg.count itself is the loop thread's) */
+    rl_counter terminals_open;                    /* gauge */
+    rl_counter wake_bucket[RL_WAKE_BUCKETS + 1];  /* not cumulative; summed at scrape */
+    rl_counter wake_us_sum;
+    rl_counter answers[RL_ANSWER_CODES + 1];      /* last slot: any other status */
+    rl_counter device_responses[6];               /* by status / 100; 0: out of range */
 };
 
 typedef struct rl_udp_sock {
@@ -82,7 +101,9 @@ struct rl_core {
     struct event_base *base;
     pthread_t thread;
     int started, stopped;
-    _Atomic int ready;
+    _Atomic int ready;     /* set by the control layer once listeners and store are up */
+    _Atomic int store_ok;  /* cleared while the device store cannot be read (/readyz) */
+    _Atomic int draining;  /* SIGTERM: no new terminals; links close at message boundaries */
     uint32_t epoch;
     struct timespec t0; /* monotonic start; registry times are seconds since then */
 
@@ -105,6 +126,10 @@ struct rl_core {
     size_t n_cmds, cap_cmds;
     struct event *cmd_ev;
     struct event *stop_ev;
+    struct event *drain_ev;
+    /* timer settings from rl_core_reconfigure, applied on the loop thread (cmd_mu) */
+    rl_core_config pending_cfg;
+    int has_pending_cfg;
 
     /* finished-session records for the control layer (guarded by rec_mu) */
     pthread_mutex_t rec_mu;
@@ -166,6 +191,7 @@ struct rl_session {
     uint8_t pending_head[RL_MAX_PIPELINE]; /* 1 = that request was HEAD */
     uint32_t pend_first, pend_count;
     int resp_started;        /* some response bytes reached the current terminal */
+    uint32_t last_status;    /* of the device's latest final response, for the session log */
 };
 
 rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash);
@@ -179,6 +205,8 @@ void rl_session_detach(rl_session *s);
 void rl_session_free(rl_session *s);
 void rl_session_end_device(rl_core *core, uint64_t id_hash);
 void rl_session_free_all(rl_core *core);
+/* Draining: frees sessions that wait idle for reuse. */
+void rl_session_free_idle(rl_core *core);
 /* Moves response bytes device -> terminal (called when either side can make progress). */
 void rl_session_pump_response(rl_session *s);
 int rl_session_at_boundary(const rl_session *s);
@@ -212,6 +240,10 @@ void rl_term_bound(rl_term *t);
 void rl_term_rewake(rl_term *t);
 void rl_term_close(rl_term *t, int outcome);
 void rl_term_close_all(rl_core *core);
+/* Draining: closes terminals that wait for a next request with nothing received. */
+void rl_term_close_idle(rl_core *core);
+/* Draining: the response is complete; close `t` once it is written, freeing its link. */
+void rl_term_finish(rl_term *t);
 
 /* ---- callback.c (device TCP callbacks) ---- */
 void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);

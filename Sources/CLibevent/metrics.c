@@ -6,11 +6,66 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include "internal.h"
 #include "flow.h"
 
+const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS] = {250,    500,    1000,   2500,    5000,    10000,  25000,
+                                                      50000,  100000, 250000, 500000, 1000000, 2500000};
+
 static void family(struct evbuffer *b, const char *name, const char *type, const char *help) {
     evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample(struct evbuffer *b, const char *name, const char *labels, uint64_t v) {
+    evbuffer_add_printf(b, "%s%s %llu\n", name, labels, (unsigned long long)v);
+}
+
+/* process_* as the Prometheus client libraries export them, from /proc/self. */
+static void render_process(struct evbuffer *b) {
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    /* Fields after the command name, which is in parentheses and may hold spaces. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+    long long rss = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %llu %llu %lld",
+                    &utime, &stime, &start, &vsize, &rss) == 5) {
+        double tick = (double)sysconf(_SC_CLK_TCK), page = (double)sysconf(_SC_PAGESIZE);
+        double boot = 0;
+        FILE *s = fopen("/proc/stat", "r");
+        char line[256];
+        while (s && fgets(line, sizeof line, s))
+            if (sscanf(line, "btime %lf", &boot) == 1) break;
+        if (s) fclose(s);
+        family(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.");
+        evbuffer_add_printf(b, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / tick);
+        family(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        evbuffer_add_printf(b, "process_resident_memory_bytes %.0f\n", (double)rss * page);
+        family(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+        evbuffer_add_printf(b, "process_virtual_memory_bytes %llu\n", vsize);
+        family(b, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+        evbuffer_add_printf(b, "process_start_time_seconds %.2f\n", boot + (double)start / tick);
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') fds++;
+    if (d) {
+        closedir(d);
+        family(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+        evbuffer_add_printf(b, "process_open_fds %d\n", fds - 1); /* less the directory's own */
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        family(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        evbuffer_add_printf(b, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
 }
 
 static void render(rl_core *core, struct evbuffer *b) {
@@ -22,69 +77,90 @@ static void render(rl_core *core, struct evbuffer *b) {
         if (la && now - (la - 1) <= core->cfg.period_s) alive++;
     }
     atomic_store_explicit(&c->devices_alive, alive, memory_order_relaxed);
+    char labels[96];
 
     family(b, "relay_devices", "gauge", "Provisioned devices in the registry.");
-    evbuffer_add_printf(b, "relay_devices %u\n", core->reg.count);
+    sample(b, "relay_devices", "", core->reg.count);
     family(b, "relay_devices_alive", "gauge", "Devices whose last notify A is within the max access period.");
-    evbuffer_add_printf(b, "relay_devices_alive %u\n", alive);
+    sample(b, "relay_devices_alive", "", alive);
     family(b, "relay_registry_capacity", "gauge", "Devices the registry can hold.");
-    evbuffer_add_printf(b, "relay_registry_capacity %u\n", core->reg.capacity);
+    sample(b, "relay_registry_capacity", "", core->reg.capacity);
     family(b, "relay_registry_bytes", "gauge", "Memory reserved for the registry.");
-    evbuffer_add_printf(b, "relay_registry_bytes %zu\n", rl_registry_bytes(&core->reg));
+    sample(b, "relay_registry_bytes", "", rl_registry_bytes(&core->reg));
     family(b, "relay_registry_full_total", "counter", "Devices not added because the registry was full.");
-    evbuffer_add_printf(b, "relay_registry_full_total %llu\n", (unsigned long long)CTR_GET(c->registry_full));
+    sample(b, "relay_registry_full_total", "", CTR_GET(c->registry_full));
+    family(b, "relay_max_access_period_seconds", "gauge", "A device with no notify A for this long is offline.");
+    sample(b, "relay_max_access_period_seconds", "", core->cfg.period_s);
+
     family(b, "relay_datagrams_received_total", "counter", "UDP datagrams received from devices.");
-    evbuffer_add_printf(b, "relay_datagrams_received_total %llu\n", (unsigned long long)CTR_GET(c->dgram_rx));
-    family(b, "relay_notify_total", "counter", "Notifies accepted, by kind.");
-    evbuffer_add_printf(b, "relay_notify_total{kind=\"a\"} %llu\nrelay_notify_total{kind=\"b\"} %llu\n",
-                        (unsigned long long)CTR_GET(c->notify_a_ok), (unsigned long long)CTR_GET(c->notify_b_ok));
-    family(b, "relay_datagrams_dropped_total", "counter", "Datagrams dropped, by reason.");
-    evbuffer_add_printf(b,
-                        "relay_datagrams_dropped_total{reason=\"malformed\"} %llu\n"
-                        "relay_datagrams_dropped_total{reason=\"unknown_device\"} %llu\n"
-                        "relay_datagrams_dropped_total{reason=\"bad_auth\"} %llu\n"
-                        "relay_datagrams_dropped_total{reason=\"replay\"} %llu\n"
-                        "relay_datagrams_dropped_total{reason=\"stale_epoch\"} %llu\n",
-                        (unsigned long long)CTR_GET(c->dgram_malformed), (unsigned long long)CTR_GET(c->dgram_unknown_device),
-                        (unsigned long long)CTR_GET(c->dgram_bad_auth), (unsigned long long)CTR_GET(c->dgram_replay),
-                        (unsigned long long)CTR_GET(c->dgram_stale_epoch));
+    sample(b, "relay_datagrams_received_total", "", CTR_GET(c->dgram_rx));
+    family(b, "relay_notify_total", "counter", "Notifies accepted, by kind (a: liveness and anchor, b: anchor only).");
+    sample(b, "relay_notify_total", "{kind=\"a\"}", CTR_GET(c->notify_a_ok));
+    sample(b, "relay_notify_total", "{kind=\"b\"}", CTR_GET(c->notify_b_ok));
     family(b, "relay_period_requests_total", "counter", "Period requests answered.");
-    evbuffer_add_printf(b, "relay_period_requests_total %llu\n", (unsigned long long)CTR_GET(c->period_requests));
+    sample(b, "relay_period_requests_total", "", CTR_GET(c->period_requests));
+    static const char *kinds[RL_DK_N] = {"period_request", "a", "b", "other"};
+    static const char *reasons[RL_DR_N] = {"malformed", "unknown_device", "bad_auth", "replay", "stale_epoch"};
+    family(b, "relay_datagrams_dropped_total", "counter",
+           "Datagrams dropped, by the kind they claimed and the reason (nothing is answered but stale_epoch).");
+    for (int k = 0; k < RL_DK_N; k++)
+        for (int r = 0; r < RL_DR_N; r++) {
+            snprintf(labels, sizeof labels, "{kind=\"%s\",reason=\"%s\"}", kinds[k], reasons[r]);
+            sample(b, "relay_datagrams_dropped_total", labels, CTR_GET(c->dgram_drop[k][r]));
+        }
     family(b, "relay_address_changes_total", "counter", "Device anchors that moved to a new address, port or socket.");
-    evbuffer_add_printf(b, "relay_address_changes_total %llu\n", (unsigned long long)CTR_GET(c->address_changes));
+    sample(b, "relay_address_changes_total", "", CTR_GET(c->address_changes));
+
     family(b, "relay_connection_requests_sent_total", "counter", "Connection requests sent, retransmissions included.");
-    evbuffer_add_printf(b, "relay_connection_requests_sent_total %llu\n", (unsigned long long)CTR_GET(c->conn_requests_sent));
+    sample(b, "relay_connection_requests_sent_total", "", CTR_GET(c->conn_requests_sent));
     family(b, "relay_wakes_total", "counter", "Device wakes, by outcome.");
-    evbuffer_add_printf(b,
-                        "relay_wakes_total{outcome=\"started\"} %llu\n"
-                        "relay_wakes_total{outcome=\"bound\"} %llu\n"
-                        "relay_wakes_total{outcome=\"timeout\"} %llu\n",
-                        (unsigned long long)CTR_GET(c->wakes_started), (unsigned long long)CTR_GET(c->wakes_bound),
-                        (unsigned long long)CTR_GET(c->wakes_timeout));
-    family(b, "relay_requests_refused_total", "counter", "Terminal requests the relay answered itself, by reason.");
-    evbuffer_add_printf(b,
-                        "relay_requests_refused_total{reason=\"offline\"} %llu\n"
-                        "relay_requests_refused_total{reason=\"unknown\"} %llu\n"
-                        "relay_requests_refused_total{reason=\"unauthorized\"} %llu\n"
-                        "relay_requests_refused_total{reason=\"forbidden\"} %llu\n"
-                        "relay_requests_refused_total{reason=\"bad_request\"} %llu\n"
-                        "relay_requests_refused_total{reason=\"capacity\"} %llu\n",
-                        (unsigned long long)CTR_GET(c->refused_offline), (unsigned long long)CTR_GET(c->refused_unknown),
-                        (unsigned long long)CTR_GET(c->refused_unauthorized),
-                        (unsigned long long)CTR_GET(c->refused_forbidden),
-                        (unsigned long long)CTR_GET(c->refused_bad_request),
-                        (unsigned long long)CTR_GET(c->refused_capacity));
+    sample(b, "relay_wakes_total", "{outcome=\"started\"}", CTR_GET(c->wakes_started));
+    sample(b, "relay_wakes_total", "{outcome=\"bound\"}", CTR_GET(c->wakes_bound));
+    sample(b, "relay_wakes_total", "{outcome=\"timeout\"}", CTR_GET(c->wakes_timeout));
+    family(b, "relay_wake_duration_seconds", "histogram", "From a wake's first connection request to the device's callback.");
+    uint64_t cumulative = 0;
+    for (int i = 0; i <= RL_WAKE_BUCKETS; i++) {
+        cumulative += CTR_GET(c->wake_bucket[i]);
+        if (i < RL_WAKE_BUCKETS) snprintf(labels, sizeof labels, "{le=\"%g\"}", rl_wake_bucket_us[i] / 1e6);
+        else snprintf(labels, sizeof labels, "{le=\"+Inf\"}");
+        sample(b, "relay_wake_duration_seconds_bucket", labels, cumulative);
+    }
+    evbuffer_add_printf(b, "relay_wake_duration_seconds_sum %.6f\n", (double)CTR_GET(c->wake_us_sum) / 1e6);
+    sample(b, "relay_wake_duration_seconds_count", "", cumulative);
     family(b, "relay_callbacks_rejected_total", "counter", "Device callbacks refused (bad hello, session or proof).");
-    evbuffer_add_printf(b, "relay_callbacks_rejected_total %llu\n", (unsigned long long)CTR_GET(c->callbacks_rejected));
+    sample(b, "relay_callbacks_rejected_total", "", CTR_GET(c->callbacks_rejected));
+
+    family(b, "relay_requests_refused_total", "counter", "Terminal requests the relay answered itself, by reason.");
+    sample(b, "relay_requests_refused_total", "{reason=\"offline\"}", CTR_GET(c->refused_offline));
+    sample(b, "relay_requests_refused_total", "{reason=\"unknown\"}", CTR_GET(c->refused_unknown));
+    sample(b, "relay_requests_refused_total", "{reason=\"unauthorized\"}", CTR_GET(c->refused_unauthorized));
+    sample(b, "relay_requests_refused_total", "{reason=\"forbidden\"}", CTR_GET(c->refused_forbidden));
+    sample(b, "relay_requests_refused_total", "{reason=\"bad_request\"}", CTR_GET(c->refused_bad_request));
+    sample(b, "relay_requests_refused_total", "{reason=\"capacity\"}", CTR_GET(c->refused_capacity));
+    family(b, "relay_terminal_responses_total", "counter",
+           "Responses to terminals: the relay's own by status code, the devices' by status class.");
+    for (int i = 0; i <= RL_ANSWER_CODES; i++) {
+        if (i < RL_ANSWER_CODES) snprintf(labels, sizeof labels, "{origin=\"relay\",code=\"%u\"}", rl_answer_codes[i]);
+        else snprintf(labels, sizeof labels, "{origin=\"relay\",code=\"other\"}");
+        sample(b, "relay_terminal_responses_total", labels, CTR_GET(c->answers[i]));
+    }
+    for (int i = 1; i <= 5; i++) {
+        snprintf(labels, sizeof labels, "{origin=\"device\",code=\"%dxx\"}", i);
+        sample(b, "relay_terminal_responses_total", labels, CTR_GET(c->device_responses[i]));
+    }
+    sample(b, "relay_terminal_responses_total", "{origin=\"device\",code=\"other\"}", CTR_GET(c->device_responses[0]));
+    family(b, "relay_terminal_connections", "gauge", "Open terminal connections.");
+    sample(b, "relay_terminal_connections", "", CTR_GET(c->terminals_open));
     family(b, "relay_sessions_active", "gauge", "Sessions waking, bound or idle.");
-    evbuffer_add_printf(b, "relay_sessions_active %llu\n", (unsigned long long)CTR_GET(c->sessions_active));
+    sample(b, "relay_sessions_active", "", CTR_GET(c->sessions_active));
     family(b, "relay_sessions_reused_total", "counter", "Terminal connections served on an idle link, without a wake.");
-    evbuffer_add_printf(b, "relay_sessions_reused_total %llu\n", (unsigned long long)CTR_GET(c->sessions_reused));
+    sample(b, "relay_sessions_reused_total", "", CTR_GET(c->sessions_reused));
     family(b, "relay_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
-    evbuffer_add_printf(b,
-                        "relay_relayed_bytes_total{direction=\"to_device\"} %llu\n"
-                        "relay_relayed_bytes_total{direction=\"to_terminal\"} %llu\n",
-                        (unsigned long long)CTR_GET(c->bytes_to_device), (unsigned long long)CTR_GET(c->bytes_to_terminal));
+    sample(b, "relay_relayed_bytes_total", "{direction=\"to_device\"}", CTR_GET(c->bytes_to_device));
+    sample(b, "relay_relayed_bytes_total", "{direction=\"to_terminal\"}", CTR_GET(c->bytes_to_terminal));
+    family(b, "relay_draining", "gauge", "1 while the relay stops gracefully (SIGTERM).");
+    sample(b, "relay_draining", "", (uint64_t)atomic_load(&core->draining));
+    render_process(b);
 }
 
 static void scrape_cb(rl_stream *st, int event, void *arg) {

@@ -98,6 +98,11 @@ void rl_session_bind(rl_session *s, rl_stream *link) {
     s->link = link;
     s->state = SESS_BOUND;
     rl_stream_set_cb(link, link_cb, s);
+    uint64_t waited = rl_mono_us() - s->wake_started_us;
+    int b = 0;
+    while (b < RL_WAKE_BUCKETS && waited > rl_wake_bucket_us[b]) b++;
+    CTR_INC(core->ctr.wake_bucket[b]);
+    CTR_ADD(core->ctr.wake_us_sum, waited);
     rl_stream_read(link, 1);
     CTR_INC(core->ctr.wakes_bound);
     if (s->term) rl_term_bound(s->term);
@@ -108,6 +113,7 @@ void rl_session_attach(rl_session *s, rl_term *t) {
     s->state = SESS_BOUND;
     s->term = t;
     s->resp_started = 0;
+    s->last_status = 0;
     t->sess = s;
     rl_stream_read(s->link, 1);
     rl_term_bound(t);
@@ -122,7 +128,7 @@ void rl_session_detach(rl_session *s) {
     rl_core *core = s->core;
     int clean = s->link && !s->link->eof && rl_session_at_boundary(s) && evbuffer_get_length(s->link->in) == 0;
     s->term = NULL;
-    if (!clean || core->cfg.idle_link_s == 0) {
+    if (!clean || core->cfg.idle_link_s == 0 || atomic_load_explicit(&core->draining, memory_order_relaxed)) {
         rl_session_free(s);
         return;
     }
@@ -158,6 +164,17 @@ void rl_session_end_device(rl_core *core, uint64_t id_hash) {
         while (s) {
             rl_session *next = s->next_in_bucket;
             if (s->id_hash == id_hash) rl_session_free(s);
+            s = next;
+        }
+    }
+}
+
+void rl_session_free_idle(rl_core *core) {
+    for (uint32_t b = 0; b <= core->sess_mask; b++) {
+        rl_session *s = core->sess_buckets[b];
+        while (s) {
+            rl_session *next = s->next_in_bucket;
+            if (s->state == SESS_IDLE) rl_session_free(s);
             s = next;
         }
     }
@@ -253,6 +270,8 @@ void rl_session_pump_response(rl_session *s) {
         }
         forward_response_head(s, in, head_len, out);
         s->resp_started = 1;
+        CTR_INC(core->ctr.device_responses[h.status >= 100 && h.status < 600 ? h.status / 100 : 0]);
+        if (h.status >= 200 || h.status == 101) s->last_status = h.status;
         if (s->resp.done) {
             int interim = h.status >= 100 && h.status < 200 && h.status != 101;
             rl_flow_next(&s->resp);
@@ -269,6 +288,11 @@ void rl_session_pump_response(rl_session *s) {
     rl_stream_read(link, !rl_stream_out_high(t->st));
     if (link->eof && evbuffer_get_length(in) == 0) {
         device_gone(s, "end of stream");
+        return;
+    }
+    if (atomic_load_explicit(&core->draining, memory_order_relaxed) && s->resp_started && s->pend_count == 0 &&
+        rl_session_at_boundary(s)) {
+        rl_term_finish(t); /* draining: this response was the connection's last */
         return;
     }
     if (s->pend_count < RL_MAX_PIPELINE) {

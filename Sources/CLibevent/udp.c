@@ -106,8 +106,9 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
         CTR_INC(core->ctr.notify_b_ok);
         return;
     }
+    int kind = d->type == RL_T_NOTIFY_A ? RL_DK_NOTIFY_A : RL_DK_NOTIFY_B;
     if (!rl_dgram_verify(&core->mac, dev->key, raw, raw_len)) {
-        CTR_INC(core->ctr.dgram_bad_auth);
+        DROP(core, kind, RL_DR_BAD_AUTH);
         return;
     }
     uint32_t epoch = rl_get32(d->body);
@@ -119,12 +120,12 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
         rl_put64(body, counter);
         rl_put32(body + 8, core->epoch);
         size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_RESYNC, d->id, d->id_len, body, sizeof body, dev->key);
-        CTR_INC(core->ctr.dgram_stale_epoch);
+        DROP(core, kind, RL_DR_STALE_EPOCH);
         if (n) send_from(u, out, n, from, from_len);
         return;
     }
     if (counter <= dev->counter) {
-        CTR_INC(core->ctr.dgram_replay);
+        DROP(core, kind, RL_DR_REPLAY);
         return;
     }
     dev->counter = counter;
@@ -146,21 +147,29 @@ void rl_udp_handle(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len
                    const struct sockaddr *from, socklen_t from_len) {
     rl_dgram d;
     if (truncated || rl_dgram_parse(buf, len, &d) != 0) {
-        CTR_INC(core->ctr.dgram_malformed);
+        /* The kind is what the type byte claims, when there is one. */
+        int framed = len >= 3 && buf[0] == RL_MAGIC && buf[1] == RL_VERSION;
+        int kind = !framed ? RL_DK_OTHER
+                   : buf[2] == RL_T_PERIOD_REQUEST ? RL_DK_PERIOD
+                   : buf[2] == RL_T_NOTIFY_A       ? RL_DK_NOTIFY_A
+                   : buf[2] == RL_T_NOTIFY_B       ? RL_DK_NOTIFY_B
+                                                   : RL_DK_OTHER;
+        DROP(core, kind, RL_DR_MALFORMED);
         return;
     }
     if (d.type != RL_T_PERIOD_REQUEST && d.type != RL_T_NOTIFY_A && d.type != RL_T_NOTIFY_B) {
-        CTR_INC(core->ctr.dgram_malformed); /* relay-to-device types are never accepted */
+        DROP(core, RL_DK_OTHER, RL_DR_MALFORMED); /* relay-to-device types are never accepted */
         return;
     }
+    int kind = d.type == RL_T_PERIOD_REQUEST ? RL_DK_PERIOD : d.type == RL_T_NOTIFY_A ? RL_DK_NOTIFY_A : RL_DK_NOTIFY_B;
     rl_dev *dev = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, d.id, d.id_len));
     if (!dev) {
-        CTR_INC(core->ctr.dgram_unknown_device);
+        DROP(core, kind, RL_DR_UNKNOWN_DEVICE);
         return;
     }
     if (d.type == RL_T_PERIOD_REQUEST) {
         if (!rl_dgram_verify(&core->mac, dev->key, buf, len)) {
-            CTR_INC(core->ctr.dgram_bad_auth);
+            DROP(core, kind, RL_DR_BAD_AUTH);
             return;
         }
         handle_period_request(core, u, &d, dev, from, from_len);

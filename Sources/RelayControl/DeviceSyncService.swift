@@ -25,9 +25,17 @@ struct DeviceSyncService: Service {
         do {
             changes = try store.changes(since: since)
         } catch {
-            // A busy or briefly unreadable store is retried on the next tick.
-            logger.warning("device.sync.failed", metadata: ["error": "\(error)"])
+            // A busy or briefly unreadable store is retried on the next tick; /readyz says
+            // 503 meanwhile.
+            core.setStoreReadable(false)
+            if await cursor.setFailing(true) {
+                logger.warning("device.sync.failed", metadata: ["error": "\(error)"])
+            }
             return
+        }
+        core.setStoreReadable(true)
+        if await cursor.setFailing(false) {
+            logger.notice("device.sync.recovered")
         }
         guard changes.seq != since else { return }
         // Removals first: an ID removed and added again is then left with its new key.
@@ -53,4 +61,11 @@ actor SyncCursor {
     init(_ seq: Int64) { self.seq = seq }
 
     func advance(to seq: Int64) { self.seq = seq }
+
+    /// Whether the store reads are failing; true when that changed (logged once per change).
+    private var failing = false
+    func setFailing(_ now: Bool) -> Bool {
+        defer { failing = now }
+        return failing != now
+    }
 }

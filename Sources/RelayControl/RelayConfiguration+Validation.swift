@@ -1,7 +1,17 @@
 /// Cross-field checks, run before anything is opened or bound, so that a bad flag fails
 /// fast with a message instead of a relay that misbehaves later.
 extension RelayConfiguration {
+    /// Errors name the flag, or the key and its origin when a variable or the file set it.
     public func validate() throws(ConfigurationError) {
+        do {
+            try validateFields()
+        } catch var error {
+            error.origin = error.origin ?? origins[error.key]
+            throw error
+        }
+    }
+
+    private func validateFields() throws(ConfigurationError) {
         if dataDirectory.isEmpty { throw ConfigurationError(flag: "--data", "the data directory must not be empty") }
         try validateAddresses()
         try validateTimers()
@@ -40,6 +50,9 @@ extension RelayConfiguration {
         }
         try requireMilliseconds(wakeTimeout, "--wake-timeout")
         try requireMilliseconds(headerTimeout, "--header-timeout")
+        if drainTimeout < .zero || drainTimeout > .seconds(3600) {
+            throw ConfigurationError(flag: "--drain-timeout", "must be from 0 to 1h")
+        }
         if idleLink < .zero || idleLink.wholeSeconds > Int64(UInt32.max) {
             throw ConfigurationError(flag: "--idle-link", "must be from 0 to \(UInt32.max) seconds")
         }

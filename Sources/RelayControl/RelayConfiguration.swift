@@ -3,8 +3,9 @@ import Logging
 
 /// Everything `relay serve` can be told, with the defaults it runs with when told nothing.
 ///
-/// One value is built from flags by the CLI, or directly by tests (which bind port 0), and
-/// handed to ``RelayServer``. The environment is read here and nowhere else.
+/// One value is built by the CLI from the defaults, the config file, `RELAY_*` variables and
+/// the flags (each over the one before), or directly by tests (which bind port 0), and
+/// handed to ``RelayServer``.
 public struct RelayConfiguration: Sendable {
     /// Where the device store lives (`relay.sqlite`). Default "./relay-data", or $RELAY_DATA.
     public var dataDirectory: String
@@ -37,8 +38,14 @@ public struct RelayConfiguration: Sendable {
     public var maxHeaderBytes: Int = 16384
     /// A terminal must send its request head within this (408 after).
     public var headerTimeout: Duration = .seconds(10)
+    /// SIGTERM lets in-flight sessions finish for this long, then ends the rest.
+    public var drainTimeout: Duration = .seconds(30)
     /// Log threshold for stderr.
     public var logLevel: Logger.Level = .info
+
+    /// Keys set by an environment variable or the config file, with the one that set each
+    /// (for error messages and `relay check-config`). Keys set by a flag are not here.
+    public var origins: [String: String] = [:]
 
     public static let defaultHTTP = ["127.0.0.1:8080", "[::1]:8080"]
     public static let defaultUDP = ["127.0.0.1:4700", "[::1]:4700"]

@@ -67,6 +67,23 @@ public final class RelayCore: @unchecked Sendable {
         rl_core_set_ready(core, ready ? 1 : 0)
     }
 
+    /// /readyz answers 503 while the device store cannot be read.
+    public func setStoreReadable(_ readable: Bool) {
+        rl_core_set_store_ok(core, readable ? 1 : 0)
+    }
+
+    /// Graceful stop, first half: no new terminals; sessions close as their responses end.
+    /// Done when ``stats()`` shows no session and no terminal connection.
+    public func drain() {
+        rl_core_drain(core)
+    }
+
+    /// Applies the timer settings of `configuration` (validated) to the running core.
+    public func reconfigure(_ configuration: RelayConfiguration) {
+        var config = configuration.coreConfig(tokenKey: [UInt8](repeating: 0, count: RelayCrypto.tokenKeyLength), domain: nil)
+        rl_core_reconfigure(core, &config)
+    }
+
     /// Stops accepting, ends sessions and joins the loop thread. Idempotent.
     public func stop() {
         rl_core_stop(core)

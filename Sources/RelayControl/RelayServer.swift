@@ -1,5 +1,7 @@
+import Glibc
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 /// A relay ready to serve: store open, listeners bound, devices loaded, core started.
 ///
@@ -26,8 +28,16 @@ public final class RelayServer: Sendable {
         self.logger = logger
     }
 
-    public static func make(configuration: RelayConfiguration, logger: Logger) throws -> RelayServer {
+    /// `reload` gives the configuration to apply on SIGHUP (see ``ReloadService``); without
+    /// it SIGHUP is ignored.
+    public static func make(
+        configuration: RelayConfiguration, logger: Logger,
+        reload: (@Sendable () async throws -> RelayConfiguration)? = nil
+    ) throws -> RelayServer {
         try configuration.validate()
+        // From here on a SIGHUP must not end the process (its default), even before the
+        // reload service traps it.
+        signal(SIGHUP, SIG_IGN)
         let store = try DeviceStore(directory: configuration.dataDirectory)
         let core = try RelayCore(configuration: configuration, tokenKey: store.tokenKey())
         let listeners = try ListenerBinder.bindAll(configuration, on: core, logger: logger)
@@ -48,14 +58,18 @@ public final class RelayServer: Sendable {
 
         // Shutdown runs in reverse order: the core stops first, so the session log (first)
         // drains the records of the sessions that the stop ended.
-        let services: [any Service] = [
+        let live = LiveConfiguration(configuration)
+        var services: [any Service] = [
             SessionLogService(core: core, logger: logger),
             DeviceSyncService(store: store, core: core, startSeq: loadedSeq, logger: logger),
-            CoreService(core: core, logger: logger),
         ]
+        if let reload {
+            services.append(ReloadService(core: core, live: live, reload: reload, logger: logger))
+        }
+        services.append(CoreService(core: core, live: live, logger: logger))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services, logger: logger))
         return RelayServer(
             configuration: configuration, listeners: listeners, store: store, core: core, group: group,
             logger: logger)
@@ -63,6 +77,19 @@ public final class RelayServer: Sendable {
 
     /// Marks the relay ready, prints the relay.ready line and serves until shutdown.
     public func run() async throws {
+        // SIGTERM and SIGINT are trapped before the relay says it is ready, so that a signal
+        // sent the moment /healthz answers still stops it cleanly (a shutdown requested
+        // before group.run() starts is remembered by the group).
+        let stopSignals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let group = self.group
+        let logger = self.logger
+        let watcher = Task {
+            for await signal in stopSignals {
+                logger.info("relay.signal", metadata: ["signal": "\(signal)"])
+                await group.triggerGracefulShutdown()
+            }
+        }
+        defer { watcher.cancel() }
         core.setReady(true)
         // Scripts and the integration tests wait for this line, so it is printed at any
         // --log-level (the copy's level does not change the shared logger's).
@@ -88,7 +115,11 @@ public final class RelayServer: Sendable {
 }
 
 /// Runs the relay with `configuration` until SIGTERM or SIGINT; returns after a clean stop.
-public func runRelay(config configuration: RelayConfiguration, logger: Logger) async throws {
-    let server = try RelayServer.make(configuration: configuration, logger: logger)
+/// SIGHUP applies what `reload` returns (see ``ReloadService``).
+public func runRelay(
+    config configuration: RelayConfiguration, logger: Logger,
+    reload: (@Sendable () async throws -> RelayConfiguration)? = nil
+) async throws {
+    let server = try RelayServer.make(configuration: configuration, logger: logger, reload: reload)
     try await server.run()
 }

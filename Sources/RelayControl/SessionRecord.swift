@@ -13,7 +13,8 @@ public struct SessionRecord: Sendable, Equatable {
 
     public let deviceID: String
     public let sessionID: String
-    /// HTTP status the relay answered itself, or 0 when the device's answer was relayed.
+    /// The HTTP status the relay answered itself, else the device's latest final status
+    /// (0 when no response came).
     public let status: UInt32
     public let outcome: Outcome
     public let durationMicroseconds: UInt64

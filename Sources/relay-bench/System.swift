@@ -115,11 +115,16 @@ struct Metrics {
     var dropped: Double {
         values.filter { $0.key.hasPrefix("relay_datagrams_dropped_total") }.values.reduce(0, +)
     }
+    /// relay_datagrams_dropped_total{kind=...,reason=...} summed over the kinds.
+    func dropped(reason: String) -> Double {
+        values.filter { $0.key.hasPrefix("relay_datagrams_dropped_total{") && $0.key.contains("reason=\"\(reason)\"") }
+            .values.reduce(0, +)
+    }
     func droppedByReason(since old: Metrics) -> String {
         let reasons = ["malformed", "unknown_device", "bad_auth", "replay", "stale_epoch"]
         return reasons.map { r -> String in
-            let k = "relay_datagrams_dropped_total{reason=\"\(r)\"}"
-            return "\(r)=\(Int64(self[k] - old[k]))"
+            let n = dropped(reason: r) - old.dropped(reason: r)
+            return "\(r)=\(Int64(n))"
         }.joined(separator: " ")
     }
 }

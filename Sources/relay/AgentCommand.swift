@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import RelayControl
 
@@ -7,35 +8,73 @@ struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
         abstract: "Run the device agent until SIGTERM or SIGINT.",
-        discussion: "Registers with the relay over UDP and, on each wake, connects the relay to --forward."
+        discussion: """
+            Registers with the relay over UDP and, on each wake, connects the relay to --forward. \
+            Settings come from the flags, then RELAY_AGENT_<KEY> variables, then --config (YAML, \
+            keys named as the flags: relay, id, key-file, forward, log-level).
+            """
     )
 
+    @Option(help: ArgumentHelp("YAML config file (see packaging/agent.yaml).", valueName: "file"))
+    var config: String?
+
     @Option(help: ArgumentHelp("The relay's UDP address.", valueName: "host:port"))
-    var relay: String
+    var relay: String?
 
     @Option(help: ArgumentHelp("This device's ID.", valueName: "id"))
-    var id: String
+    var id: String?
 
     @Option(help: ArgumentHelp("The 64 hex digit secret `relay device add` printed.", valueName: "secret"))
-    var key: String
+    var key: String?
+
+    @Option(help: ArgumentHelp("A file (mode 600) holding the secret, instead of --key.", valueName: "file"))
+    var keyFile: String?
 
     @Option(help: ArgumentHelp("The local web server to expose.", valueName: "host:port"))
-    var forward: String
+    var forward: String?
 
-    @Option(help: ArgumentHelp("Log threshold on stderr.", valueName: "level"))
-    var logLevel: Logger.Level = .info
-
-    func validate() throws {
-        do {
-            _ = try AgentSecret.parse(key)
-        } catch {
-            throw ValidationError("\(error)")
-        }
-    }
+    @Option(help: ArgumentHelp("Log threshold on stderr. (default: info)", valueName: "level"))
+    var logLevel: Logger.Level?
 
     func run() async throws {
-        RelayLogging.bootstrap(level: logLevel)
-        let options = AgentOptions(relay: relay, deviceID: id, secretHex: key, forward: forward)
+        let options: AgentOptions
+        let level: Logger.Level
+        do {
+            (options, level) = try await resolve()
+        } catch {
+            throw configurationFailure(error)
+        }
+        RelayLogging.bootstrap(level: level)
         try await runAgent(options, logger: Logger(label: "relay.agent"))
+    }
+
+    /// Flags over RELAY_AGENT_* over the file; every required setting present and valid.
+    private func resolve() async throws -> (AgentOptions, Logger.Level) {
+        let layers = try await ConfigLayers.load(
+            file: config, schema: AgentOptions.schema, environmentPrefix: AgentOptions.environmentPrefix)
+        func setting(_ flagValue: String?, _ key: String) throws(ConfigurationError) -> String {
+            if let flagValue { return flagValue }
+            if let layered = layers.string(key) { return layered.value }
+            throw ConfigurationError(
+                flag: "--\(key)", "missing: give --\(key), \(layers.variableName(key)) or '\(key)' in a --config file")
+        }
+        let secretHex = try AgentOptions.secret(key: key ?? layers.string("key")?.value,
+                                                keyFile: keyFile ?? layers.string("key-file")?.value)
+        do {
+            _ = try AgentSecret.parse(secretHex)
+        } catch {
+            throw ConfigurationError(flag: "--key", "\(error)")
+        }
+        let options = AgentOptions(
+            relay: try setting(relay, "relay"), deviceID: try setting(id, "id"), secretHex: secretHex,
+            forward: try setting(forward, "forward"))
+        var level = logLevel ?? .info
+        if logLevel == nil, let text = layers.string("log-level") {
+            guard let parsed = Logger.Level(rawValue: text.value.lowercased()) else {
+                throw ConfigurationError(flag: "--log-level", "'\(text.value)' is not a log level", origin: text.origin)
+            }
+            level = parsed
+        }
+        return (options, level)
     }
 }

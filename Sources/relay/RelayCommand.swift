@@ -12,6 +12,8 @@ struct RelayCommand: AsyncParsableCommand {
             run `relay agent` on the device, and give terminals a `relay token ID`.
             """,
         version: RelayVersion.description,
-        subcommands: [ServeCommand.self, DeviceCommand.self, TokenCommand.self, AgentCommand.self]
+        subcommands: [
+            ServeCommand.self, CheckConfigCommand.self, DeviceCommand.self, TokenCommand.self, AgentCommand.self,
+        ]
     )
 }

@@ -184,8 +184,13 @@ class Metrics(dict):
     """Prometheus text parsed into {(name, ((label, value), ...)): float}."""
 
     def get_value(self, name: str, **labels) -> float:
+        """The series with exactly these labels, else the sum of the series that carry them
+        (so that relay_datagrams_dropped_total(reason="replay") sums over every kind)."""
         key = (name, tuple(sorted(labels.items())))
-        return self.get(key, 0.0)
+        if key in self:
+            return self[key]
+        want = set(labels.items())
+        return sum(v for (n, ls), v in self.items() if n == name and want <= set(ls))
 
     __call__ = get_value
 

@@ -94,11 +94,16 @@ def test_device_sees_rewritten_request_without_credentials(recorded):
     assert all(tok not in p for p in srv.paths())
 
 
-def test_path_routing_without_trailing_slash_forwards_root(recorded):
+def test_path_routing_without_trailing_slash_redirects_to_the_directory(recorded):
+    # "/d/ID" gets a 308 to "/d/ID/" (query kept): a browser then resolves the page's
+    # relative links under /d/ID/ and sends the cookie scoped to that path.
     relay, srv = recorded
+    r = requests.get(relay.url("/d/rec1?x=1&relay_token=t"), headers=relay.auth("rec1"), timeout=T,
+                     allow_redirects=False)
+    assert r.status_code == 308, r.text
+    assert r.headers["Location"] == "/d/rec1/?x=1&relay_token=t"
     r = requests.get(relay.url("/d/rec1"), headers=relay.auth("rec1"), timeout=T)
-    assert r.status_code == 200, r.text
-    assert r.json()["path"] == "/"
+    assert r.status_code == 200 and r.json()["path"] == "/"
     r = requests.get(relay.url("/d/rec1/"), headers=relay.auth("rec1"), timeout=T)
     assert r.json()["path"] == "/"
 

@@ -105,8 +105,18 @@ int rl_core_device_remove(rl_core *core, const char *id);
 
 /* Starts the loop thread. */
 int rl_core_start(rl_core *core, char *err, size_t err_len);
-/* Marks the relay ready: /healthz answers 200 only after this. */
+/* Marks the relay ready: /healthz and /readyz answer 200 only after this. */
 void rl_core_set_ready(rl_core *core, int ready);
+/* Whether the device store can be read; /readyz answers 503 while it cannot. */
+void rl_core_set_store_ok(rl_core *core, int ok);
+/* Graceful stop, first half: stops accepting terminals, closes the ones idle between
+ * requests and the idle device links, and closes every other terminal once its response
+ * in flight is complete; the terminal listeners close. rl_stats.sessions_active and
+ * terminals_open reaching 0 means it is done; rl_core_stop ends whatever is left. */
+void rl_core_drain(rl_core *core);
+/* Applies the timer settings of `cfg` (period, keepalive, wake timeout, idle link, header
+ * size and timeout) on the loop thread; the rest of `cfg` is fixed at rl_core_new. */
+void rl_core_reconfigure(rl_core *core, const rl_core_config *cfg);
 /* Stops accepting, ends sessions, joins the loop thread. Idempotent. */
 void rl_core_stop(rl_core *core);
 void rl_core_free(rl_core *core);
@@ -121,7 +131,7 @@ typedef struct rl_stats {
     uint64_t notify_a_ok, notify_b_ok;
     uint64_t period_requests;
     uint64_t dgram_malformed, dgram_unknown_device, dgram_bad_auth, dgram_replay,
-        dgram_stale_epoch;
+        dgram_stale_epoch;           /* drops by reason, every kind summed */
     uint64_t address_changes;
     uint64_t conn_requests_sent;     /* including retransmissions */
     uint64_t wakes_started, wakes_bound, wakes_timeout;
@@ -132,6 +142,8 @@ typedef struct rl_stats {
     uint64_t sessions_reused;
     uint64_t bytes_to_device, bytes_to_terminal;
     uint64_t registry_full;          /* device_put refused: registry at capacity */
+    uint64_t terminals_open;         /* gauge: terminal connections */
+    uint64_t draining;               /* gauge: 1 after rl_core_drain */
 } rl_stats;
 void rl_core_stats(const rl_core *core, rl_stats *out);
 

@@ -1,0 +1,108 @@
+import Logging
+
+/// `relay serve`'s config file keys and `RELAY_*` variables: the long flags' names.
+extension RelayConfiguration {
+    public static let schema = ConfigLayers.Schema(
+        scalars: [
+            "data", "domain", "period", "keepalive", "capacity", "max-sessions", "wake-timeout", "idle-link",
+            "max-header-bytes", "header-timeout", "drain-timeout", "log-level",
+        ],
+        lists: ["http", "udp", "tcp", "metrics"])
+
+    public static let environmentPrefix = "RELAY_"
+
+    /// The defaults with every setting of `layers` applied; flags go on top afterwards.
+    /// When `keepalive` is not set here, it stays to be derived from the final period.
+    public init(layers: ConfigLayers) throws(ConfigurationError) {
+        self.init(environment: [:])
+        if let v = layers.string("data") { dataDirectory = v.value; origins["data"] = v.origin }
+        for kind in ListenerKind.allCases {
+            guard let v = layers.list(kind.name) else { continue }
+            origins[kind.name] = v.origin
+            switch kind {
+            case .http: http = v.value
+            case .udp: udp = v.value
+            case .tcp: tcp = v.value
+            case .metrics: metrics = v.value
+            }
+        }
+        if let v = layers.string("domain") { domain = v.value; origins["domain"] = v.origin }
+        try Self.duration(layers, "period") { period = $0 }
+        try Self.duration(layers, "keepalive") { keepalive = $0 }
+        try Self.integer(layers, "capacity") { capacity = $0 }
+        try Self.integer(layers, "max-sessions") { maxSessions = $0 }
+        try Self.duration(layers, "wake-timeout") { wakeTimeout = $0 }
+        try Self.duration(layers, "idle-link") { idleLink = $0 }
+        try Self.integer(layers, "max-header-bytes") { maxHeaderBytes = $0 }
+        try Self.duration(layers, "header-timeout") { headerTimeout = $0 }
+        try Self.duration(layers, "drain-timeout") { drainTimeout = $0 }
+        if let v = layers.string("log-level") {
+            guard let level = Logger.Level(rawValue: v.value.lowercased()) else {
+                let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ConfigurationError(flag: "--log-level", "'\(v.value)' is not one of \(names)", origin: v.origin)
+            }
+            logLevel = level
+        }
+        for key in Self.schema.scalars where origins[key] == nil {
+            if let v = layers.string(key) { origins[key] = v.origin }
+        }
+    }
+
+    private static func duration(
+        _ layers: ConfigLayers, _ key: String, _ set: (Duration) -> Void
+    ) throws(ConfigurationError) {
+        guard let v = layers.string(key) else { return }
+        do {
+            set(try Durations.parse(v.value))
+        } catch {
+            throw ConfigurationError(flag: "--\(key)", "\(error)", origin: v.origin)
+        }
+    }
+
+    private static func integer(_ layers: ConfigLayers, _ key: String, _ set: (Int) -> Void) throws(ConfigurationError) {
+        guard let v = layers.string(key) else { return }
+        guard let n = Int(v.value.trimmingWhitespace()) else {
+            throw ConfigurationError(flag: "--\(key)", "'\(v.value)' is not a whole number", origin: v.origin)
+        }
+        set(n)
+    }
+
+    /// The effective configuration as the config file would say it, each line commented
+    /// with where its value came from (`relay check-config`).
+    public func effectiveYAML() -> String {
+        settings().map { key, value in
+            "\(key): \(value)  # \(origins[key] ?? "default")"
+        }.joined(separator: "\n") + "\n"
+    }
+
+    /// Keys a running relay applies on SIGHUP; the others take a restart.
+    public static let reloadableKeys: Set<String> = [
+        "period", "keepalive", "wake-timeout", "idle-link", "max-header-bytes", "header-timeout", "drain-timeout",
+        "log-level",
+    ]
+
+    /// The keys whose values differ from `other`'s.
+    public func changedKeys(from other: RelayConfiguration) -> [String] {
+        let old = Dictionary(uniqueKeysWithValues: other.settings())
+        return settings().filter { old[$0.0] != $0.1 }.map(\.0)
+    }
+
+    /// Every setting as (key, YAML value), in the documented order.
+    public func settings() -> [(String, String)] {
+        func quoted(_ s: String) -> String { "\"\(s.replacingOccurrences(of: "\"", with: "\\\""))\"" }
+        func list(_ a: [String]) -> String { "[" + a.map(quoted).joined(separator: ", ") + "]" }
+        func seconds(_ d: Duration) -> String {
+            d.components.attoseconds == 0 ? "\(d.components.seconds)s" : "\(d.wholeMilliseconds)ms"
+        }
+        return [
+            ("data", quoted(dataDirectory)),
+            ("http", list(http)), ("udp", list(udp)), ("tcp", list(tcp)), ("metrics", list(metrics)),
+            ("domain", quoted(domain)),
+            ("period", seconds(period)), ("keepalive", seconds(keepalive)),
+            ("capacity", "\(capacity)"), ("max-sessions", "\(maxSessions)"),
+            ("wake-timeout", seconds(wakeTimeout)), ("idle-link", seconds(idleLink)),
+            ("max-header-bytes", "\(maxHeaderBytes)"), ("header-timeout", seconds(headerTimeout)),
+            ("drain-timeout", seconds(drainTimeout)), ("log-level", logLevel.rawValue),
+        ]
+    }
+}

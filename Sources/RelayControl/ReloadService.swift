@@ -1,0 +1,71 @@
+import Logging
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The configuration in force, shared by the services that read it after start.
+final class LiveConfiguration: Sendable {
+    private let value: Mutex<RelayConfiguration>
+
+    init(_ configuration: RelayConfiguration) {
+        value = Mutex(configuration)
+    }
+
+    var current: RelayConfiguration {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
+    }
+}
+
+/// SIGHUP: reads the config file and the variables again (flags still win) and applies
+/// what a running relay can change: the log level, the core's timers and limits on request
+/// heads, the drain timeout. Keys that need a restart are named in a warning and left as
+/// they are; a configuration that does not validate changes nothing.
+struct ReloadService: Service {
+    let core: RelayCore
+    let live: LiveConfiguration
+    let reload: @Sendable () async throws -> RelayConfiguration
+    let logger: Logger
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in hangups.cancelOnGracefulShutdown() {
+            await reloadOnce()
+        }
+    }
+
+    private func reloadOnce() async {
+        let next: RelayConfiguration
+        do {
+            next = try await reload()
+        } catch {
+            logger.error("config.reload.failed", metadata: ["error": "\(error)", "kept": "the running configuration"])
+            return
+        }
+        var applied = live.current
+        let changed = next.changedKeys(from: applied)
+        let restartNeeded = changed.filter { !RelayConfiguration.reloadableKeys.contains($0) }
+        applied.period = next.period
+        applied.keepalive = next.keepalive
+        applied.wakeTimeout = next.wakeTimeout
+        applied.idleLink = next.idleLink
+        applied.maxHeaderBytes = next.maxHeaderBytes
+        applied.headerTimeout = next.headerTimeout
+        applied.drainTimeout = next.drainTimeout
+        applied.logLevel = next.logLevel
+        live.current = applied
+        core.reconfigure(applied)
+        RelayLogging.setLevel(applied.logLevel)
+        logger.notice(
+            "config.reloaded",
+            metadata: [
+                "applied": "\(changed.filter { RelayConfiguration.reloadableKeys.contains($0) }.joined(separator: ","))",
+                "restart_needed": "\(restartNeeded.joined(separator: ","))",
+            ])
+        if !restartNeeded.isEmpty {
+            logger.warning(
+                "config.reload.restart_needed",
+                metadata: ["keys": "\(restartNeeded.joined(separator: ","))", "kept": "the running values"])
+        }
+    }
+}
