@@ -4,9 +4,12 @@ public enum AgentSecret {
     public struct ParseError: Error, CustomStringConvertible, Equatable {
         public let length: Int
 
-        public var description: String {
+        public var description: String { "--key \(reason)" }
+
+        /// Why, without naming the flag (the value may come from a variable or a file).
+        public var reason: String {
             let what = length == 2 * RelayCrypto.secretLength ? "not all hex digits" : "\(length) characters"
-            return "--key must be the 64 hex digit secret that `relay device add` printed (the value given is \(what))"
+            return "must be the 64 hex digit secret that `relay device add` printed (the value given is \(what))"
         }
     }
 

@@ -64,7 +64,10 @@ public struct ConfigLayers: Sendable {
             let why = FileManager.default.fileExists(atPath: path) ? "permission denied or not UTF-8 text" : "no such file"
             throw ConfigurationError(flag: "--config", "cannot read \(path): \(why)")
         }
-        try check(text, path: path, schema: schema)
+        guard try check(text, path: path, schema: schema) else {
+            // Empty, or comments only: the file sets nothing.
+            return ConfigLayers(filePath: path, environmentPrefix: environmentPrefix, environment: scoped, file: nil)
+        }
         let provider: FileProvider<YAMLSnapshot>
         do {
             provider = try await FileProvider<YAMLSnapshot>(filePath: FilePath(path))
@@ -104,14 +107,15 @@ public struct ConfigLayers: Sendable {
     }
 
     /// Unknown keys and wrongly shaped values, which lookups would pass over in silence.
-    private static func check(_ text: String, path: String, schema: Schema) throws(ConfigurationError) {
+    /// False when the file holds no value at all (empty, or comments only).
+    private static func check(_ text: String, path: String, schema: Schema) throws(ConfigurationError) -> Bool {
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)
         } catch {
-            throw ConfigurationError(flag: "--config", "\(path) is not valid YAML: \(error)")
+            throw ConfigurationError(flag: "--config", "\(path) is not valid YAML: \(oneLine(error))")
         }
-        guard let node else { return }  // an empty file sets nothing
+        guard let node else { return false }
         guard let mapping = node.mapping else {
             throw ConfigurationError(flag: "--config", "\(path) must be a mapping of keys to values")
         }
@@ -134,5 +138,14 @@ public struct ConfigLayers: Sendable {
                 throw ConfigurationError(flag: flag, "unknown key (known keys: \(known))", origin: path)
             }
         }
+        return true
+    }
+
+    /// Yams's message without the quoted file it appends, which may hold a secret: its
+    /// first line and the position.
+    private static func oneLine(_ error: any Error) -> String {
+        let lines = "\(error)".split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let position = lines.last { $0.hasPrefix("in line ") }
+        return ([lines.first].compactMap { $0 } + [position].compactMap { $0 }).joined(separator: " ")
     }
 }

@@ -58,12 +58,25 @@ struct AgentCommand: AsyncParsableCommand {
             throw ConfigurationError(
                 flag: "--\(key)", "missing: give --\(key), \(layers.variableName(key)) or '\(key)' in a --config file")
         }
-        let secretHex = try AgentOptions.secret(key: key ?? layers.string("key")?.value,
-                                                keyFile: keyFile ?? layers.string("key-file")?.value)
+        // Flags first (either of the two), then a variable or the file (either of the two).
+        let secretHex: String
+        var keyOrigin: String? = nil
+        if key != nil || keyFile != nil {
+            secretHex = try AgentOptions.secret(key: key, keyFile: keyFile)
+        } else {
+            let layeredKey = layers.string("key"), layeredFile = layers.string("key-file")
+            keyOrigin = layeredKey?.origin
+            if let layeredKey, layeredKey.origin == layers.filePath, let path = layers.filePath {
+                // The secret itself is in the config file: keep that file private too.
+                try AgentOptions.requirePrivate(path, flag: "--config", origin: nil)
+            }
+            secretHex = try AgentOptions.secret(
+                key: layeredKey?.value, keyFile: layeredFile?.value, origin: layeredFile?.origin)
+        }
         do {
             _ = try AgentSecret.parse(secretHex)
         } catch {
-            throw ConfigurationError(flag: "--key", "\(error)")
+            throw ConfigurationError(flag: "--key", "\(error.reason)", origin: keyOrigin)
         }
         let options = AgentOptions(
             relay: try setting(relay, "relay"), deviceID: try setting(id, "id"), secretHex: secretHex,

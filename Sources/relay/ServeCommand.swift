@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import Logging
 import RelayControl
 
@@ -19,6 +20,9 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var options: ServeOptions
 
     func run() async throws {
+        // SIGHUP means "reload" to a relay: it must not end the process (its default action)
+        // while the configuration is read and the store opened, before it is trapped.
+        signal(SIGHUP, SIG_IGN)
         let configuration: RelayConfiguration
         do {
             configuration = try await options.resolve()

@@ -124,3 +124,30 @@ def test_second_signal_during_drain_is_harmless(relay_factory):
     relay.proc.send_signal(signal.SIGTERM)
     relay.proc.send_signal(signal.SIGINT)
     assert relay.proc.wait(10) == 0, relay.stderr()
+
+
+@pytest.mark.timeout(60)
+def test_one_log_line_per_session_and_never_a_secret(relay_factory, recording_server, agent_factory):
+    # At debug level, to see that even the most verbose logs carry no secret or token.
+    relay = relay_factory("--log-level", "debug")
+    srv = recording_server()
+    agent = agent_factory(relay, "logs1", srv.port)
+    secret = relay.devices["logs1"]
+    tok = relay.token("logs1")
+    for path in ("/a", "/b?relay_token=" + tok):
+        requests.get(relay.dev_url("logs1", path), headers={"Authorization": f"Bearer {tok}"}, timeout=T)
+    assert wait_until(lambda: relay.stderr().count("session.end") >= 2, 5), relay.stderr()
+    relay.stop()
+    agent.stop()
+    err = relay.stderr()
+    lines = [line for line in err.splitlines() if "session.end" in line]
+    assert len(lines) == 2, lines
+    for line in lines:
+        for field in ("device=logs1", "duration_ms=", "bytes_to_device=", "bytes_to_terminal=", "outcome=relayed",
+                      "status=200"):
+            assert field in line, (field, line)
+    for text in (err, agent.stderr()):
+        assert secret not in text and tok not in text
+        assert tok.split(".")[-1] not in text  # not even the token's MAC
+    # nothing per packet: the notifies of the run left no line each
+    assert err.count("notify") == 0, err
