@@ -42,12 +42,19 @@ void rl_core_config_defaults(rl_core_config *cfg) {
     cfg->idle_link_s = 60;
     cfg->max_header_bytes = 16384;
     cfg->header_timeout_ms = 10000;
+    cfg->max_conns_per_source = 1024;
+    cfg->conn_rate_per_source = 200;
+    cfg->max_sessions_per_device = 64;
+    cfg->wakes_per_device_minute = 600;
+    cfg->idle_timeout_s = 300;
     cfg->domain = "localhost";
 }
 
 static void on_cmd(evutil_socket_t fd, short what, void *arg);
 static void on_stop(evutil_socket_t fd, short what, void *arg);
 static void on_drain(evutil_socket_t fd, short what, void *arg);
+static void on_sweep(evutil_socket_t fd, short what, void *arg);
+static void on_resume(evutil_socket_t fd, short what, void *arg);
 
 rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     rl_init_threads();
@@ -84,7 +91,8 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     core->recs = calloc(RL_RECORD_RING, sizeof(rl_session_record));
     core->base = event_base_new();
     if (!core->sess_buckets || !core->recs || !core->base || rl_mac_init(&core->mac) != 0 ||
-        rl_registry_init(&core->reg, cfg->capacity) != 0) {
+        rl_registry_init(&core->reg, cfg->capacity) != 0 || rl_tally_init(&core->sources, 16, 1) != 0 ||
+        rl_tally_init(&core->devices, 16, 60) != 0) {
         rl_set_err(err, err_len, "cannot allocate the core (registry of %u devices)", cfg->capacity);
         rl_core_free(core);
         return NULL;
@@ -92,6 +100,10 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     core->cmd_ev = event_new(core->base, -1, 0, on_cmd, core);
     core->stop_ev = event_new(core->base, -1, 0, on_stop, core);
     core->drain_ev = event_new(core->base, -1, 0, on_drain, core);
+    core->sweep_ev = event_new(core->base, -1, EV_PERSIST, on_sweep, core);
+    core->resume_ev = evtimer_new(core->base, on_resume, core);
+    struct timeval second = {1, 0};
+    if (core->sweep_ev) event_add(core->sweep_ev, &second);
     atomic_store(&core->store_ok, 1);
     return core;
 }
@@ -193,6 +205,50 @@ static void apply_timers(rl_core *core, const rl_core_config *n) {
     core->cfg.idle_link_s = n->idle_link_s;
     core->cfg.max_header_bytes = n->max_header_bytes;
     core->cfg.header_timeout_ms = n->header_timeout_ms;
+    core->cfg.max_conns_per_source = n->max_conns_per_source;
+    core->cfg.conn_rate_per_source = n->conn_rate_per_source;
+    core->cfg.max_sessions_per_device = n->max_sessions_per_device;
+    core->cfg.wakes_per_device_minute = n->wakes_per_device_minute;
+    core->cfg.idle_timeout_s = n->idle_timeout_s;
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg) {
+    rl_core *core = arg;
+    uint32_t now = rl_core_now_s(core);
+    rl_tally_sweep(&core->sources, now);
+    rl_tally_sweep(&core->devices, now);
+}
+
+/* Descriptors may be free again: listeners paused by rl_listener_error accept anew (and
+ * pause again at once if not). */
+static void on_resume(evutil_socket_t fd, short what, void *arg) {
+    rl_core *core = arg;
+    rl_listener *all[] = {core->http, core->tcp, core->metrics};
+    int counts[] = {core->n_http, core->n_tcp, core->n_metrics};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < counts[k]; i++) {
+            rl_listener *l = &all[k][i];
+            if (!l->paused || !l->lev) continue;
+            l->paused = 0;
+            evconnlistener_enable(l->lev);
+        }
+}
+
+void rl_listener_error(struct evconnlistener *lev, void *arg) {
+    rl_core *core = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return;
+    rl_listener *all[] = {core->http, core->tcp, core->metrics};
+    int counts[] = {core->n_http, core->n_tcp, core->n_metrics};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < counts[k]; i++)
+            if (all[k][i].lev == lev && !all[k][i].paused) {
+                all[k][i].paused = 1;
+                evconnlistener_disable(lev);
+                CTR_INC(core->ctr.accept_paused);
+            }
+    struct timeval wait = {0, 250000};
+    evtimer_add(core->resume_ev, &wait);
 }
 
 static void on_cmd(evutil_socket_t fd, short what, void *arg) {
@@ -326,8 +382,12 @@ void rl_core_free(rl_core *core) {
     if (core->cmd_ev) event_free(core->cmd_ev);
     if (core->stop_ev) event_free(core->stop_ev);
     if (core->drain_ev) event_free(core->drain_ev);
+    if (core->sweep_ev) event_free(core->sweep_ev);
+    if (core->resume_ev) event_free(core->resume_ev);
     if (core->base) event_base_free(core->base);
     rl_registry_free(&core->reg);
+    rl_tally_free(&core->sources);
+    rl_tally_free(&core->devices);
     rl_mac_free(&core->mac);
     free(core->sess_buckets);
     free(core->recs);
@@ -393,5 +453,11 @@ void rl_core_stats(const rl_core *core, rl_stats *o) {
     o->bytes_to_terminal = CTR_GET(c->bytes_to_terminal);
     o->registry_full = CTR_GET(c->registry_full);
     o->terminals_open = CTR_GET(c->terminals_open);
+    o->limited_source_conns = CTR_GET(c->limited_source_conns);
+    o->limited_source_rate = CTR_GET(c->limited_source_rate);
+    o->limited_device_sessions = CTR_GET(c->limited_device_sessions);
+    o->limited_device_wakes = CTR_GET(c->limited_device_wakes);
+    o->idle_timeouts = CTR_GET(c->idle_timeouts);
+    o->accept_paused = CTR_GET(c->accept_paused);
     o->draining = (uint64_t)atomic_load(&core->draining);
 }

@@ -32,8 +32,37 @@ typedef struct rl_route {
     int own_endpoint;               /* /healthz: the relay's own answer, not a refusal */
 } rl_route;
 
+static void count_answer(rl_core *core, int status);
+
+/* Over a per-source limit: a short 429 straight from the accept, no state kept. */
+static void refuse_source(rl_core *core, int fd, const char *why) {
+    char buf[256];
+    int body = (int)strlen(why);
+    int n = snprintf(buf, sizeof buf,
+                     "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
+                     body, why);
+    (void)!send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    count_answer(core, 429);
+    close(fd);
+}
+
 void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
     rl_core *core = arg;
+    uint8_t addr[16];
+    uint16_t port;
+    rl_addr_to_v6(sa, addr, &port);
+    rl_tally_entry *src = rl_tally_get(&core->sources, addr, rl_core_now_s(core));
+    if (src && core->cfg.max_conns_per_source && src->open >= core->cfg.max_conns_per_source) {
+        CTR_INC(core->ctr.limited_source_conns);
+        refuse_source(core, fd, "too many open connections from your address\n");
+        return;
+    }
+    if (src && core->cfg.conn_rate_per_source && src->window_events >= core->cfg.conn_rate_per_source) {
+        CTR_INC(core->ctr.limited_source_rate);
+        refuse_source(core, fd, "too many new connections from your address; retry in a second\n");
+        return;
+    }
     evutil_make_socket_nonblocking(fd);
     rl_term *t = calloc(1, sizeof *t);
     if (!t) {
@@ -54,6 +83,11 @@ void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sock
     else inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, t->peer, sizeof t->peer);
     t->started_us = rl_mono_us();
     t->state = TERM_HEAD;
+    if (src) {
+        src->open++;
+        src->window_events++;
+        t->source = src;
+    }
     t->next = core->terms;
     if (core->terms) core->terms->prev = t;
     core->terms = t;
@@ -88,6 +122,7 @@ static void term_free(rl_term *t) {
     else core->terms = t->next;
     if (t->next) t->next->prev = t->prev;
     CTR_DEC(core->ctr.terminals_open);
+    if (t->source) t->source->open--;
     event_free(t->head_timer);
     rl_stream_free(t->st);
     free(t);
@@ -125,7 +160,7 @@ void rl_term_close_idle(rl_core *core) {
     }
 }
 
-const uint16_t rl_answer_codes[RL_ANSWER_CODES] = {200, 302, 308, 400, 401, 403, 404, 408, 431, 502, 503, 504};
+const uint16_t rl_answer_codes[RL_ANSWER_CODES] = {200, 302, 308, 400, 401, 403, 404, 408, 429, 431, 502, 503, 504};
 
 static void count_answer(rl_core *core, int status) {
     int i = 0;
@@ -513,9 +548,32 @@ static int term_on_head(rl_term *t) {
             return 0;
         }
     }
+    uint8_t key[16] = {0};
+    memcpy(key, &r.id_hash, sizeof r.id_hash);
+    rl_tally_entry *dev = rl_tally_get(&core->devices, key, rl_core_now_s(core));
+    if (dev && core->cfg.max_sessions_per_device && dev->open >= core->cfg.max_sessions_per_device) {
+        CTR_INC(core->ctr.limited_device_sessions);
+        set_body(&r, 429, "device %s has too many sessions open; retry later\n", r.device);
+        snprintf(r.extra, sizeof r.extra, "Retry-After: 1\r\n");
+        term_refuse(t, &r);
+        return 0;
+    }
+    if (dev && core->cfg.wakes_per_device_minute && dev->window_events >= core->cfg.wakes_per_device_minute) {
+        CTR_INC(core->ctr.limited_device_wakes);
+        uint32_t left = dev->window_start + core->devices.window_s - rl_core_now_s(core);
+        set_body(&r, 429, "device %s was woken too often in the last minute; retry later\n", r.device);
+        snprintf(r.extra, sizeof r.extra, "Retry-After: %u\r\n", left ? left : 1);
+        term_refuse(t, &r);
+        return 0;
+    }
     rl_stream_read(t->st, 0); /* hold further bytes in the kernel until the device is here */
     t->state = TERM_WAKING;
     rl_session *s = rl_session_wake(core, t, r.device, r.id_hash);
+    if (s && dev) {
+        dev->window_events++;
+        dev->open++;
+        s->tally = dev;
+    }
     if (!s) {
         CTR_INC(core->ctr.refused_capacity);
         rl_route busy = {.status = 503, .body = "relay busy: too many sessions\n"};
@@ -543,6 +601,12 @@ void rl_term_rewake(rl_term *t) {
 
 void rl_term_bound(rl_term *t) {
     t->state = TERM_BOUND;
+    t->last_active_s = rl_core_now_s(t->core);
+    if (t->core->cfg.idle_timeout_s) {
+        /* The head timer serves as the idle timer while bound (see on_head_timeout). */
+        struct timeval tv = {t->core->cfg.idle_timeout_s, 0};
+        evtimer_add(t->head_timer, &tv);
+    }
     rl_term_pump_request(t);
 }
 
@@ -606,6 +670,7 @@ int rl_term_pump_request(rl_term *t) {
         if (!t->req.in_body && !t->req.raw) rl_flow_next(&t->req);
     }
     size_t moved = evbuffer_get_length(out) - before;
+    if (moved) t->last_active_s = rl_core_now_s(t->core);
     t->bytes_to_device += moved;
     CTR_ADD(t->core->ctr.bytes_to_device, moved);
     rl_stream_flush(s->link);
@@ -652,6 +717,18 @@ static void on_head_timeout(evutil_socket_t fd, short what, void *arg) {
     rl_term *t = arg;
     if (t->state == TERM_CLOSING) {
         rl_term_close(t, RL_OUTCOME_REFUSED);
+        return;
+    }
+    if (t->state == TERM_BOUND) {
+        uint32_t limit = t->core->cfg.idle_timeout_s, idle = rl_core_now_s(t->core) - t->last_active_s;
+        if (!limit) return;
+        if (idle < limit) {
+            struct timeval tv = {limit - idle, 0};
+            evtimer_add(t->head_timer, &tv);
+            return;
+        }
+        CTR_INC(t->core->ctr.idle_timeouts);
+        rl_term_close(t, RL_OUTCOME_ABORTED); /* nothing either way for idle_timeout_s */
         return;
     }
     if (t->state != TERM_HEAD) return;

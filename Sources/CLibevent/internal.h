@@ -24,6 +24,7 @@
 #include "registry.h"
 #include "stream.h"
 #include "wire.h"
+#include "tally.h"
 
 #define RL_MAX_LISTENERS 8
 #define RL_RECORD_RING 4096
@@ -48,7 +49,7 @@ extern const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS];
 
 /* The relay's own answers to terminals, by status (rl_answer_codes), and the device's
  * responses by class (1xx..5xx, anything else in slot 0). */
-#define RL_ANSWER_CODES 12
+#define RL_ANSWER_CODES 13
 extern const uint16_t rl_answer_codes[RL_ANSWER_CODES];
 
 struct rl_counters {
@@ -68,6 +69,8 @@ struct rl_counters {
     rl_counter wake_us_sum;
     rl_counter answers[RL_ANSWER_CODES + 1];      /* last slot: any other status */
     rl_counter device_responses[6];               /* by status / 100; 0: out of range */
+    rl_counter limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes;
+    rl_counter idle_timeouts, accept_paused;
 };
 
 typedef struct rl_udp_sock {
@@ -82,6 +85,7 @@ typedef struct rl_listener {
     struct evconnlistener *lev;
     int port;
     int family;
+    int paused; /* accept ran out of descriptors; resumed by resume_ev */
 } rl_listener;
 
 /* A device change queued by another thread. */
@@ -127,6 +131,10 @@ struct rl_core {
     struct event *cmd_ev;
     struct event *stop_ev;
     struct event *drain_ev;
+    struct event *sweep_ev;  /* once a second: forget tallies of keys gone quiet */
+    struct event *resume_ev; /* re-enables listeners paused for lack of descriptors */
+    rl_tally sources;        /* terminal addresses: open connections, new ones per second */
+    rl_tally devices;        /* device ID hashes: open sessions, wakes per minute */
     /* timer settings from rl_core_reconfigure, applied on the loop thread (cmd_mu) */
     rl_core_config pending_cfg;
     int has_pending_cfg;
@@ -192,6 +200,7 @@ struct rl_session {
     uint32_t pend_first, pend_count;
     int resp_started;        /* some response bytes reached the current terminal */
     uint32_t last_status;    /* of the device's latest final response, for the session log */
+    rl_tally_entry *tally;   /* this device's entry in core->devices (counts it as open) */
 };
 
 rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash);
@@ -226,6 +235,8 @@ struct rl_term {
     uint64_t started_us;
     uint64_t bytes_to_device, bytes_to_terminal;
     int reused;
+    rl_tally_entry *source;  /* this address's entry in core->sources (counts it as open) */
+    uint32_t last_active_s;  /* core seconds of the last byte moved while bound */
 };
 
 void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
@@ -250,6 +261,11 @@ void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct s
 
 /* ---- metrics.c ---- */
 void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
+
+/* ---- netaddr.c ---- */
+/* accept() failed: out of descriptors pauses the listener (instead of a busy loop on a
+ * backlog it cannot take) until resume_ev; other errors are left to the next attempt. */
+void rl_listener_error(struct evconnlistener *lev, void *arg);
 
 /* ---- netaddr.c ---- */
 /* Parses "HOST:PORT", "[V6]:PORT" or "*:PORT" (numeric hosts and names). */

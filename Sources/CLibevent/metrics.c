@@ -149,6 +149,19 @@ static void render(rl_core *core, struct evbuffer *b) {
         sample(b, "relay_terminal_responses_total", labels, CTR_GET(c->device_responses[i]));
     }
     sample(b, "relay_terminal_responses_total", "{origin=\"device\",code=\"other\"}", CTR_GET(c->device_responses[0]));
+    family(b, "relay_limit_rejections_total", "counter",
+           "Terminals refused with 429 by an abuse limit, and bound terminals closed for idling.");
+    sample(b, "relay_limit_rejections_total", "{limit=\"source_connections\"}", CTR_GET(c->limited_source_conns));
+    sample(b, "relay_limit_rejections_total", "{limit=\"source_rate\"}", CTR_GET(c->limited_source_rate));
+    sample(b, "relay_limit_rejections_total", "{limit=\"device_sessions\"}", CTR_GET(c->limited_device_sessions));
+    sample(b, "relay_limit_rejections_total", "{limit=\"device_wakes\"}", CTR_GET(c->limited_device_wakes));
+    sample(b, "relay_limit_rejections_total", "{limit=\"idle_timeout\"}", CTR_GET(c->idle_timeouts));
+    family(b, "relay_accept_paused_total", "counter",
+           "Times a listener paused accepting because the process ran out of file descriptors.");
+    sample(b, "relay_accept_paused_total", "", CTR_GET(c->accept_paused));
+    family(b, "relay_limit_tracked_keys", "gauge", "Terminal addresses and devices the abuse limits currently track.");
+    sample(b, "relay_limit_tracked_keys", "{scope=\"source\"}", core->sources.count);
+    sample(b, "relay_limit_tracked_keys", "{scope=\"device\"}", core->devices.count);
     family(b, "relay_terminal_connections", "gauge", "Open terminal connections.");
     sample(b, "relay_terminal_connections", "", CTR_GET(c->terminals_open));
     family(b, "relay_sessions_active", "gauge", "Sessions waking, bound or idle.");

@@ -95,6 +95,7 @@ int rl_listen_tcp(rl_core *core, rl_listener *l, const char *addr, evconnlistene
         close(fd);
         return -1;
     }
+    evconnlistener_set_error_cb(l->lev, rl_listener_error);
     return 0;
 }
 

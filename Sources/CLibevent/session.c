@@ -151,6 +151,7 @@ void rl_session_free(rl_session *s) {
         rl_term_close(t, RL_OUTCOME_ABORTED);
     }
     unlink_session(s);
+    if (s->tally) s->tally->open--;
     if (s->timer) event_free(s->timer);
     rl_stream_free(s->link);
     core->n_sessions--;
@@ -282,6 +283,7 @@ void rl_session_pump_response(rl_session *s) {
         }
     }
     size_t moved = evbuffer_get_length(out) - before;
+    if (moved) t->last_active_s = rl_core_now_s(core);
     t->bytes_to_terminal += moved;
     CTR_ADD(core->ctr.bytes_to_terminal, moved);
     rl_stream_flush(t->st);

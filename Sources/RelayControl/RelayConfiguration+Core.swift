@@ -19,6 +19,11 @@ extension RelayConfiguration {
         config.idle_link_s = UInt32(idleLink.wholeSeconds)
         config.max_header_bytes = UInt32(maxHeaderBytes)
         config.header_timeout_ms = UInt32(headerTimeout.wholeMilliseconds)
+        config.max_conns_per_source = UInt32(maxConnsPerSource)
+        config.conn_rate_per_source = UInt32(connRatePerSource)
+        config.max_sessions_per_device = UInt32(maxSessionsPerDevice)
+        config.wakes_per_device_minute = UInt32(wakesPerDeviceMinute)
+        config.idle_timeout_s = UInt32(idleTimeout.wholeSeconds)
         config.domain = domain
         withUnsafeMutableBytes(of: &config.token_key) { $0.copyBytes(from: tokenKey) }
         return config

@@ -5,7 +5,8 @@ extension RelayConfiguration {
     public static let schema = ConfigLayers.Schema(
         scalars: [
             "data", "domain", "period", "keepalive", "capacity", "max-sessions", "wake-timeout", "idle-link",
-            "max-header-bytes", "header-timeout", "drain-timeout", "log-level",
+            "max-header-bytes", "header-timeout", "drain-timeout", "log-level", "max-conns-per-source",
+            "conn-rate-per-source", "max-sessions-per-device", "wakes-per-device-minute", "idle-timeout",
         ],
         lists: ["http", "udp", "tcp", "metrics"])
 
@@ -36,6 +37,11 @@ extension RelayConfiguration {
         try Self.integer(layers, "max-header-bytes") { maxHeaderBytes = $0 }
         try Self.duration(layers, "header-timeout") { headerTimeout = $0 }
         try Self.duration(layers, "drain-timeout") { drainTimeout = $0 }
+        try Self.integer(layers, "max-conns-per-source") { maxConnsPerSource = $0 }
+        try Self.integer(layers, "conn-rate-per-source") { connRatePerSource = $0 }
+        try Self.integer(layers, "max-sessions-per-device") { maxSessionsPerDevice = $0 }
+        try Self.integer(layers, "wakes-per-device-minute") { wakesPerDeviceMinute = $0 }
+        try Self.duration(layers, "idle-timeout") { idleTimeout = $0 }
         if let v = layers.string("log-level") {
             guard let level = Logger.Level(rawValue: v.value.lowercased()) else {
                 let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
@@ -78,7 +84,8 @@ extension RelayConfiguration {
     /// Keys a running relay applies on SIGHUP; the others take a restart.
     public static let reloadableKeys: Set<String> = [
         "period", "keepalive", "wake-timeout", "idle-link", "max-header-bytes", "header-timeout", "drain-timeout",
-        "log-level",
+        "log-level", "max-conns-per-source", "conn-rate-per-source", "max-sessions-per-device",
+        "wakes-per-device-minute", "idle-timeout",
     ]
 
     /// The keys whose values differ from `other`'s.
@@ -102,6 +109,9 @@ extension RelayConfiguration {
             ("capacity", "\(capacity)"), ("max-sessions", "\(maxSessions)"),
             ("wake-timeout", seconds(wakeTimeout)), ("idle-link", seconds(idleLink)),
             ("max-header-bytes", "\(maxHeaderBytes)"), ("header-timeout", seconds(headerTimeout)),
+            ("max-conns-per-source", "\(maxConnsPerSource)"), ("conn-rate-per-source", "\(connRatePerSource)"),
+            ("max-sessions-per-device", "\(maxSessionsPerDevice)"),
+            ("wakes-per-device-minute", "\(wakesPerDeviceMinute)"), ("idle-timeout", seconds(idleTimeout)),
             ("drain-timeout", seconds(drainTimeout)), ("log-level", logLevel.rawValue),
         ]
     }

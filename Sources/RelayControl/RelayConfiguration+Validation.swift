@@ -50,6 +50,10 @@ extension RelayConfiguration {
         }
         try requireMilliseconds(wakeTimeout, "--wake-timeout")
         try requireMilliseconds(headerTimeout, "--header-timeout")
+        try requireWholeSeconds(idleTimeout, "--idle-timeout")
+        if idleTimeout < .zero {
+            throw ConfigurationError(flag: "--idle-timeout", "must be 0 (no limit) or more")
+        }
         if drainTimeout < .zero || drainTimeout > .seconds(3600) {
             throw ConfigurationError(flag: "--drain-timeout", "must be from 0 to 1h")
         }
@@ -64,6 +68,12 @@ extension RelayConfiguration {
         }
         if maxSessions < 1 || maxSessions > Int(UInt32.max) {
             throw ConfigurationError(flag: "--max-sessions", "must be from 1 to \(UInt32.max)")
+        }
+        for (value, flag) in [
+            (maxConnsPerSource, "--max-conns-per-source"), (connRatePerSource, "--conn-rate-per-source"),
+            (maxSessionsPerDevice, "--max-sessions-per-device"), (wakesPerDeviceMinute, "--wakes-per-device-minute"),
+        ] where value < 0 || value > Int(UInt32.max) {
+            throw ConfigurationError(flag: flag, "must be from 0 (no limit) to \(UInt32.max)")
         }
         if maxHeaderBytes < 1024 || maxHeaderBytes > 1 << 20 {
             throw ConfigurationError(flag: "--max-header-bytes", "must be from 1024 to 1048576 bytes")

@@ -38,6 +38,14 @@ public struct RelayConfiguration: Sendable {
     public var maxHeaderBytes: Int = 16384
     /// A terminal must send its request head within this (408 after).
     public var headerTimeout: Duration = .seconds(10)
+    /// Abuse limits (0 turns one off): open terminal connections and new ones per second
+    /// from one address, sessions and wakes per minute of one device, and how long a bound
+    /// terminal may stay silent both ways.
+    public var maxConnsPerSource: Int = 1024
+    public var connRatePerSource: Int = 200
+    public var maxSessionsPerDevice: Int = 64
+    public var wakesPerDeviceMinute: Int = 600
+    public var idleTimeout: Duration = .seconds(300)
     /// SIGTERM lets in-flight sessions finish for this long, then ends the rest.
     public var drainTimeout: Duration = .seconds(30)
     /// Log threshold for stderr.

@@ -18,8 +18,8 @@ final class LiveConfiguration: Sendable {
 }
 
 /// SIGHUP: reads the config file and the variables again (flags still win) and applies
-/// what a running relay can change: the log level, the core's timers and limits on request
-/// heads, the drain timeout. Keys that need a restart are named in a warning and left as
+/// what a running relay can change: the log level, the core's timers, the limits on request
+/// heads, the abuse limits, the drain timeout. Keys that need a restart are named in a warning and left as
 /// they are; a configuration that does not validate changes nothing.
 struct ReloadService: Service {
     let core: RelayCore
@@ -52,6 +52,11 @@ struct ReloadService: Service {
         applied.maxHeaderBytes = next.maxHeaderBytes
         applied.headerTimeout = next.headerTimeout
         applied.drainTimeout = next.drainTimeout
+        applied.maxConnsPerSource = next.maxConnsPerSource
+        applied.connRatePerSource = next.connRatePerSource
+        applied.maxSessionsPerDevice = next.maxSessionsPerDevice
+        applied.wakesPerDeviceMinute = next.wakesPerDeviceMinute
+        applied.idleTimeout = next.idleTimeout
         applied.logLevel = next.logLevel
         live.current = applied
         core.reconfigure(applied)

@@ -95,6 +95,10 @@ final class RelayChild {
                 "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
                 "--period", "\(period)", "--keepalive", "\(keepalive)", "--capacity", "\(capacity)",
                 "--log-level", "warning",
+                // One process simulates every terminal from one address: the per-source and
+                // per-device abuse limits would measure themselves, not the relay.
+                "--max-conns-per-source", "0", "--conn-rate-per-source", "0",
+                "--max-sessions-per-device", "0", "--wakes-per-device-minute", "0",
             ],
             logPath: logPath)
         let line: String

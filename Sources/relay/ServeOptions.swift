@@ -60,6 +60,23 @@ struct ServeOptions: ParsableArguments {
         transform: parseDuration)
     var headerTimeout: Duration?
 
+    @Option(help: ArgumentHelp("Open terminal connections from one address; 0: no limit. (default: 1024)", valueName: "n"))
+    var maxConnsPerSource: Int?
+
+    @Option(help: ArgumentHelp("New terminal connections per second from one address; 0: no limit. (default: 200)", valueName: "n"))
+    var connRatePerSource: Int?
+
+    @Option(help: ArgumentHelp("Sessions of one device; 0: no limit. (default: 64)", valueName: "n"))
+    var maxSessionsPerDevice: Int?
+
+    @Option(help: ArgumentHelp("Wakes of one device per minute; 0: no limit. (default: 600)", valueName: "n"))
+    var wakesPerDeviceMinute: Int?
+
+    @Option(
+        help: ArgumentHelp("Close a bound terminal silent both ways this long; 0: never. (default: 300s)", valueName: "duration"),
+        transform: parseDuration)
+    var idleTimeout: Duration?
+
     @Option(
         help: ArgumentHelp("On SIGTERM, let sessions in flight finish for this long. (default: 30s)", valueName: "duration"),
         transform: parseDuration)
@@ -97,6 +114,11 @@ struct ServeOptions: ParsableArguments {
         flag(idleLink, "idle-link") { $0.idleLink = $1 }
         flag(maxHeaderBytes, "max-header-bytes") { $0.maxHeaderBytes = $1 }
         flag(headerTimeout, "header-timeout") { $0.headerTimeout = $1 }
+        flag(maxConnsPerSource, "max-conns-per-source") { $0.maxConnsPerSource = $1 }
+        flag(connRatePerSource, "conn-rate-per-source") { $0.connRatePerSource = $1 }
+        flag(maxSessionsPerDevice, "max-sessions-per-device") { $0.maxSessionsPerDevice = $1 }
+        flag(wakesPerDeviceMinute, "wakes-per-device-minute") { $0.wakesPerDeviceMinute = $1 }
+        flag(idleTimeout, "idle-timeout") { $0.idleTimeout = $1 }
         flag(drainTimeout, "drain-timeout") { $0.drainTimeout = $1 }
         flag(logLevel, "log-level") { $0.logLevel = $1 }
         return c

@@ -110,7 +110,7 @@ def wait_tcp(host: str, port: int, timeout: float = 10.0, proc: Optional[subproc
 class Proc:
     """A child process with stdout/stderr in files; `stop()` is bounded and idempotent."""
 
-    def __init__(self, args: list, workdir: Path, name: str, env: Optional[dict] = None):
+    def __init__(self, args: list, workdir: Path, name: str, env: Optional[dict] = None, preexec_fn=None):
         self.args = [str(a) for a in args]
         self.name = name
         workdir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ class Proc:
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
         self.p = subprocess.Popen(self.args, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
-                                  env=env, start_new_session=True)
+                                  env=env, start_new_session=True, preexec_fn=preexec_fn)
         self.pid = self.p.pid
 
     def stderr(self) -> str:

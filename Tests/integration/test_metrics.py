@@ -31,12 +31,16 @@ SERIES = [
     *[("relay_terminal_responses_total", {"origin": "device", "code": c})
       for c in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]],
     ("relay_terminal_connections", {}), ("relay_draining", {}),
+    *[("relay_limit_rejections_total", {"limit": k})
+      for k in ["source_connections", "source_rate", "device_sessions", "device_wakes", "idle_timeout"]],
+    ("relay_accept_paused_total", {}), ("relay_limit_tracked_keys", {"scope": "source"}),
+    ("relay_limit_tracked_keys", {"scope": "device"}),
     ("process_cpu_seconds_total", {}), ("process_resident_memory_bytes", {}), ("process_open_fds", {}),
     ("process_max_fds", {}), ("process_start_time_seconds", {}), ("process_virtual_memory_bytes", {}),
 ]
 # Gauges and process figures that are not zero on a fresh relay.
 NONZERO_OK = {"relay_devices", "relay_devices_alive", "relay_registry_capacity", "relay_max_access_period_seconds",
-              "relay_terminal_connections"}
+              "relay_terminal_connections", "relay_limit_tracked_keys"}
 
 
 def test_parse_metrics_helper():
@@ -82,7 +86,7 @@ def test_every_family_has_help_and_type(relay):
             assert name in families or base in families, f"{name} has no # TYPE"
     # no device IDs as labels: nothing but the fixed label names appears
     labels = set(re.findall(r'([a-z_]+)="', text))
-    assert labels <= {"kind", "reason", "outcome", "direction", "le", "origin", "code"}, labels
+    assert labels <= {"kind", "reason", "outcome", "direction", "le", "origin", "code", "limit", "scope"}, labels
 
 
 def test_process_metrics_are_this_process(relay):

@@ -77,6 +77,13 @@ typedef struct rl_core_config {
     uint32_t idle_link_s;       /* an idle device link is kept this long for reuse */
     uint32_t max_header_bytes;  /* largest terminal request head accepted */
     uint32_t header_timeout_ms; /* a terminal must send its request head within this */
+    /* Abuse limits; 0 turns one off. A terminal over a per-source limit, or a request over a
+     * per-device one, gets 429. */
+    uint32_t max_conns_per_source;    /* open terminal connections from one address */
+    uint32_t conn_rate_per_source;    /* new terminal connections per second from one address */
+    uint32_t max_sessions_per_device; /* sessions (waking, bound or idle) of one device */
+    uint32_t wakes_per_device_minute; /* wakes of one device per minute */
+    uint32_t idle_timeout_s;          /* a bound terminal with no byte either way is closed */
     const char *domain;         /* host routing: <id>.<domain>; NULL or "" to disable */
     uint8_t token_key[RL_TOKEN_KEY_LEN];
 } rl_core_config;
@@ -115,7 +122,8 @@ void rl_core_set_store_ok(rl_core *core, int ok);
  * terminals_open reaching 0 means it is done; rl_core_stop ends whatever is left. */
 void rl_core_drain(rl_core *core);
 /* Applies the timer settings of `cfg` (period, keepalive, wake timeout, idle link, header
- * size and timeout) on the loop thread; the rest of `cfg` is fixed at rl_core_new. */
+ * size and timeout) and the abuse limits on the loop thread; the rest of `cfg` is fixed at
+ * rl_core_new. */
 void rl_core_reconfigure(rl_core *core, const rl_core_config *cfg);
 /* Stops accepting, ends sessions, joins the loop thread. Idempotent. */
 void rl_core_stop(rl_core *core);
@@ -143,6 +151,9 @@ typedef struct rl_stats {
     uint64_t bytes_to_device, bytes_to_terminal;
     uint64_t registry_full;          /* device_put refused: registry at capacity */
     uint64_t terminals_open;         /* gauge: terminal connections */
+    uint64_t limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes;
+    uint64_t idle_timeouts;          /* bound terminals closed by idle_timeout_s */
+    uint64_t accept_paused;          /* accept() out of descriptors: listener paused */
     uint64_t draining;               /* gauge: 1 after rl_core_drain */
 } rl_stats;
 void rl_core_stats(const rl_core *core, rl_stats *out);
