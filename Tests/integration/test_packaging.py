@@ -21,7 +21,8 @@ UNITS = ["relay.service", "relay-agent@.service"]
 CONFIGS = ["relay.yaml", "agent.yaml"]
 RELAY_KEYS = {"data", "http", "udp", "tcp", "metrics", "domain", "period", "keepalive", "capacity",
               "max-sessions", "wake-timeout", "idle-link", "header-timeout", "max-header-bytes",
-              "drain-timeout", "log-level"}
+              "max-conns-per-source", "conn-rate-per-source", "max-sessions-per-device", "wakes-per-device-minute",
+              "idle-timeout", "drain-timeout", "log-level"}
 AGENT_KEYS = {"relay", "id", "key-file", "key", "forward", "log-level"}
 
 
