@@ -19,7 +19,7 @@ run: release
 	$(SWIFT) run -c release relay serve $(ARGS)
 
 CORE_SRC := $(wildcard Sources/CLibevent/*.c)
-CORE_LIBS := -levent_core -levent_pthreads -lhttp_parser -lcrypto -lpthread
+CORE_LIBS := -levent_core -levent_pthreads -lhttp_parser -lssl -lcrypto -lpthread
 
 # The C core's unit tests, under AddressSanitizer and UndefinedBehaviorSanitizer.
 test-c: setup

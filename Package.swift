@@ -27,6 +27,7 @@ let package = Package(
                 .linkedLibrary("event_core"),
                 .linkedLibrary("event_pthreads"),
                 .linkedLibrary("http_parser"),
+                .linkedLibrary("ssl"),
                 .linkedLibrary("crypto"),
                 .linkedLibrary("pthread"),
             ]

@@ -36,6 +36,8 @@ struct rl_agent {
     uint8_t seen[SEEN_SIDS][RL_SESSION_ID_LEN];
     int seen_next;
     rl_mac mac;
+    SSL_CTX *tls;          /* callbacks over TLS when set */
+    char tls_name[256];    /* what the relay's certificate must name */
     agent_link *links;
     rl_counter notify_a, notify_b, conn_requests, conn_rejected, links_opened, links_failed, resyncs;
     /* registered, period and keepalive as other threads may read them */
@@ -286,6 +288,11 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
     int rfd = rl_tcp_connect((struct sockaddr *)&cb, a->relay_len);
     int lfd = rl_tcp_connect((struct sockaddr *)&a->fwd_addr, a->fwd_len);
     if (rfd >= 0) l->relay = rl_stream_new(a->base, rfd, 1, relay_side_cb, l);
+    if (l->relay && a->tls && rl_stream_start_tls(l->relay, a->tls, 0, a->tls_name) != 0) {
+        rl_stream_free(l->relay); /* closes rfd */
+        l->relay = NULL;
+        rfd = -1;
+    }
     if (lfd >= 0) l->local = rl_stream_new(a->base, lfd, 1, local_side_cb, l);
     if (!l->relay || !l->local) {
         if (!l->relay && rfd >= 0) close(rfd);
@@ -342,6 +349,22 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
         rl_set_err(err, err_len, "cannot open UDP to %s: %s", cfg->relay, strerror(errno));
         goto fail;
     }
+    if (cfg->tls_ca) {
+        a->tls = rl_tls_client_ctx(cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err, err_len);
+        if (!a->tls) goto fail;
+        if (cfg->tls_name && cfg->tls_name[0]) {
+            snprintf(a->tls_name, sizeof a->tls_name, "%s", cfg->tls_name);
+        } else {
+            /* The host of --relay: "name:port", "[v6]:port" or "v4:port". */
+            const char *h = cfg->relay, *end = strrchr(h, ':');
+            if (h[0] == '[') {
+                h++;
+                end = strchr(h, ']');
+            }
+            size_t n = end ? (size_t)(end - h) : strlen(h);
+            snprintf(a->tls_name, sizeof a->tls_name, "%.*s", (int)n, h);
+        }
+    }
     a->base = event_base_new();
     if (!a->base) goto fail;
     a->udp_ev = event_new(a->base, a->udp_fd, EV_READ | EV_PERSIST, on_udp, a);
@@ -397,5 +420,6 @@ void rl_agent_free(rl_agent *a) {
     if (a->base) event_base_free(a->base);
     if (a->udp_fd >= 0) close(a->udp_fd);
     rl_mac_free(&a->mac);
+    if (a->tls) SSL_CTX_free(a->tls);
     free(a);
 }

@@ -14,6 +14,7 @@ typedef struct rl_pending_cb {
     rl_core *core;
     rl_stream *st;
     struct event *timer;
+    int tls_seen; /* the TLS handshake's success was counted */
 } rl_pending_cb;
 
 static void pending_free(rl_pending_cb *p, int close_stream) {
@@ -76,6 +77,18 @@ static void try_hello(rl_pending_cb *p) {
         reject(p, RL_CB_ALREADY_BOUND);
         return;
     }
+    const char *bad_cert = core->tls && core->tls->device_certs ? rl_tls_device_identity(p->st->ssl, s->device_id) : NULL;
+    if (bad_cert) {
+        /* The device proved its secret but not its certificate: the terminal hears why now
+         * (not a 504 later), and the wake ends. */
+        CTR_INC(core->ctr.device_certs_refused);
+        char body[300];
+        snprintf(body, sizeof body, "device %s was refused: %s\n", s->device_id, bad_cert);
+        if (s->term) rl_term_fail(s->term, 502, body);
+        rl_session_free(s);
+        reject(p, RL_CB_BAD_CERT);
+        return;
+    }
     rl_stream *st = p->st;
     pending_free(p, 0);
     uint8_t ok = RL_CB_OK;
@@ -93,10 +106,15 @@ static void try_hello(rl_pending_cb *p) {
 
 static void pending_cb(rl_stream *st, int event, void *arg) {
     rl_pending_cb *p = arg;
+    if (st->ssl && !p->tls_seen && SSL_is_init_finished(st->ssl)) {
+        p->tls_seen = 1;
+        CTR_INC(p->core->ctr.tls_device_ok);
+    }
     if (event == RL_STREAM_READ_READY) {
         try_hello(p);
     } else if (event == RL_STREAM_EOF || event == RL_STREAM_ERROR) {
         CTR_INC(p->core->ctr.callbacks_rejected);
+        if (st->ssl && !p->tls_seen) CTR_INC(p->core->ctr.tls_device_failed);
         pending_free(p, 1);
     }
 }
@@ -117,8 +135,13 @@ void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct s
     p->core = core;
     p->st = rl_stream_new(core->base, fd, 0, pending_cb, p);
     p->timer = evtimer_new(core->base, on_hello_timeout, p);
+    if (p->st && core->tls && rl_stream_start_tls(p->st, core->tls->device, 1, NULL) != 0) {
+        rl_stream_free(p->st);
+        p->st = NULL;
+        fd = -1;
+    }
     if (!p->st || !p->timer) {
-        if (!p->st) close(fd);
+        if (!p->st && fd >= 0) close(fd);
         pending_free(p, 1);
         return;
     }

@@ -124,6 +124,7 @@ int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t 
     case RL_LISTEN_HTTP: arr = core->http; count = &core->n_http; cb = rl_front_accept; goto tcp;
     case RL_LISTEN_TCP: arr = core->tcp; count = &core->n_tcp; cb = rl_callback_accept; goto tcp;
     case RL_LISTEN_METRICS: arr = core->metrics; count = &core->n_metrics; cb = rl_metrics_accept; goto tcp;
+    case RL_LISTEN_HTTPS: arr = core->https; count = &core->n_https; cb = rl_front_accept_tls; goto tcp;
     default:
         rl_set_err(err, err_len, "unknown listener kind %d", kind);
         return -1;
@@ -154,6 +155,7 @@ int rl_core_bound_port(const rl_core *core, int kind, int index) {
     case RL_LISTEN_HTTP: return index >= 0 && index < core->n_http ? core->http[index].port : -1;
     case RL_LISTEN_TCP: return index >= 0 && index < core->n_tcp ? core->tcp[index].port : -1;
     case RL_LISTEN_METRICS: return index >= 0 && index < core->n_metrics ? core->metrics[index].port : -1;
+    case RL_LISTEN_HTTPS: return index >= 0 && index < core->n_https ? core->https[index].port : -1;
     default: return -1;
     }
 }
@@ -223,9 +225,9 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
  * pause again at once if not). */
 static void on_resume(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
-    rl_listener *all[] = {core->http, core->tcp, core->metrics};
-    int counts[] = {core->n_http, core->n_tcp, core->n_metrics};
-    for (int k = 0; k < 3; k++)
+    rl_listener *all[] = {core->http, core->tcp, core->metrics, core->https};
+    int counts[] = {core->n_http, core->n_tcp, core->n_metrics, core->n_https};
+    for (int k = 0; k < 4; k++)
         for (int i = 0; i < counts[k]; i++) {
             rl_listener *l = &all[k][i];
             if (!l->paused || !l->lev) continue;
@@ -238,9 +240,9 @@ void rl_listener_error(struct evconnlistener *lev, void *arg) {
     rl_core *core = arg;
     int err = EVUTIL_SOCKET_ERROR();
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return;
-    rl_listener *all[] = {core->http, core->tcp, core->metrics};
-    int counts[] = {core->n_http, core->n_tcp, core->n_metrics};
-    for (int k = 0; k < 3; k++)
+    rl_listener *all[] = {core->http, core->tcp, core->metrics, core->https};
+    int counts[] = {core->n_http, core->n_tcp, core->n_metrics, core->n_https};
+    for (int k = 0; k < 4; k++)
         for (int i = 0; i < counts[k]; i++)
             if (all[k][i].lev == lev && !all[k][i].paused) {
                 all[k][i].paused = 1;
@@ -261,7 +263,14 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg) {
     rl_core_config timers = core->pending_cfg;
     int has_timers = core->has_pending_cfg;
     core->has_pending_cfg = 0;
+    rl_tls *tls = core->pending_tls;
+    core->pending_tls = NULL;
     pthread_mutex_unlock(&core->cmd_mu);
+    if (tls) {
+        /* Connections hold their own references to the contexts they were made with. */
+        rl_tls_free(core->tls);
+        core->tls = tls;
+    }
     for (size_t i = 0; i < n; i++) apply_cmd(core, &cmds[i]);
     free(cmds);
     if (has_timers) apply_timers(core, &timers);
@@ -311,8 +320,12 @@ static void *loop_main(void *arg) {
 
 int rl_core_start(rl_core *core, char *err, size_t err_len) {
     if (core->started) return 0;
-    if (core->n_http == 0 || core->n_udp == 0 || core->n_tcp == 0) {
-        rl_set_err(err, err_len, "the relay needs at least one HTTP, one UDP and one TCP listener");
+    if (core->n_http + core->n_https == 0 || core->n_udp == 0 || core->n_tcp == 0) {
+        rl_set_err(err, err_len, "the relay needs at least one HTTP or HTTPS, one UDP and one TCP listener");
+        return -1;
+    }
+    if (core->n_https > 0 && !core->tls) {
+        rl_set_err(err, err_len, "HTTPS listeners need a certificate and key");
         return -1;
     }
     core->started = 1;
@@ -328,6 +341,28 @@ void rl_core_set_ready(rl_core *core, int ready) {
     atomic_store(&core->ready, ready);
 }
 
+int rl_core_set_tls(rl_core *core, const char *const *certs, const char *const *keys, size_t n,
+                    const char *device_ca, char *err, size_t err_len) {
+    rl_tls *tls = rl_tls_new(certs, keys, n, device_ca, err, err_len);
+    if (!tls) return -1;
+    if (!core->started) {
+        rl_tls_free(core->tls);
+        core->tls = tls;
+        return 0;
+    }
+    if (!core->tls) {
+        rl_tls_free(tls);
+        rl_set_err(err, err_len, "TLS must be configured before start to be reloaded");
+        return -1;
+    }
+    pthread_mutex_lock(&core->cmd_mu);
+    rl_tls_free(core->pending_tls); /* two reloads in a row: the later wins */
+    core->pending_tls = tls;
+    pthread_mutex_unlock(&core->cmd_mu);
+    event_active(core->cmd_ev, 0, 0);
+    return 0;
+}
+
 void rl_core_set_store_ok(rl_core *core, int ok) {
     atomic_store(&core->store_ok, ok);
 }
@@ -339,6 +374,10 @@ static void on_drain(evutil_socket_t fd, short what, void *arg) {
     for (int i = 0; i < core->n_http; i++) {
         evconnlistener_free(core->http[i].lev);
         core->http[i].lev = NULL;
+    }
+    for (int i = 0; i < core->n_https; i++) {
+        evconnlistener_free(core->https[i].lev);
+        core->https[i].lev = NULL;
     }
     rl_term_close_idle(core);
     rl_session_free_idle(core);
@@ -353,6 +392,8 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
     for (int i = 0; i < core->n_http; i++)
         if (core->http[i].lev) evconnlistener_disable(core->http[i].lev);
+    for (int i = 0; i < core->n_https; i++)
+        if (core->https[i].lev) evconnlistener_disable(core->https[i].lev);
     for (int i = 0; i < core->n_tcp; i++) evconnlistener_disable(core->tcp[i].lev);
     rl_term_close_all(core);
     rl_session_free_all(core);
@@ -376,6 +417,10 @@ void rl_core_free(rl_core *core) {
     }
     for (int i = 0; i < core->n_http; i++)
         if (core->http[i].lev) evconnlistener_free(core->http[i].lev);
+    for (int i = 0; i < core->n_https; i++)
+        if (core->https[i].lev) evconnlistener_free(core->https[i].lev);
+    rl_tls_free(core->tls);
+    rl_tls_free(core->pending_tls);
     for (int i = 0; i < core->n_tcp; i++) evconnlistener_free(core->tcp[i].lev);
     for (int i = 0; i < core->n_metrics; i++) evconnlistener_free(core->metrics[i].lev);
     rl_udp_close_all(core);
@@ -459,5 +504,10 @@ void rl_core_stats(const rl_core *core, rl_stats *o) {
     o->limited_device_wakes = CTR_GET(c->limited_device_wakes);
     o->idle_timeouts = CTR_GET(c->idle_timeouts);
     o->accept_paused = CTR_GET(c->accept_paused);
+    o->tls_terminal_ok = CTR_GET(c->tls_terminal_ok);
+    o->tls_terminal_failed = CTR_GET(c->tls_terminal_failed);
+    o->tls_device_ok = CTR_GET(c->tls_device_ok);
+    o->tls_device_failed = CTR_GET(c->tls_device_failed);
+    o->device_certs_refused = CTR_GET(c->device_certs_refused);
     o->draining = (uint64_t)atomic_load(&core->draining);
 }

@@ -47,8 +47,17 @@ static void refuse_source(rl_core *core, int fd, const char *why) {
     close(fd);
 }
 
+static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *sa, int tls);
+
 void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
-    rl_core *core = arg;
+    accept_terminal(arg, fd, sa, 0);
+}
+
+void rl_front_accept_tls(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
+    accept_terminal(arg, fd, sa, 1);
+}
+
+static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *sa, int tls) {
     uint8_t addr[16];
     uint16_t port;
     rl_addr_to_v6(sa, addr, &port);
@@ -72,9 +81,14 @@ void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sock
     t->core = core;
     t->st = rl_stream_new(core->base, fd, 0, term_cb, t);
     t->head_timer = evtimer_new(core->base, on_head_timeout, t);
+    if (t->st && tls && (!core->tls || rl_stream_start_tls(t->st, core->tls->terminal, 1, NULL) != 0)) {
+        rl_stream_free(t->st);
+        t->st = NULL;
+        fd = -1; /* closed with the stream */
+    }
     if (!t->st || !t->head_timer) {
         if (t->st) rl_stream_free(t->st);
-        else close(fd);
+        else if (fd >= 0) close(fd);
         if (t->head_timer) event_free(t->head_timer);
         free(t);
         return;
@@ -123,6 +137,7 @@ static void term_free(rl_term *t) {
     if (t->next) t->next->prev = t->prev;
     CTR_DEC(core->ctr.terminals_open);
     if (t->source) t->source->open--;
+    if (t->st->ssl && !t->tls_seen) CTR_INC(core->ctr.tls_terminal_failed); /* never finished its handshake */
     event_free(t->head_timer);
     rl_stream_free(t->st);
     free(t);
@@ -426,9 +441,9 @@ static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
         uint64_t exp = strtoull(strchr(tokbuf, '.') + 1, NULL, 10);
         long max_age = exp > now ? (long)(exp - now) : 0;
         snprintf(r->extra, sizeof r->extra,
-                 "Location: %s\r\nSet-Cookie: relay_token=%s; Path=%s%s%s; Max-Age=%ld; HttpOnly; SameSite=Lax\r\n",
+                 "Location: %s\r\nSet-Cookie: relay_token=%s; Path=%s%s%s; Max-Age=%ld; HttpOnly; SameSite=Lax%s\r\n",
                  loc, tokbuf, r->path_routed ? "/d/" : "/", r->path_routed ? r->device : "", r->path_routed ? "/" : "",
-                 max_age);
+                 max_age, t->st->ssl ? "; Secure" : "");
         set_body(r, 302, "%s", "token accepted; continue at Location\n");
         return;
     }
@@ -471,6 +486,7 @@ static void write_forward_head(rl_term *t, const rl_head *h, const rl_route *r, 
         if (rl_span_ieq(n, "x-relay-session")) continue;
         if (rl_span_ieq(n, "authorization") && r->token_in == 1) continue;
         if (rl_span_ieq(n, "x-forwarded-for")) continue; /* rewritten below with the peer appended */
+        if (rl_span_ieq(n, "x-forwarded-proto")) continue; /* the relay's own, below */
         if (rl_span_ieq(n, "cookie")) {
             rl_span tok = cookie_value(v, "relay_token", &whole);
             if (tok.p) {
@@ -496,10 +512,38 @@ static void write_forward_head(rl_term *t, const rl_head *h, const rl_route *r, 
     if (xff.p) evbuffer_add_printf(out, "X-Forwarded-For: %.*s, %s\r\n", (int)xff.n, xff.p, t->peer);
     else evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", t->peer);
     if (r->path_routed) evbuffer_add_printf(out, "X-Forwarded-Prefix: /d/%s\r\n", r->device);
+    evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", t->st->ssl ? "https" : "http");
     evbuffer_add(out, "\r\n", 2);
 }
 
 /* ---- the first request: decide, then wake or reuse ---- */
+
+/* With TLS, the plain port only sends terminals to the HTTPS one (health answers stay). */
+static void redirect_to_https(rl_term *t, const rl_head *h, rl_route *r) {
+    rl_span host = rl_head_get(h, "host");
+    memset(r, 0, sizeof *r);
+    size_t n = host.p ? host.n : 0;
+    if (n && host.p[0] != '[') {
+        const char *colon = memchr(host.p, ':', n);
+        if (colon) n = (size_t)(colon - host.p);
+    } else if (n) {
+        const char *end = memchr(host.p, ']', n);
+        n = end ? (size_t)(end - host.p) + 1 : 0;
+    }
+    if (!n || n > 255 || h->url.n > 2048) {
+        set_body(r, 400, "%s", "this port redirects to HTTPS and needs a Host header\n");
+        term_refuse(t, r);
+        return;
+    }
+    int port = t->core->https[0].port;
+    char portbuf[8] = "";
+    if (port != 443) snprintf(portbuf, sizeof portbuf, ":%d", port);
+    snprintf(r->extra, sizeof r->extra, "Location: https://%.*s%s%.*s\r\n", (int)n, host.p, portbuf, (int)h->url.n,
+             h->url.p);
+    set_body(r, 308, "%s", "this relay serves terminals over HTTPS: continue at Location\n");
+    r->own_endpoint = 1;
+    term_refuse(t, r);
+}
 
 static int term_on_head(rl_term *t) {
     rl_core *core = t->core;
@@ -530,6 +574,10 @@ static int term_on_head(rl_term *t) {
         return 0;
     }
     route_request(t, &h, &r);
+    if (!t->st->ssl && core->tls && core->n_https > 0 && !r.own_endpoint) {
+        redirect_to_https(t, &h, &r);
+        return 0;
+    }
     if (r.status) {
         term_refuse(t, &r);
         return 0;
@@ -683,6 +731,10 @@ int rl_term_pump_request(rl_term *t) {
 
 static void term_cb(rl_stream *st, int event, void *arg) {
     rl_term *t = arg;
+    if (st->ssl && !t->tls_seen && SSL_is_init_finished(st->ssl)) {
+        t->tls_seen = 1;
+        CTR_INC(t->core->ctr.tls_terminal_ok);
+    }
     switch (event) {
     case RL_STREAM_READ_READY:
     case RL_STREAM_EOF:

@@ -25,6 +25,7 @@
 #include "stream.h"
 #include "wire.h"
 #include "tally.h"
+#include "tls.h"
 
 #define RL_MAX_LISTENERS 8
 #define RL_RECORD_RING 4096
@@ -71,6 +72,7 @@ struct rl_counters {
     rl_counter device_responses[6];               /* by status / 100; 0: out of range */
     rl_counter limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes;
     rl_counter idle_timeouts, accept_paused;
+    rl_counter tls_terminal_ok, tls_terminal_failed, tls_device_ok, tls_device_failed, device_certs_refused;
 };
 
 typedef struct rl_udp_sock {
@@ -115,8 +117,10 @@ struct rl_core {
 
     rl_udp_sock udp[RL_MAX_LISTENERS];
     int n_udp;
-    rl_listener http[RL_MAX_LISTENERS], tcp[RL_MAX_LISTENERS], metrics[RL_MAX_LISTENERS];
-    int n_http, n_tcp, n_metrics;
+    rl_listener http[RL_MAX_LISTENERS], tcp[RL_MAX_LISTENERS], metrics[RL_MAX_LISTENERS], https[RL_MAX_LISTENERS];
+    int n_http, n_tcp, n_metrics, n_https;
+    rl_tls *tls;         /* NULL: plain TCP on both legs */
+    rl_tls *pending_tls; /* a reload's certificates, swapped in by on_cmd (cmd_mu) */
 
     /* sessions, hashed by session ID */
     rl_session **sess_buckets;
@@ -236,10 +240,12 @@ struct rl_term {
     uint64_t bytes_to_device, bytes_to_terminal;
     int reused;
     rl_tally_entry *source;  /* this address's entry in core->sources (counts it as open) */
+    int tls_seen;            /* TLS: the handshake's outcome was counted */
     uint32_t last_active_s;  /* core seconds of the last byte moved while bound */
 };
 
 void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
+void rl_front_accept_tls(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
 /* The session of `t` ended without a response: answer `status` (0: just close). */
 void rl_term_fail(rl_term *t, int status, const char *body);
 /* Bytes can move terminal -> device again. */

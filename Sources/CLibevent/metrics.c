@@ -162,6 +162,14 @@ static void render(rl_core *core, struct evbuffer *b) {
     family(b, "relay_limit_tracked_keys", "gauge", "Terminal addresses and devices the abuse limits currently track.");
     sample(b, "relay_limit_tracked_keys", "{scope=\"source\"}", core->sources.count);
     sample(b, "relay_limit_tracked_keys", "{scope=\"device\"}", core->devices.count);
+    family(b, "relay_tls_handshakes_total", "counter", "TLS handshakes, by leg and outcome.");
+    sample(b, "relay_tls_handshakes_total", "{leg=\"terminal\",outcome=\"ok\"}", CTR_GET(c->tls_terminal_ok));
+    sample(b, "relay_tls_handshakes_total", "{leg=\"terminal\",outcome=\"failed\"}", CTR_GET(c->tls_terminal_failed));
+    sample(b, "relay_tls_handshakes_total", "{leg=\"device\",outcome=\"ok\"}", CTR_GET(c->tls_device_ok));
+    sample(b, "relay_tls_handshakes_total", "{leg=\"device\",outcome=\"failed\"}", CTR_GET(c->tls_device_failed));
+    family(b, "relay_device_certificates_refused_total", "counter",
+           "Device callbacks whose certificate was missing, invalid or for another device.");
+    sample(b, "relay_device_certificates_refused_total", "", CTR_GET(c->device_certs_refused));
     family(b, "relay_terminal_connections", "gauge", "Open terminal connections.");
     sample(b, "relay_terminal_connections", "", CTR_GET(c->terminals_open));
     family(b, "relay_sessions_active", "gauge", "Sessions waking, bound or idle.");

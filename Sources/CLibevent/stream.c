@@ -8,10 +8,15 @@
 #include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include "stream.h"
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
+static void tls_read(rl_stream *s);
+static void tls_write(rl_stream *s);
 
 rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_stream_cb cb, void *arg) {
     rl_stream *s = calloc(1, sizeof *s);
@@ -42,7 +47,8 @@ void rl_stream_set_cb(rl_stream *s, rl_stream_cb cb, void *arg) {
 void rl_stream_read(rl_stream *s, int on) {
     if (s->dead || s->eof) on = 0;
     if (on && !s->reading) event_add(s->rev, NULL);
-    if (!on && s->reading) event_del(s->rev);
+    /* A TLS write waiting for the peer keeps the read event: on_read retries the write. */
+    if (!on && s->reading && !s->tls_write_wants_read) event_del(s->rev);
     s->reading = on ? 1 : 0;
 }
 
@@ -55,6 +61,7 @@ void rl_stream_flush(rl_stream *s) {
     if (evbuffer_get_length(s->out) > 0) {
         event_add(s->wev, NULL);
     } else if (s->shut_after_flush) {
+        if (s->ssl) SSL_shutdown(s->ssl); /* close_notify, best effort */
         shutdown(s->fd, SHUT_WR);
         s->shut_after_flush = 0;
     }
@@ -71,12 +78,26 @@ void rl_stream_free(rl_stream *s) {
     if (s->wev) event_free(s->wev);
     if (s->in) evbuffer_free(s->in);
     if (s->out) evbuffer_free(s->out);
+    if (s->ssl) SSL_free(s->ssl);
     if (s->fd >= 0) close(s->fd);
     free(s);
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg) {
     rl_stream *s = arg;
+    if (s->ssl) {
+        if (s->tls_write_wants_read) {
+            /* A write waited for the peer's bytes (handshake, key update): retry it. */
+            s->tls_write_wants_read = 0;
+            event_add(s->wev, NULL);
+            if (!s->reading) {
+                event_del(s->rev);
+                return;
+            }
+        }
+        tls_read(s);
+        return;
+    }
     /* One large read per wake-up: level-triggered, so leftovers wake us again. */
     struct evbuffer_iovec vec[2];
     int n = evbuffer_reserve_space(s->in, RL_STREAM_READ, vec, 2);
@@ -128,6 +149,15 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
         s->cb(s, RL_STREAM_CONNECTED, s->arg);
         return; /* the callback may have freed s */
     }
+    if (s->ssl) {
+        if (s->tls_read_wants_write) {
+            s->tls_read_wants_write = 0;
+            if (evbuffer_get_length(s->out) == 0) event_del(s->wev);
+            if (s->reading) event_active(s->rev, EV_READ, 0);
+        }
+        tls_write(s);
+        return;
+    }
     int was_high = rl_stream_out_high(s);
     int n = evbuffer_write_atmost(s->out, fd, -1);
     if (n < 0) {
@@ -156,4 +186,105 @@ int rl_tcp_connect(const struct sockaddr *sa, socklen_t len) {
         return -1;
     }
     return fd;
+}
+
+/* ---- TLS ---- */
+
+int rl_stream_start_tls(rl_stream *s, SSL_CTX *ctx, int server, const char *sni) {
+    s->ssl = SSL_new(ctx);
+    if (!s->ssl || SSL_set_fd(s->ssl, s->fd) != 1) return -1;
+    SSL_set_mode(s->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (server) {
+        SSL_set_accept_state(s->ssl);
+    } else {
+        unsigned char ip[16];
+        if (sni && (inet_pton(AF_INET, sni, ip) == 1 || inet_pton(AF_INET6, sni, ip) == 1)) {
+            /* An address: the certificate must name it; no SNI (it carries host names only). */
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), sni);
+        } else if (sni && sni[0]) {
+            SSL_set_tlsext_host_name(s->ssl, sni);
+            SSL_set1_host(s->ssl, sni); /* checked when the context verifies the peer */
+        }
+        SSL_set_connect_state(s->ssl);
+    }
+    return 0;
+}
+
+/* Reads records until OpenSSL wants more from the socket (or RL_STREAM_READ bytes came);
+ * the handshake, on the server side, happens here too. */
+static void tls_read(rl_stream *s) {
+    size_t total = 0;
+    int end = 0; /* 1: EOF, 2: error */
+    while (total < RL_STREAM_READ) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(s->in, 16384, &v, 1) < 1) {
+            end = 2;
+            break;
+        }
+        ERR_clear_error();
+        int n = SSL_read(s->ssl, v.iov_base, (int)(v.iov_len < 65536 ? v.iov_len : 65536));
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(s->in, &v, 1);
+            total += (size_t)n;
+            continue;
+        }
+        evbuffer_commit_space(s->in, NULL, 0);
+        int e = SSL_get_error(s->ssl, n);
+        if (e == SSL_ERROR_WANT_READ) break;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            s->tls_read_wants_write = 1;
+            event_add(s->wev, NULL);
+            break;
+        }
+        end = e == SSL_ERROR_ZERO_RETURN ? 1 : 2;
+        break;
+    }
+    /* Decrypted bytes left inside OpenSSL are invisible to poll(): come back for them. */
+    if (!end && total >= RL_STREAM_READ && SSL_pending(s->ssl) > 0) event_active(s->rev, EV_READ, 0);
+    if (total) {
+        s->bytes_read += total;
+        if (end) event_active(s->rev, EV_READ, 0); /* the EOF or error is seen on the next call */
+        s->cb(s, RL_STREAM_READ_READY, s->arg);
+        return;
+    }
+    if (end) {
+        rl_stream_read(s, 0);
+        if (end == 1) s->eof = 1;
+        s->cb(s, end == 1 ? RL_STREAM_EOF : RL_STREAM_ERROR, s->arg);
+    }
+}
+
+static void tls_write(rl_stream *s) {
+    int was_high = rl_stream_out_high(s);
+    while (evbuffer_get_length(s->out) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(s->out, -1, NULL, &v, 1) < 1) break;
+        ERR_clear_error();
+        int n = SSL_write(s->ssl, v.iov_base, (int)(v.iov_len < 65536 ? v.iov_len : 65536));
+        if (n > 0) {
+            evbuffer_drain(s->out, (size_t)n);
+            s->bytes_written += (unsigned long long)n;
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, n);
+        if (e == SSL_ERROR_WANT_WRITE) return; /* wev stays: the socket will take more */
+        if (e == SSL_ERROR_WANT_READ) {
+            /* Waits for the peer (handshake): no busy wev meanwhile; on_read retries. */
+            s->tls_write_wants_read = 1;
+            event_del(s->wev);
+            event_add(s->rev, NULL);
+            return;
+        }
+        event_del(s->wev);
+        s->cb(s, RL_STREAM_ERROR, s->arg);
+        return;
+    }
+    event_del(s->wev);
+    if (s->shut_after_flush) {
+        SSL_shutdown(s->ssl);
+        shutdown(s->fd, SHUT_WR);
+        s->shut_after_flush = 0;
+    }
+    if (was_high || evbuffer_get_length(s->out) == 0) s->cb(s, RL_STREAM_DRAINED, s->arg);
 }

@@ -5,12 +5,16 @@
  * A stream reads up to RL_STREAM_READ bytes per call straight into reserved evbuffer
  * space, and writes with writev over the output chains, so bytes moved between two
  * streams with evbuffer_add_buffer are never copied in user space.
+ *
+ * A stream may carry TLS (rl_stream_start_tls): the same events, with plaintext in `in` and
+ * `out`; OpenSSL reads and writes the socket itself. Plain streams keep the path above.
  */
 #ifndef RL_STREAM_H
 #define RL_STREAM_H
 
 #include <event2/event.h>
 #include <event2/buffer.h>
+#include <openssl/ssl.h>
 
 #define RL_STREAM_READ (256 * 1024)     /* bytes per read(2) at most */
 #define RL_STREAM_HIGH (1024 * 1024)    /* stop reading the peer above this much queued output */
@@ -33,7 +37,9 @@ struct rl_stream {
     rl_stream_cb cb;
     void *arg;
     unsigned reading : 1, eof : 1, connecting : 1, shut_after_flush : 1, dead : 1, out_was_high : 1;
+    unsigned tls_write_wants_read : 1, tls_read_wants_write : 1;
     unsigned long long bytes_read, bytes_written;
+    SSL *ssl; /* NULL for plain TCP */
 };
 
 /* Wraps a connected (or connecting, with `connecting` = 1) non-blocking socket. */
@@ -47,6 +53,9 @@ void rl_stream_shutdown_after_flush(rl_stream *s);
 int rl_stream_out_high(const rl_stream *s);
 /* Closes the socket and frees everything. */
 void rl_stream_free(rl_stream *s);
+/* Turns on TLS before any byte moved: as the server (`server` = 1) or as a client that
+ * sends `sni` and verifies the peer against it when the context verifies. 0 or -1. */
+int rl_stream_start_tls(rl_stream *s, SSL_CTX *ctx, int server, const char *sni);
 /* Non-blocking TCP connect; returns the fd or -1. */
 int rl_tcp_connect(const struct sockaddr *sa, socklen_t len);
 

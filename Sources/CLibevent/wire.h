@@ -33,7 +33,8 @@ enum rl_dgram_type {
 #define RL_BODY_CONNECT 36
 
 /* Callback status bytes. */
-enum { RL_CB_OK = 0, RL_CB_MALFORMED = 1, RL_CB_UNKNOWN_SESSION = 2, RL_CB_BAD_PROOF = 3, RL_CB_ALREADY_BOUND = 4 };
+enum { RL_CB_OK = 0, RL_CB_MALFORMED = 1, RL_CB_UNKNOWN_SESSION = 2, RL_CB_BAD_PROOF = 3, RL_CB_ALREADY_BOUND = 4,
+       RL_CB_BAD_CERT = 5 };
 
 /* A reusable HMAC-SHA256 context; re-keyed per message. One per thread. */
 typedef struct rl_mac { void *ctx; } rl_mac;

@@ -9,18 +9,24 @@ final class AgentHandle: Sendable {
     private let stopRequested = Mutex(false)
     private let strings: [OwnedCString]
 
-    init(relay: String, deviceID: String, secret: [UInt8], forward: String) throws {
+    init(options: AgentOptions, secret: [UInt8]) throws {
         precondition(secret.count == RelayCrypto.secretLength, "secret must be 32 bytes")
         // Copies that outlive the call, since the header does not promise the agent copies.
-        let relayCopy = OwnedCString(relay), idCopy = OwnedCString(deviceID), forwardCopy = OwnedCString(forward)
+        let relayCopy = OwnedCString(options.relay), idCopy = OwnedCString(options.deviceID)
+        let forwardCopy = OwnedCString(options.forward)
+        let tls = [options.tlsCA, options.tlsName, options.tlsCert, options.tlsKey].map { $0.map(OwnedCString.init) }
         var config = rl_agent_config()
         config.relay = UnsafePointer(relayCopy.pointer)
         config.device_id = UnsafePointer(idCopy.pointer)
         config.forward = UnsafePointer(forwardCopy.pointer)
+        config.tls_ca = tls[0].map { UnsafePointer($0.pointer) }
+        config.tls_name = tls[1].map { UnsafePointer($0.pointer) }
+        config.tls_cert = tls[2].map { UnsafePointer($0.pointer) }
+        config.tls_key = tls[3].map { UnsafePointer($0.pointer) }
         withUnsafeMutableBytes(of: &config.secret) { $0.copyBytes(from: secret) }
         defer { _ = withUnsafeMutableBytes(of: &config.secret) { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
         agent = try callReturningPointer("start the agent") { rl_agent_new(&config, $0, $1) }
-        strings = [relayCopy, idCopy, forwardCopy]
+        strings = [relayCopy, idCopy, forwardCopy] + tls.compactMap { $0 }
     }
 
     deinit { rl_agent_free(agent) }

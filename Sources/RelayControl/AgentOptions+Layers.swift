@@ -3,7 +3,9 @@ import Logging
 
 /// `relay agent`'s config file keys and `RELAY_AGENT_*` variables: its long flags' names.
 extension AgentOptions {
-    public static let schema = ConfigLayers.Schema(scalars: ["relay", "id", "key", "key-file", "forward", "log-level"])
+    public static let schema = ConfigLayers.Schema(scalars: [
+        "relay", "id", "key", "key-file", "forward", "log-level", "ca", "tls-name", "tls-cert", "tls-key",
+    ])
     public static let environmentPrefix = "RELAY_AGENT_"
 
     /// The secret from `key`, or else from the file `key-file` names (first line; a file

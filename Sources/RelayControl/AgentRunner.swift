@@ -10,12 +10,26 @@ public struct AgentOptions: Sendable {
     public var secretHex: String
     /// The local web server "HOST:PORT" terminals reach through the relay.
     public var forward: String
+    /// TLS on the callback: the CA that issued the relay's certificate (nil: plain TCP),
+    /// the name that certificate must carry (nil: the host of `relay`), and this device's
+    /// own certificate and key for relays that ask for one.
+    public var tlsCA: String?
+    public var tlsName: String?
+    public var tlsCert: String?
+    public var tlsKey: String?
 
-    public init(relay: String, deviceID: String, secretHex: String, forward: String) {
+    public init(
+        relay: String, deviceID: String, secretHex: String, forward: String, tlsCA: String? = nil,
+        tlsName: String? = nil, tlsCert: String? = nil, tlsKey: String? = nil
+    ) {
         self.relay = relay
         self.deviceID = deviceID
         self.secretHex = secretHex
         self.forward = forward
+        self.tlsCA = tlsCA
+        self.tlsName = tlsName
+        self.tlsCert = tlsCert
+        self.tlsKey = tlsKey
     }
 }
 
@@ -31,8 +45,7 @@ public func runAgent(_ options: AgentOptions, logger: Logger) async throws {
             flag: "--id", "'\(options.deviceID)' is not a valid device ID (1 to 63 of a-z, 0-9 and '-')")
     }
     let secret = try AgentSecret.parse(options.secretHex)
-    let agent = try AgentHandle(
-        relay: options.relay, deviceID: options.deviceID, secret: secret, forward: options.forward)
+    let agent = try AgentHandle(options: options, secret: secret)
     let group = ServiceGroup(
         configuration: ServiceGroupConfiguration(
             services: [AgentService(agent: agent, logger: logger)],

@@ -1,9 +1,11 @@
 import CLibevent
 
-/// The four kinds of sockets the core listens on, each named after its CLI flag.
+/// The kinds of sockets the core listens on, each named after its CLI flag.
 public enum ListenerKind: CaseIterable, Sendable {
-    /// Terminal HTTP front.
+    /// Terminal HTTP front (with TLS configured: redirects to HTTPS).
     case http
+    /// Terminal HTTPS front.
+    case https
     /// Device datagrams: period discovery, notifies, wakes.
     case udp
     /// Device callbacks that become session links.
@@ -14,6 +16,7 @@ public enum ListenerKind: CaseIterable, Sendable {
     public var flag: String {
         switch self {
         case .http: return "--http"
+        case .https: return "--https"
         case .udp: return "--udp"
         case .tcp: return "--tcp"
         case .metrics: return "--metrics"
@@ -24,6 +27,7 @@ public enum ListenerKind: CaseIterable, Sendable {
     public var name: String {
         switch self {
         case .http: return "http"
+        case .https: return "https"
         case .udp: return "udp"
         case .tcp: return "tcp"
         case .metrics: return "metrics"
@@ -33,6 +37,7 @@ public enum ListenerKind: CaseIterable, Sendable {
     var cKind: Int32 {
         switch self {
         case .http: return Int32(RL_LISTEN_HTTP)
+        case .https: return Int32(RL_LISTEN_HTTPS)
         case .udp: return Int32(RL_LISTEN_UDP)
         case .tcp: return Int32(RL_LISTEN_TCP)
         case .metrics: return Int32(RL_LISTEN_METRICS)

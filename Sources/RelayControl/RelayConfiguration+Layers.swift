@@ -7,8 +7,9 @@ extension RelayConfiguration {
             "data", "domain", "period", "keepalive", "capacity", "max-sessions", "wake-timeout", "idle-link",
             "max-header-bytes", "header-timeout", "drain-timeout", "log-level", "max-conns-per-source",
             "conn-rate-per-source", "max-sessions-per-device", "wakes-per-device-minute", "idle-timeout",
+            "device-ca",
         ],
-        lists: ["http", "udp", "tcp", "metrics"])
+        lists: ["http", "https", "udp", "tcp", "metrics", "tls-cert", "tls-key"])
 
     public static let environmentPrefix = "RELAY_"
 
@@ -22,12 +23,16 @@ extension RelayConfiguration {
             origins[kind.name] = v.origin
             switch kind {
             case .http: http = v.value
+            case .https: https = v.value
             case .udp: udp = v.value
             case .tcp: tcp = v.value
             case .metrics: metrics = v.value
             }
         }
         if let v = layers.string("domain") { domain = v.value; origins["domain"] = v.origin }
+        if let v = layers.list("tls-cert") { tlsCerts = v.value; origins["tls-cert"] = v.origin }
+        if let v = layers.list("tls-key") { tlsKeys = v.value; origins["tls-key"] = v.origin }
+        if let v = layers.string("device-ca") { deviceCA = v.value; origins["device-ca"] = v.origin }
         try Self.duration(layers, "period") { period = $0 }
         try Self.duration(layers, "keepalive") { keepalive = $0 }
         try Self.integer(layers, "capacity") { capacity = $0 }
@@ -85,7 +90,7 @@ extension RelayConfiguration {
     public static let reloadableKeys: Set<String> = [
         "period", "keepalive", "wake-timeout", "idle-link", "max-header-bytes", "header-timeout", "drain-timeout",
         "log-level", "max-conns-per-source", "conn-rate-per-source", "max-sessions-per-device",
-        "wakes-per-device-minute", "idle-timeout",
+        "wakes-per-device-minute", "idle-timeout", "tls-cert", "tls-key", "device-ca",
     ]
 
     /// The keys whose values differ from `other`'s.
@@ -103,7 +108,9 @@ extension RelayConfiguration {
         }
         return [
             ("data", quoted(dataDirectory)),
-            ("http", list(http)), ("udp", list(udp)), ("tcp", list(tcp)), ("metrics", list(metrics)),
+            ("http", list(http)), ("https", list(effectiveHTTPS)), ("udp", list(udp)), ("tcp", list(tcp)),
+            ("metrics", list(metrics)),
+            ("tls-cert", list(tlsCerts)), ("tls-key", list(tlsKeys)), ("device-ca", quoted(deviceCA ?? "")),
             ("domain", quoted(domain)),
             ("period", seconds(period)), ("keepalive", seconds(keepalive)),
             ("capacity", "\(capacity)"), ("max-sessions", "\(maxSessions)"),

@@ -17,12 +17,27 @@ extension RelayConfiguration {
         try validateTimers()
         try validateLimits()
         try validateDomain()
+        try validateTLS()
+    }
+
+    private func validateTLS() throws(ConfigurationError) {
+        if tlsCerts.count != tlsKeys.count {
+            throw ConfigurationError(
+                flag: "--tls-key", "give one key per certificate (\(tlsCerts.count) certificates, \(tlsKeys.count) keys)")
+        }
+        if tlsCerts.count > 16 { throw ConfigurationError(flag: "--tls-cert", "at most 16 certificates") }
+        if tlsCerts.isEmpty && !(https ?? []).isEmpty {
+            throw ConfigurationError(flag: "--https", "HTTPS listeners need --tls-cert and --tls-key")
+        }
+        if tlsCerts.isEmpty && deviceCA != nil {
+            throw ConfigurationError(flag: "--device-ca", "device certificates need TLS: give --tls-cert and --tls-key")
+        }
     }
 
     private func validateAddresses() throws(ConfigurationError) {
         for kind in ListenerKind.allCases {
             let addresses = self.addresses(kind)
-            if addresses.isEmpty && kind != .metrics {
+            if addresses.isEmpty && kind != .metrics && kind != .https {
                 throw ConfigurationError(flag: kind.flag, "at least one address is needed")
             }
             for address in addresses where ListenAddress(address) == nil {

@@ -18,6 +18,16 @@ public struct RelayConfiguration: Sendable {
     public var tcp: [String] = RelayConfiguration.defaultTCP
     /// Prometheus /metrics listeners. None by default: metrics are opt-in.
     public var metrics: [String] = RelayConfiguration.defaultMetrics
+    /// Terminal HTTPS listeners; by default 127.0.0.1:8443 and [::1]:8443 once a
+    /// certificate is configured, none without.
+    public var https: [String]? = nil
+
+    /// TLS certificate chains and their private keys (PEM), pairwise; the first is the
+    /// default (no SNI match) and the device leg's. None: plain TCP on both legs.
+    public var tlsCerts: [String] = []
+    public var tlsKeys: [String] = []
+    /// CA whose certificates devices must present, naming their ID. None: not asked.
+    public var deviceCA: String? = nil
 
     /// Host routing serves device ID at `<id>.<domain>`; "" turns host routing off.
     public var domain: String = "localhost"
@@ -59,6 +69,10 @@ public struct RelayConfiguration: Sendable {
     public static let defaultUDP = ["127.0.0.1:4700", "[::1]:4700"]
     public static let defaultTCP = ["127.0.0.1:4701", "[::1]:4701"]
     public static let defaultMetrics: [String] = []
+    public static let defaultHTTPS = ["127.0.0.1:8443", "[::1]:8443"]
+
+    /// The HTTPS listeners in force: given ones, else the defaults when TLS is on.
+    public var effectiveHTTPS: [String] { https ?? (tlsCerts.isEmpty ? [] : Self.defaultHTTPS) }
 
     /// The defaults, with the data directory taken from `RELAY_DATA` when it is set.
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
@@ -85,6 +99,7 @@ public struct RelayConfiguration: Sendable {
     public func addresses(_ kind: ListenerKind) -> [String] {
         switch kind {
         case .http: return http
+        case .https: return effectiveHTTPS
         case .udp: return udp
         case .tcp: return tcp
         case .metrics: return metrics
@@ -96,6 +111,7 @@ public struct RelayConfiguration: Sendable {
     public func usesDefaultAddresses(_ kind: ListenerKind) -> Bool {
         switch kind {
         case .http: return http == Self.defaultHTTP
+        case .https: return https == nil
         case .udp: return udp == Self.defaultUDP
         case .tcp: return tcp == Self.defaultTCP
         case .metrics: return metrics == Self.defaultMetrics

@@ -67,6 +67,18 @@ public final class RelayCore: @unchecked Sendable {
         rl_core_set_ready(core, ready ? 1 : 0)
     }
 
+    /// Turns TLS on (before ``start()``) or replaces the certificates (after: a reload).
+    public func setTLS(certs: [String], keys: [String], deviceCA: String?) throws {
+        let c = certs.map(OwnedCString.init), k = keys.map(OwnedCString.init)
+        let ca = deviceCA.map(OwnedCString.init)
+        var certPointers = c.map { UnsafePointer<CChar>?(UnsafePointer($0.pointer)) }
+        var keyPointers = k.map { UnsafePointer<CChar>?(UnsafePointer($0.pointer)) }
+        _ = try callReturningStatus("load the TLS certificates") { err, len in
+            rl_core_set_tls(core, &certPointers, &keyPointers, certs.count, ca.map { UnsafePointer($0.pointer) }, err, len)
+        }
+        withExtendedLifetime((c, k, ca)) {}
+    }
+
     /// /readyz answers 503 while the device store cannot be read.
     public func setStoreReadable(_ readable: Bool) {
         rl_core_set_store_ok(core, readable ? 1 : 0)

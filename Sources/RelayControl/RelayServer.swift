@@ -40,6 +40,9 @@ public final class RelayServer: Sendable {
         signal(SIGHUP, SIG_IGN)
         let store = try DeviceStore(directory: configuration.dataDirectory)
         let core = try RelayCore(configuration: configuration, tokenKey: store.tokenKey())
+        if !configuration.tlsCerts.isEmpty {
+            try core.setTLS(certs: configuration.tlsCerts, keys: configuration.tlsKeys, deviceCA: configuration.deviceCA)
+        }
         let listeners = try ListenerBinder.bindAll(configuration, on: core, logger: logger)
 
         var refused = 0
@@ -105,12 +108,14 @@ public final class RelayServer: Sendable {
         await group.triggerGracefulShutdown()
     }
 
-    /// "relay.ready http=... udp=... tcp=... metrics=... data=<dir>", with the bound ports.
+    /// "relay.ready http=... udp=... tcp=... metrics=... data=<dir>", with the bound ports, and
+    /// " https=..." at the end when TLS is on.
     /// Integration tests and operators' scripts parse this line, so its shape is fixed; it is
     /// the one log message that carries values in its text.
     public func readyLine() -> String {
         let pairs = [ListenerKind.http, .udp, .tcp, .metrics].map { "\($0.name)=\(listeners.joined($0))" }
-        return "relay.ready " + pairs.joined(separator: " ") + " data=\(configuration.dataDirectory)"
+        let https = listeners.addresses(.https).isEmpty ? "" : " https=\(listeners.joined(.https))"
+        return "relay.ready " + pairs.joined(separator: " ") + " data=\(configuration.dataDirectory)" + https
     }
 }
 

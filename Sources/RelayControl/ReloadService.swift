@@ -44,7 +44,11 @@ struct ReloadService: Service {
         }
         var applied = live.current
         let changed = next.changedKeys(from: applied)
-        let restartNeeded = changed.filter { !RelayConfiguration.reloadableKeys.contains($0) }
+        let tlsKeys: Set<String> = ["tls-cert", "tls-key", "device-ca"]
+        let startedPlain = live.current.tlsCerts.isEmpty
+        let restartNeeded = changed.filter {
+            !RelayConfiguration.reloadableKeys.contains($0) || (startedPlain && tlsKeys.contains($0))
+        }
         applied.period = next.period
         applied.keepalive = next.keepalive
         applied.wakeTimeout = next.wakeTimeout
@@ -57,6 +61,22 @@ struct ReloadService: Service {
         applied.maxSessionsPerDevice = next.maxSessionsPerDevice
         applied.wakesPerDeviceMinute = next.wakesPerDeviceMinute
         applied.idleTimeout = next.idleTimeout
+        // Certificates are read again on every reload (renewed files keep their names); a
+        // relay started without TLS needs a restart to get it.
+        var tlsError: String? = nil
+        if !applied.tlsCerts.isEmpty && !next.tlsCerts.isEmpty {
+            do {
+                try core.setTLS(certs: next.tlsCerts, keys: next.tlsKeys, deviceCA: next.deviceCA)
+                applied.tlsCerts = next.tlsCerts
+                applied.tlsKeys = next.tlsKeys
+                applied.deviceCA = next.deviceCA
+            } catch {
+                tlsError = "\(error)"
+            }
+        }
+        if let tlsError {
+            logger.error("config.reload.tls_failed", metadata: ["error": "\(tlsError)", "kept": "the running certificates"])
+        }
         applied.logLevel = next.logLevel
         live.current = applied
         core.reconfigure(applied)
@@ -64,7 +84,7 @@ struct ReloadService: Service {
         logger.notice(
             "config.reloaded",
             metadata: [
-                "applied": "\(changed.filter { RelayConfiguration.reloadableKeys.contains($0) }.joined(separator: ","))",
+                "applied": "\(changed.filter { !restartNeeded.contains($0) }.joined(separator: ","))",
                 "restart_needed": "\(restartNeeded.joined(separator: ","))",
             ])
         if !restartNeeded.isEmpty {

@@ -33,6 +33,18 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The local web server to expose.", valueName: "host:port"))
     var forward: String?
 
+    @Option(help: ArgumentHelp("Call back over TLS, verifying the relay against this CA (PEM).", valueName: "file"))
+    var ca: String?
+
+    @Option(help: ArgumentHelp("The name the relay's certificate must carry (default: the host of --relay).", valueName: "name"))
+    var tlsName: String?
+
+    @Option(help: ArgumentHelp("This device's certificate, for relays that ask for one (with --tls-key).", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("The private key of --tls-cert.", valueName: "file"))
+    var tlsKey: String?
+
     @Option(help: ArgumentHelp("Log threshold on stderr. (default: info)", valueName: "level"))
     var logLevel: Logger.Level?
 
@@ -78,9 +90,20 @@ struct AgentCommand: AsyncParsableCommand {
         } catch {
             throw ConfigurationError(flag: "--key", "\(error.reason)", origin: keyOrigin)
         }
+        func optional(_ flagValue: String?, _ key: String) -> String? { flagValue ?? layers.string(key)?.value }
         let options = AgentOptions(
             relay: try setting(relay, "relay"), deviceID: try setting(id, "id"), secretHex: secretHex,
-            forward: try setting(forward, "forward"))
+            forward: try setting(forward, "forward"), tlsCA: optional(ca, "ca"), tlsName: optional(tlsName, "tls-name"),
+            tlsCert: optional(tlsCert, "tls-cert"), tlsKey: optional(tlsKey, "tls-key"))
+        if (options.tlsCert == nil) != (options.tlsKey == nil) {
+            throw ConfigurationError(flag: "--tls-cert", "give the certificate and its key together (--tls-cert, --tls-key)")
+        }
+        if options.tlsCert != nil && options.tlsCA == nil {
+            throw ConfigurationError(flag: "--ca", "a device certificate is only sent over TLS: give --ca too")
+        }
+        if let tlsKey = options.tlsKey {
+            try AgentOptions.requirePrivate(tlsKey, flag: "--tls-key", origin: tlsKey == self.tlsKey ? nil : layers.string("tls-key")?.origin)
+        }
         var level = logLevel ?? .info
         if logLevel == nil, let text = layers.string("log-level") {
             guard let parsed = Logger.Level(rawValue: text.value.lowercased()) else {

@@ -23,6 +23,18 @@ struct ServeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Prometheus /metrics listener; repeatable (default: none).", valueName: "addr:port"))
     var metrics: [String] = []
 
+    @Option(help: ArgumentHelp("Terminal HTTPS listener; repeatable (default with a certificate: 127.0.0.1:8443, [::1]:8443).", valueName: "addr:port"))
+    var https: [String] = []
+
+    @Option(help: ArgumentHelp("TLS certificate chain (PEM); repeatable, SNI picks by name. Turns TLS on for both legs.", valueName: "file"))
+    var tlsCert: [String] = []
+
+    @Option(help: ArgumentHelp("The private key of each --tls-cert, in the same order.", valueName: "file"))
+    var tlsKey: [String] = []
+
+    @Option(help: ArgumentHelp("CA whose certificates devices must present for their ID (default: none asked).", valueName: "file"))
+    var deviceCa: String?
+
     @Option(help: ArgumentHelp("Host routing serves <id>.<domain>; \"\" turns it off. (default: localhost)", valueName: "name"))
     var domain: String?
 
@@ -104,6 +116,10 @@ struct ServeOptions: ParsableArguments {
         flag(udp.isEmpty ? nil : udp, "udp") { $0.udp = $1 }
         flag(tcp.isEmpty ? nil : tcp, "tcp") { $0.tcp = $1 }
         flag(metrics.isEmpty ? nil : metrics, "metrics") { $0.metrics = $1 }
+        flag(https.isEmpty ? nil : https, "https") { $0.https = $1 }
+        flag(tlsCert.isEmpty ? nil : tlsCert, "tls-cert") { $0.tlsCerts = $1 }
+        flag(tlsKey.isEmpty ? nil : tlsKey, "tls-key") { $0.tlsKeys = $1 }
+        flag(deviceCa, "device-ca") { $0.deviceCA = $1 }
         flag(domain, "domain") { $0.domain = $1 }
         flag(period, "period") { $0.period = $1 }
         flag(keepalive, "keepalive") { $0.keepalive = $1 }

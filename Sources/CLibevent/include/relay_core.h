@@ -95,7 +95,16 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len);
 
 /* Listener kinds: terminal HTTP front, device UDP, device TCP callbacks, and the
  * Prometheus text endpoint (GET /metrics, rendered from rl_stats at scrape time). */
-enum { RL_LISTEN_HTTP = 0, RL_LISTEN_UDP = 1, RL_LISTEN_TCP = 2, RL_LISTEN_METRICS = 3 };
+enum { RL_LISTEN_HTTP = 0, RL_LISTEN_UDP = 1, RL_LISTEN_TCP = 2, RL_LISTEN_METRICS = 3, RL_LISTEN_HTTPS = 4 };
+
+/* TLS from `n` certificate chain / private key PEM file pairs (the first is the default for
+ * terminals without SNI and the device leg's) and an optional device CA (NULL: devices need
+ * no certificate; else each must present one for its ID, issued by that CA). Before start
+ * it turns TLS on: HTTPS listeners serve terminals, plain HTTP ones redirect to the first
+ * HTTPS one, device callbacks are TLS. After start it replaces the certificates (reload):
+ * handshakes from then on use the new ones, live connections keep theirs. */
+int rl_core_set_tls(rl_core *core, const char *const *certs, const char *const *keys, size_t n,
+                    const char *device_ca, char *err, size_t err_len);
 
 /* Binds "HOST:PORT" or "[V6]:PORT" (port 0 picks one). Call before rl_core_start.
  * Returns the listener's index within its kind, or -1. */
@@ -154,6 +163,8 @@ typedef struct rl_stats {
     uint64_t limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes;
     uint64_t idle_timeouts;          /* bound terminals closed by idle_timeout_s */
     uint64_t accept_paused;          /* accept() out of descriptors: listener paused */
+    uint64_t tls_terminal_ok, tls_terminal_failed, tls_device_ok, tls_device_failed;
+    uint64_t device_certs_refused;   /* callbacks whose certificate was missing or wrong */
     uint64_t draining;               /* gauge: 1 after rl_core_drain */
 } rl_stats;
 void rl_core_stats(const rl_core *core, rl_stats *out);
@@ -189,6 +200,10 @@ typedef struct rl_agent_config {
     const char *device_id;
     uint8_t secret[RL_SECRET_LEN];
     const char *forward;       /* local web server "HOST:PORT" */
+    /* TLS on the callback: the CA to verify the relay with (NULL: plain TCP), the name the
+     * relay's certificate must carry (NULL: the host of `relay`), and this device's
+     * certificate and key when the relay asks for one. */
+    const char *tls_ca, *tls_name, *tls_cert, *tls_key;
 } rl_agent_config;
 
 /* Agent state as seen by the control layer. */
