@@ -35,7 +35,7 @@ extension AgentOptions {
 
     private static func readKeyFile(_ keyFile: String, origin: String?) throws(ConfigurationError) -> String {
         try requirePrivate(keyFile, flag: "--key-file", origin: origin)
-        guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8) else {
+        guard let text = readTextFile(keyFile) else {
             throw ConfigurationError(flag: "--key-file", "cannot read \(keyFile)", origin: origin)
         }
         return String(text.split(whereSeparator: \.isNewline).first ?? "")
