@@ -44,6 +44,11 @@ static void refuse_source(rl_core *core, int fd, const char *why) {
                      body, why);
     (void)!send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     count_answer(core, 429);
+    /* Unread input makes close() send a reset that can overtake the answer: take what has
+     * arrived. (A request still in flight may still see a reset: a refusal all the same.) */
+    char sink[4096];
+    while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {}
+    shutdown(fd, SHUT_WR);
     close(fd);
 }
 

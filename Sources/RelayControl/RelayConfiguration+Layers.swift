@@ -32,7 +32,10 @@ extension RelayConfiguration {
         if let v = layers.string("domain") { domain = v.value; origins["domain"] = v.origin }
         if let v = layers.list("tls-cert") { tlsCerts = v.value; origins["tls-cert"] = v.origin }
         if let v = layers.list("tls-key") { tlsKeys = v.value; origins["tls-key"] = v.origin }
-        if let v = layers.string("device-ca") { deviceCA = v.value; origins["device-ca"] = v.origin }
+        if let v = layers.string("device-ca") {
+            deviceCA = v.value.isEmpty ? nil : v.value  // "" in a file: none
+            origins["device-ca"] = v.origin
+        }
         try Self.duration(layers, "period") { period = $0 }
         try Self.duration(layers, "keepalive") { keepalive = $0 }
         try Self.integer(layers, "capacity") { capacity = $0 }

@@ -21,7 +21,7 @@ from helpers import wait_until
 
 T = (5, 30)
 PACKAGING_YAML = REPO / "packaging" / "relay.yaml"
-SERVE_KEYS = ["data", "http", "udp", "tcp", "metrics", "domain", "period", "keepalive", "capacity",
+SERVE_KEYS = ["data", "http", "https", "udp", "tcp", "metrics", "tls-cert", "tls-key", "device-ca", "domain", "period", "keepalive", "capacity",
               "max-sessions", "wake-timeout", "idle-link", "max-header-bytes", "header-timeout",
               "max-conns-per-source", "conn-rate-per-source", "max-sessions-per-device",
               "wakes-per-device-minute", "idle-timeout", "drain-timeout", "log-level"]
@@ -276,7 +276,9 @@ def test_check_config_good_file_prints_every_key(workdir):
     assert r.stderr == ""
     eff = effective(r.stdout)
     assert list(eff) == SERVE_KEYS, r.stdout
-    assert all(origin == str(PACKAGING_YAML) for _, origin in eff.values()), r.stdout
+    # every key but `https`, left commented out so that a certificate alone brings the defaults
+    assert all(origin == str(PACKAGING_YAML) for k, (_, origin) in eff.items() if k != "https"), r.stdout
+    assert eff["https"] == ("[]", "default")
     assert eff["data"][0] == '"/var/lib/relay"'
     assert eff["http"][0] == '["127.0.0.1:8080", "[::1]:8080"]'
     assert eff["metrics"][0] == "[]"

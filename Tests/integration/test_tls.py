@@ -299,3 +299,22 @@ def test_tls_configuration_errors_name_the_flag(relay_factory, pki, workdir):
     r = run_cli(["serve", "--data", workdir / "d", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--tcp",
                  "127.0.0.1:0", "--tls-cert", workdir / "bad.pem", "--tls-key", key], timeout=30)
     assert r.returncode != 0 and "bad.pem" in r.stderr, r.stderr
+
+
+@pytest.mark.timeout(90)
+def test_make_test_certs_script_gives_a_working_setup(relay_factory, recording_server, workdir, cleanup):
+    """scripts/make-test-certs.sh, as the README tells a user to try TLS, end to end."""
+    certs = workdir / "tls"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make-test-certs.sh"
+    r = subprocess.run(["bash", str(script), str(certs), DOMAIN, "cam9"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert oct((certs / "relay.key").stat().st_mode & 0o777) == "0o600"
+    https = free_port()
+    relay = relay_factory("--https", f"127.0.0.1:{https}", "--tls-cert", certs / "relay.pem", "--tls-key",
+                          certs / "relay.key", "--device-ca", certs / "device-ca.pem", "--domain", DOMAIN)
+    relay.https_port = https
+    srv = recording_server()
+    start_agent(relay, workdir, cleanup, "cam9", srv.port, "--ca", certs / "ca.pem", "--tls-cert", certs / "cam9.pem",
+                "--tls-key", certs / "cam9.key")  # --tls-name defaults to the host of --relay: 127.0.0.1
+    code, body = status_and_body(curl(relay, "/via-script", "cam9", token=relay.token("cam9"), ca=certs / "ca.pem"))
+    assert code == 200, body
