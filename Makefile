@@ -50,7 +50,7 @@ FUZZ_DIR := .build-fuzz/fuzz
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -ISources/CLibevent/include -ISources/CLibevent
 
-.PHONY: fuzz-setup fuzz-build fuzz test-asan test-tsan test-soak
+.PHONY: fuzz-setup fuzz-build fuzz fuzz-config test-asan test-tsan test-soak
 
 fuzz-setup:
 	@bash scripts/setup.sh --fuzz
@@ -75,6 +75,26 @@ fuzz: fuzz-build
 	    { tail -60 .build-fuzz/$$t.log; exit 1; }; \
 	  grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb" .build-fuzz/$$t.log | tr '\n' ' '; echo; \
 	done
+	@$(MAKE) --no-print-directory fuzz-config
+
+# The config file parser (Swift: Yams, swift-configuration, the relay's checks) under
+# libFuzzer + ASan (the Swift toolchain's), from Sources/fuzz-config with -DFUZZING; seeds in
+# Tests/fuzz/corpus/fuzz_config.
+# SwiftPM names the executable's entry point and links `main` to it, so libFuzzer comes in
+# without its own main (fuzzer_no_main) and FuzzConfigMain calls LLVMFuzzerRunDriver.
+FUZZ_SWIFT := .build-fuzz-swift
+FUZZ_SWIFT_FLAGS = -Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp \
+  -Xswiftc -DFUZZING -Xlinker $(firstword $(wildcard /opt/swift/usr/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a)) \
+  -Xlinker -lstdc++
+fuzz-config: setup
+	$(SWIFT) build --scratch-path $(FUZZ_SWIFT) --product fuzz-config $(FUZZ_SWIFT_FLAGS)
+	@mkdir -p .build-fuzz/corpus/fuzz_config .build-fuzz/artifacts
+	@echo "== fuzz_config for $(FUZZ_SECONDS)s"
+	@$$($(SWIFT) build --scratch-path $(FUZZ_SWIFT) --show-bin-path $(FUZZ_SWIFT_FLAGS))/fuzz-config \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -artifact_prefix=.build-fuzz/artifacts/fuzz_config- .build-fuzz/corpus/fuzz_config Tests/fuzz/corpus/fuzz_config \
+	  > .build-fuzz/fuzz_config.log 2>&1 || { tail -60 .build-fuzz/fuzz_config.log; exit 1; }
+	@grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb" .build-fuzz/fuzz_config.log | tr '\n' ' '; echo
 
 # The integration suite against a relay whose C core and Swift code run under AddressSanitizer
 # and UndefinedBehaviorSanitizer (swiftc has no -sanitize=undefined on Linux: UBSan goes to the

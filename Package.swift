@@ -68,6 +68,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The config file parser as a libFuzzer target (`make fuzz`, built with -DFUZZING);
+        // in a plain build it replays the inputs given as arguments.
+        .executableTarget(
+            name: "fuzz-config",
+            dependencies: ["RelayControl"]
+        ),
         .testTarget(
             name: "RelayControlTests",
             dependencies: ["RelayControl", "CLibevent"]

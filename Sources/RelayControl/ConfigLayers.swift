@@ -105,7 +105,7 @@ public struct ConfigLayers: Sendable {
 
     /// Unknown keys and wrongly shaped values, which lookups would pass over in silence.
     /// False when the file holds no value at all (empty, or comments only).
-    private static func check(_ text: String, path: String, schema: Schema) throws(ConfigurationError) -> Bool {
+    static func check(_ text: String, path: String, schema: Schema) throws(ConfigurationError) -> Bool {
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)
