@@ -110,6 +110,12 @@ static void test_tokens(void) {
     bad[n - 1] = bad[n - 1] == 'A' ? 'B' : 'A';
     CHECK(rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
     memcpy(bad, tok, n + 1);
+    bad[n - 1] = (char)(bad[n - 1] + 1); /* the same 16 bytes spelled with unused bits set */
+    CHECK(strchr("AQgw", tok[n - 1]) && rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
+    memcpy(bad, tok, n + 1);
+    bad[n - 2] = '*'; /* not base64url */
+    CHECK(rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
+    memcpy(bad, tok, n + 1);
     bad[7] = '3'; /* a later expiry, same MAC */
     CHECK(rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
     CHECK(rl_token_check(tk, "garbage", 7, "cam-1", key_a, 0, dev) == RL_TOKEN_MALFORMED);
