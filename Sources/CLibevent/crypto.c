@@ -157,3 +157,8 @@ int rl_token_check(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *token,
     if (expiry < now_unix) return RL_TOKEN_EXPIRED;
     return RL_TOKEN_OK;
 }
+
+int rl_token_id(const char *token, size_t token_len, uint8_t tid[8]) {
+    if (token_len < 16 + 1 + 22 || token[token_len - 22 - 1] != '.') return -1;
+    return rl_unhex(token + token_len - 22 - 1 - 16, 16, tid, 8);
+}
