@@ -1,4 +1,4 @@
-/* core.c: rl_core lifecycle, the loop thread, device commands, records and stats. */
+/* core.c: rl_core lifecycle, the loop thread, device and token commands, records and stats. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -160,11 +160,16 @@ int rl_core_bound_port(const rl_core *core, int kind, int index) {
     }
 }
 
-/* ---- device changes ---- */
+/* ---- device changes and token revocations ---- */
 
 static void apply_cmd(rl_core *core, const rl_cmd *c) {
+    if (c->kind == RL_CMD_REVOKE) {
+        /* Fails only when the table cannot grow (out of memory), which nothing here could remedy. */
+        (void)rl_revoked_add(&core->revoked, c->tid, c->expires, (uint64_t)time(NULL));
+        return;
+    }
     uint64_t h = rl_registry_hash(&core->reg, c->id, strlen(c->id));
-    if (c->remove) {
+    if (c->kind == RL_CMD_REMOVE) {
         if (rl_registry_remove(&core->reg, h) == 0) rl_session_end_device(core, h);
     } else {
         rl_dev *old = rl_registry_find(&core->reg, h);
@@ -219,6 +224,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
     uint32_t now = rl_core_now_s(core);
     rl_tally_sweep(&core->sources, now);
     rl_tally_sweep(&core->devices, now);
+    rl_revoked_sweep(&core->revoked, (uint64_t)time(NULL));
 }
 
 /* Descriptors may be free again: listeners paused by rl_listener_error accept anew (and
@@ -292,6 +298,7 @@ int rl_core_device_put(rl_core *core, const char *id, const uint8_t key[RL_KEY_L
     rl_cmd c = {0};
     size_t n = strlen(id);
     if (!rl_device_id_valid(id, n)) return -1;
+    c.kind = RL_CMD_PUT;
     memcpy(c.id, id, n);
     memcpy(c.key, key, RL_KEY_LEN);
     if (!core->started && core->reg.count == core->reg.capacity && !rl_registry_find(&core->reg, rl_registry_hash(&core->reg, id, n))) {
@@ -306,7 +313,15 @@ int rl_core_device_remove(rl_core *core, const char *id) {
     size_t n = strlen(id);
     if (!rl_device_id_valid(id, n)) return -1;
     memcpy(c.id, id, n);
-    c.remove = 1;
+    c.kind = RL_CMD_REMOVE;
+    return queue_cmd(core, &c);
+}
+
+int rl_core_token_revoke(rl_core *core, const uint8_t tid[8], uint64_t expires_unix) {
+    rl_cmd c = {0};
+    c.kind = RL_CMD_REVOKE;
+    memcpy(c.tid, tid, sizeof c.tid);
+    c.expires = expires_unix;
     return queue_cmd(core, &c);
 }
 
@@ -433,6 +448,7 @@ void rl_core_free(rl_core *core) {
     rl_registry_free(&core->reg);
     rl_tally_free(&core->sources);
     rl_tally_free(&core->devices);
+    rl_revoked_free(&core->revoked);
     rl_mac_free(&core->mac);
     free(core->sess_buckets);
     free(core->recs);

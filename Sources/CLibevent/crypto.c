@@ -46,6 +46,26 @@ static void b64url16(const uint8_t in[16], char out[23]) {
     out[o] = 0;
 }
 
+/* 22 base64url characters -> 16 bytes; -1 unless `in` is exactly what b64url16 writes (the
+ * last character carries 2 bits and its 4 unused ones must be 0), so that each MAC has one
+ * spelling. Only a presented MAC is decoded: its text is public, so early exits leak nothing. */
+static int b64url16_decode(const char in[22], uint8_t out[16]) {
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < 22; i++) {
+        const char *at = memchr(b64url, in[i], 64);
+        if (!at) return -1;
+        acc = acc << 6 | (uint32_t)(at - b64url);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o < 16) out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return o == 16 && (acc & ((1u << bits) - 1)) == 0 ? 0 : -1;
+}
+
 /* The signed part "<id>.<expiry>.<tid>" is MACed with the device key appended, so that a
  * re-provisioned device (new secret, new key) invalidates every token made before. */
 /* Fetching an HMAC implementation costs more than computing one in OpenSSL 3, and a token
@@ -76,21 +96,19 @@ static rl_mac *thread_mac(void) {
 }
 
 static int token_mac(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *signed_part, size_t len,
-                     const uint8_t device_key[RL_KEY_LEN], char out[23]) {
+                     const uint8_t device_key[RL_KEY_LEN], uint8_t mac[16]) {
     static const char label[] = "relay token v1"; /* sizeof includes the 0x00 separator */
-    uint8_t mac[16];
     rl_mac *m = thread_mac();
     if (!m) return -1;
-    int rc = rl_mac_compute(m, token_key, RL_TOKEN_KEY_LEN, label, sizeof label, signed_part, len, device_key,
-                            RL_KEY_LEN, mac, sizeof mac);
-    if (rc == 0) b64url16(mac, out);
-    return rc;
+    return rl_mac_compute(m, token_key, RL_TOKEN_KEY_LEN, label, sizeof label, signed_part, len, device_key,
+                          RL_KEY_LEN, mac, 16);
 }
 
 int rl_token_mint(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *device_id,
                   const uint8_t device_key[RL_KEY_LEN], uint64_t expires_unix, const uint8_t token_id[8],
                   char *out, size_t out_len) {
-    char tid[17], mac[23];
+    char tid[17], text[23];
+    uint8_t mac[16];
     size_t id_len = strlen(device_id);
     if (!rl_device_id_valid(device_id, id_len) || out_len < RL_TOKEN_MAX) return -1;
     rl_hex(token_id, 8, tid);
@@ -98,8 +116,9 @@ int rl_token_mint(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *device_
     if (n < 0 || (size_t)n >= out_len) return -1;
     if (token_mac(token_key, out, (size_t)n, device_key, mac) != 0) return -1;
     if ((size_t)n + 1 + 22 + 1 > out_len) return -1;
+    b64url16(mac, text);
     out[n] = '.';
-    memcpy(out + n + 1, mac, 23);
+    memcpy(out + n + 1, text, 23);
     return 0;
 }
 
@@ -127,10 +146,19 @@ int rl_token_check(const uint8_t token_key[RL_TOKEN_KEY_LEN], const char *token,
     uint8_t tid[8];
     if (end - p != 16 + 1 + 22 || rl_unhex(p, 16, tid, 8) != 0 || p[16] != '.') return RL_TOKEN_MALFORMED;
     if (strcmp(token_device, device_id) != 0) return RL_TOKEN_BAD_MAC; /* caller checks the token's own device */
+    /* Everything above reads only what the terminal sent, and device IDs are public: their
+     * early exits tell an attacker nothing. The expected MAC is the one secret here; it is
+     * compared as raw bytes in constant time, never encoded (a table lookup per secret byte). */
+    uint8_t presented[16], expected[16];
+    if (b64url16_decode(p + 17, presented) != 0) return RL_TOKEN_BAD_MAC;
     size_t signed_len = (size_t)(p + 16 - token);
-    char mac[23];
-    if (token_mac(token_key, token, signed_len, device_key, mac) != 0) return RL_TOKEN_BAD_MAC;
-    if (CRYPTO_memcmp(mac, p + 17, 22) != 0) return RL_TOKEN_BAD_MAC;
+    if (token_mac(token_key, token, signed_len, device_key, expected) != 0) return RL_TOKEN_BAD_MAC;
+    if (CRYPTO_memcmp(expected, presented, sizeof expected) != 0) return RL_TOKEN_BAD_MAC;
     if (expiry < now_unix) return RL_TOKEN_EXPIRED;
     return RL_TOKEN_OK;
+}
+
+int rl_token_id(const char *token, size_t token_len, uint8_t tid[8]) {
+    if (token_len < 16 + 1 + 22 || token[token_len - 22 - 1] != '.') return -1;
+    return rl_unhex(token + token_len - 22 - 1 - 16, 16, tid, 8);
 }

@@ -427,6 +427,12 @@ static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
         set_body(r, 401, "%s", rc == RL_TOKEN_MALFORMED ? "malformed token\n" : "invalid token\n");
         return;
     }
+    /* Checked on every request, so a revocation also ends the next request of an open connection. */
+    uint8_t tid[8];
+    if (rl_token_id(tokbuf, tok.n, tid) != 0 || rl_revoked_has(&core->revoked, tid)) {
+        set_body(r, 401, "%s", "token revoked\n");
+        return;
+    }
 
     if (r->token_in == 2) {
         /* Trade the query token for a cookie on this device's origin, and drop it from the URL. */

@@ -26,6 +26,7 @@
 #include "wire.h"
 #include "tally.h"
 #include "tls.h"
+#include "revoked.h"
 
 #define RL_MAX_LISTENERS 8
 #define RL_RECORD_RING 4096
@@ -90,11 +91,14 @@ typedef struct rl_listener {
     int paused; /* accept ran out of descriptors; resumed by resume_ev */
 } rl_listener;
 
-/* A device change queued by another thread. */
+/* A device change or a token revocation queued by another thread. */
+enum rl_cmd_kind { RL_CMD_PUT, RL_CMD_REMOVE, RL_CMD_REVOKE };
 typedef struct rl_cmd {
-    int remove;
-    char id[RL_ID_MAX + 1];
-    uint8_t key[RL_KEY_LEN];
+    enum rl_cmd_kind kind;
+    char id[RL_ID_MAX + 1];   /* PUT, REMOVE */
+    uint8_t key[RL_KEY_LEN];  /* PUT */
+    uint8_t tid[8];           /* REVOKE: the token's ID ... */
+    uint64_t expires;         /* ... and its expiry, Unix seconds */
 } rl_cmd;
 
 typedef struct rl_session rl_session;
@@ -139,6 +143,7 @@ struct rl_core {
     struct event *resume_ev; /* re-enables listeners paused for lack of descriptors */
     rl_tally sources;        /* terminal addresses: open connections, new ones per second */
     rl_tally devices;        /* device ID hashes: open sessions, wakes per minute */
+    rl_revoked revoked;      /* revoked token IDs until their expiry (rl_core_token_revoke) */
     /* timer settings from rl_core_reconfigure, applied on the loop thread (cmd_mu) */
     rl_core_config pending_cfg;
     int has_pending_cfg;

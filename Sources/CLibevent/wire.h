@@ -79,4 +79,7 @@ static inline uint64_t rl_get64(const uint8_t *p) { return (uint64_t)rl_get32(p)
 void rl_hex(const uint8_t *in, size_t len, char *out); /* writes 2*len digits + NUL */
 int rl_unhex(const char *in, size_t in_len, uint8_t *out, size_t out_len); /* 0 or -1 */
 
+/* The 8-byte ID of a token rl_token_check accepted: the 16 hex digits before its MAC. */
+int rl_token_id(const char *token, size_t token_len, uint8_t tid[8]); /* 0 or -1 */
+
 #endif

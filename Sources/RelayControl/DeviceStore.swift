@@ -8,14 +8,17 @@ public struct DeviceSummary: Equatable, Sendable {
 }
 
 /// What changed in the store after a given change counter value: devices to put into the
-/// core (with their derived keys) and IDs to remove from it.
+/// core (with their derived keys), IDs to remove from it, and tokens it must refuse.
 public struct DeviceChanges: Sendable {
     public let seq: Int64
     public let upserts: [(id: String, key: [UInt8])]
     public let removals: [String]
+    /// Tokens revoked since, that have not expired yet.
+    public let revocations: [RevokedToken]
 }
 
-/// The provisioned devices and the relay's token key, in SQLite at `<data>/relay.sqlite`.
+/// The provisioned devices, the tokens minted for them and the relay's token key, in SQLite
+/// at `<data>/relay.sqlite`.
 ///
 /// The relay and the CLI open the same file from different processes: WAL lets the running
 /// relay read while `relay device add` writes, and the `seq` change counter in `meta` lets
@@ -72,13 +75,15 @@ public final class DeviceStore: Sendable {
         return secret
     }
 
-    /// Deprovisions `id`; a running relay drops it on its next sync.
+    /// Deprovisions `id`; a running relay drops it on its next sync. Its token records go too:
+    /// those tokens can never verify again, even if the ID is added back (new secret, new key).
     public func remove(id: String) throws {
         try write { db in
             guard try Self.exists(db, id) else { throw DeviceStoreError.noSuchDevice(id) }
             let seq = try Self.bumpSeq(db)
             try db.execute(sql: "DELETE FROM devices WHERE id = ?", arguments: [id])
             try db.execute(sql: "INSERT INTO removals (id, seq) VALUES (?, ?)", arguments: [id, seq])
+            try db.execute(sql: "DELETE FROM tokens WHERE device = ?", arguments: [id])
         }
     }
 
@@ -117,16 +122,17 @@ public final class DeviceStore: Sendable {
         }
     }
 
-    /// The change counter: it grows with every add and remove.
+    /// The change counter: it grows with every add, remove and token revocation.
     public func currentSeq() throws -> Int64 {
         try read { db in try Self.seq(db) }
     }
 
     /// Everything that changed after `seq`; `changes(since: 0)` is every device. An ID that
-    /// was removed and then added again appears only as an upsert, with its new key.
-    public func changes(since seq: Int64) throws -> DeviceChanges {
+    /// was removed and then added again appears only as an upsert, with its new key. Tokens
+    /// already expired at `now` are left out of the revocations: they are refused anyway.
+    public func changes(since seq: Int64, now: Date = Date()) throws -> DeviceChanges {
         try read { db in
-            let now = try Self.seq(db)
+            let current = try Self.seq(db)
             let upserts = try Row.fetchAll(
                 db, sql: "SELECT id, key FROM devices WHERE seq > ? ORDER BY seq", arguments: [seq]
             ).map { row -> (id: String, key: [UInt8]) in
@@ -141,7 +147,8 @@ public final class DeviceStore: Sendable {
                     ORDER BY id
                     """,
                 arguments: [seq])
-            return DeviceChanges(seq: now, upserts: upserts, removals: removals)
+            let revocations = try Self.revocations(db, since: seq, now: now)
+            return DeviceChanges(seq: current, upserts: upserts, removals: removals, revocations: revocations)
         }
     }
 
@@ -163,7 +170,7 @@ public final class DeviceStore: Sendable {
 
     // MARK: plumbing
 
-    private func read<T>(_ body: (Database) throws -> T) throws -> T {
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
         do {
             return try queue.read(body)
         } catch let error as DeviceStoreError {
@@ -173,7 +180,7 @@ public final class DeviceStore: Sendable {
         }
     }
 
-    private func write(_ body: (Database) throws -> Void) throws {
+    func write(_ body: (Database) throws -> Void) throws {
         do {
             try Self.writeImmediate(queue, databasePath, body)
         } catch let error as DeviceStoreError {
@@ -204,7 +211,7 @@ public final class DeviceStore: Sendable {
         try db.execute(sql: "INSERT OR IGNORE INTO meta (name, value) VALUES ('seq', 0)")
     }
 
-    private static func exists(_ db: Database, _ id: String) throws -> Bool {
+    static func exists(_ db: Database, _ id: String) throws -> Bool {
         try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?)", arguments: [id]) ?? false
     }
 
@@ -212,7 +219,7 @@ public final class DeviceStore: Sendable {
         try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'seq'") ?? 0
     }
 
-    private static func bumpSeq(_ db: Database) throws -> Int64 {
+    static func bumpSeq(_ db: Database) throws -> Int64 {
         let next = try seq(db) + 1
         try db.execute(sql: "UPDATE meta SET value = ? WHERE name = 'seq'", arguments: [next])
         return next

@@ -7,6 +7,8 @@ public enum DeviceStoreError: Error, CustomStringConvertible, Equatable {
     case dataDirectory(String, String)
     case database(String, String)
     case corrupt(String, String)
+    case invalidTokenID(String)
+    case noSuchToken(String)
 
     public var description: String {
         switch self {
@@ -22,6 +24,10 @@ public enum DeviceStoreError: Error, CustomStringConvertible, Equatable {
             return "cannot use data directory \(path): \(reason)"
         case .database(let path, let reason):
             return "device store \(path) failed: \(reason)"
+        case .invalidTokenID(let text):
+            return "'\(text)' is not a token ID; give the 16 hex digits `relay token list` shows (or the whole token)"
+        case .noSuchToken(let id):
+            return "no token \(id) in this store; see `relay token list --all` (to invalidate tokens the store never recorded, re-add their device)"
         case .corrupt(let path, let reason):
             return "device store \(path) is damaged (\(reason)); restore it from a backup or move it away to start fresh"
         }

@@ -21,6 +21,25 @@ enum DeviceStoreSchema {
                     CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB);
                     """)
         }
+        migrator.registerMigration("v2 tokens") { db in
+            // One row per minted token, named by its random ID (the token's tid field, 16 hex
+            // digits). Neither the token text nor its MAC is kept: the row lets an operator list
+            // and revoke a token, not use it. revoked_seq is the change counter value of the
+            // revocation, so that a running relay picks it up like a device change.
+            try db.execute(
+                sql: """
+                    CREATE TABLE tokens (
+                        id TEXT PRIMARY KEY,
+                        device TEXT NOT NULL,
+                        created_at DOUBLE NOT NULL,
+                        expires_at INTEGER NOT NULL,
+                        revoked_at DOUBLE,
+                        revoked_seq INTEGER
+                    );
+                    CREATE INDEX tokens_device ON tokens(device);
+                    CREATE INDEX tokens_revoked_seq ON tokens(revoked_seq);
+                    """)
+        }
         return migrator
     }
 }

@@ -1,8 +1,9 @@
 import Logging
 import ServiceLifecycle
 
-/// Carries store changes into the running core, so that `relay device add/remove` in
-/// another process takes effect within about half a second, without a restart.
+/// Carries store changes into the running core, so that `relay device add/remove` and
+/// `relay token revoke` in another process take effect within about half a second, without
+/// a restart.
 struct DeviceSyncService: Service {
     let store: DeviceStore
     let core: RelayCore
@@ -49,6 +50,10 @@ struct DeviceSyncService: Service {
             } else {
                 logger.warning("device.put.failed", metadata: ["device": "\(device.id)", "reason": "registry full"])
             }
+        }
+        for token in changes.revocations {
+            core.revoke(token)
+            logger.info("token.revoked", metadata: ["token": "\(token.id)"])
         }
         await cursor.advance(to: changes.seq)
     }

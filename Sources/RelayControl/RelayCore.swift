@@ -3,8 +3,8 @@ import CLibevent
 /// Owns one C relay core (rl_core): the data plane's loop thread and everything on it.
 ///
 /// Setup (`listen`, `start`) happens on one task before the services run; after that the
-/// header makes device put/remove, stats, records, ready and stop safe from any thread,
-/// which is why this class can be shared between services.
+/// header makes device put/remove, token revocation, stats, records, ready and stop safe
+/// from any thread, which is why this class can be shared between services.
 public final class RelayCore: @unchecked Sendable {
     private let core: OpaquePointer
     // rl_core_config.domain points into this; it must outlive the core.
@@ -55,6 +55,14 @@ public final class RelayCore: @unchecked Sendable {
     @discardableResult
     public func remove(id: String) -> Bool {
         rl_core_device_remove(core, id) == 0
+    }
+
+    /// Refuses the token named `token` from now until it expires (401 "token revoked").
+    @discardableResult
+    public func revoke(_ token: RevokedToken) -> Bool {
+        let id = token.idBytes
+        guard id.count == Tokens.idLength else { return false }
+        return rl_core_token_revoke(core, id, token.expiresUnix) == 0
     }
 
     /// Starts the loop thread.

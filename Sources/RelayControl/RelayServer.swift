@@ -3,7 +3,8 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 
-/// A relay ready to serve: store open, listeners bound, devices loaded, core started.
+/// A relay ready to serve: store open, listeners bound, devices and revoked tokens loaded,
+/// core started.
 ///
 /// ``make(configuration:logger:)`` does all the setup that can fail with a message, so
 /// that `relay serve` exits non-zero before it claims to be ready; ``run()`` then serves
@@ -53,6 +54,12 @@ public final class RelayServer: Sendable {
             logger.warning(
                 "device.load.refused",
                 metadata: ["devices": "\(refused)", "reason": "registry full", "capacity": "\(configuration.capacity)"])
+        }
+        // Revoked tokens are refused from the first request on, not from the first sync.
+        let revoked = try store.revokedTokens()
+        for token in revoked { core.revoke(token) }
+        if !revoked.isEmpty {
+            logger.info("token.revocations.loaded", metadata: ["tokens": "\(revoked.count)"])
         }
         // The load's transient allocations (SQLite pages, row buffers) go back to the system,
         // so resident memory reflects the registry, not the start-up.

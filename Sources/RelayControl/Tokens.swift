@@ -11,10 +11,14 @@ public enum Tokens {
         case expired
     }
 
-    /// Mints a token for `deviceID` valid until `expiresUnix` (seconds since 1970).
-    /// A fresh random 8-byte token ID names each token.
+    /// Bytes in a token ID; its text form is twice as many hex digits.
+    public static let idLength = 8
+
+    /// Mints a token for `deviceID` valid until `expiresUnix` (seconds since 1970), named by
+    /// `tokenID` (``idLength`` bytes), by default a fresh random one.
     public static func mint(
-        tokenKey: [UInt8], deviceID: String, deviceKey: [UInt8], expiresUnix: UInt64
+        tokenKey: [UInt8], deviceID: String, deviceKey: [UInt8], expiresUnix: UInt64,
+        tokenID chosen: [UInt8]? = nil
     ) throws(CryptoError) -> String {
         guard tokenKey.count == RelayCrypto.tokenKeyLength else {
             throw .badLength("token key", tokenKey.count, RelayCrypto.tokenKeyLength)
@@ -22,7 +26,9 @@ public enum Tokens {
         guard deviceKey.count == RelayCrypto.deviceKeyLength else {
             throw .badLength("device key", deviceKey.count, RelayCrypto.deviceKeyLength)
         }
-        let tokenID = try RelayCrypto.randomBytes(8)
+        let tokenID: [UInt8]
+        if let chosen { tokenID = chosen } else { tokenID = try RelayCrypto.randomBytes(idLength) }
+        guard tokenID.count == idLength else { throw .badLength("token ID", tokenID.count, idLength) }
         var out = [CChar](repeating: 0, count: Int(RL_TOKEN_MAX))
         let outCount = out.count
         let rc = out.withUnsafeMutableBufferPointer { buffer in
@@ -56,5 +62,14 @@ public enum Tokens {
         default: result = .malformed
         }
         return (result, String(cBuffer: tokenDevice))
+    }
+
+    /// The token ID that `text` names, as 16 lowercase hex digits: `text` is either the ID
+    /// itself (any case) or a whole token, whose third field it is. Nil for anything else.
+    public static func id(in text: String) -> String? {
+        let fields = text.split(separator: ".", omittingEmptySubsequences: false)
+        let candidate = fields.count == 4 ? String(fields[2]) : text
+        guard candidate.utf8.count == 2 * idLength, let bytes = Hex.decode(candidate) else { return nil }
+        return Hex.encode(bytes)
     }
 }

@@ -110,11 +110,64 @@ static void test_tokens(void) {
     bad[n - 1] = bad[n - 1] == 'A' ? 'B' : 'A';
     CHECK(rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
     memcpy(bad, tok, n + 1);
+    bad[n - 1] = (char)(bad[n - 1] + 1); /* the same 16 bytes spelled with unused bits set */
+    CHECK(strchr("AQgw", tok[n - 1]) && rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
+    memcpy(bad, tok, n + 1);
+    bad[n - 2] = '*'; /* not base64url */
+    CHECK(rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
+    memcpy(bad, tok, n + 1);
     bad[7] = '3'; /* a later expiry, same MAC */
     CHECK(rl_token_check(tk, bad, n, "cam-1", key_a, 1900000000ull, dev) == RL_TOKEN_BAD_MAC);
     CHECK(rl_token_check(tk, "garbage", 7, "cam-1", key_a, 0, dev) == RL_TOKEN_MALFORMED);
     CHECK(rl_token_check(tk, "cam-1.x.y.z", 11, "cam-1", key_a, 0, dev) == RL_TOKEN_MALFORMED);
     CHECK(rl_token_check(tk, tok, n - 1, "cam-1", key_a, 0, dev) == RL_TOKEN_MALFORMED);
+}
+
+static void test_revoked_set(void) {
+    rl_revoked r = {0};
+    uint8_t tid[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    const uint64_t now = 1700000000ull;
+    CHECK(!rl_revoked_has(&r, tid)); /* empty, nothing allocated */
+    CHECK(rl_revoked_add(&r, tid, now - 1, now) == 0 && !rl_revoked_has(&r, tid)); /* already expired */
+    CHECK(rl_revoked_add(&r, tid, now + 10, now) == 0 && rl_revoked_has(&r, tid));
+    CHECK(rl_revoked_add(&r, tid, now + 5, now) == 0 && r.count == 1); /* again: one entry, later expiry kept */
+    /* many IDs: the table grows and finds every one, and no other */
+    enum { N = 5000 };
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t t[8] = {0};
+        memcpy(t, &i, sizeof i);
+        t[7] = 0xee;
+        CHECK(rl_revoked_add(&r, t, now + 100 + (i % 2) * 1000, now) == 0);
+    }
+    CHECK(r.count == N + 1 && 2 * r.count <= r.mask + 1);
+    int found = 0, stray = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t t[8] = {0};
+        memcpy(t, &i, sizeof i);
+        t[7] = 0xee;
+        found += rl_revoked_has(&r, t);
+        t[7] = 0xef;
+        stray += rl_revoked_has(&r, t);
+    }
+    CHECK(found == N && stray == 0);
+    /* before the earliest expiry a sweep changes nothing; after it the expired go */
+    rl_revoked_sweep(&r, now + 10);
+    CHECK(r.count == N + 1);
+    rl_revoked_sweep(&r, now + 11);
+    CHECK(r.count == N && !rl_revoked_has(&r, tid));
+    rl_revoked_sweep(&r, now + 101);
+    CHECK(r.count == N / 2);
+    found = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t t[8] = {0};
+        memcpy(t, &i, sizeof i);
+        t[7] = 0xee;
+        found += rl_revoked_has(&r, t) == (int)(i % 2);
+    }
+    CHECK(found == N);
+    rl_revoked_sweep(&r, now + 1101);
+    CHECK(r.count == 0 && r.mask + 1 == 16); /* shrunk back */
+    rl_revoked_free(&r);
 }
 
 static void test_registry(void) {
@@ -341,15 +394,46 @@ static void test_healthz_is_not_a_refusal(void) {
     rl_core_free(core);
 }
 
+/* A revoked token gets 401 "token revoked"; another token of the same device still passes. */
+static void test_revoked_token_refused(void) {
+    char tok[RL_TOKEN_MAX], other[RL_TOKEN_MAX], req[512], buf[1024];
+    rl_core *core = inproc_core(tok);
+    uint8_t tid[8] = {0}, other_tid[8] = {9, 9, 9, 9, 9, 9, 9, 9};
+    CHECK(rl_token_mint(core->cfg.token_key, "cam-1", key_a, 4000000000ull, other_tid, other, sizeof other) == 0);
+    CHECK(rl_core_token_revoke(core, tid, 4000000000ull) == 0); /* tid of `tok` */
+    const char *tokens[] = {tok, other};
+    for (int i = 0; i < 2; i++) {
+        int term = inproc_peer(core, 0);
+        int n = snprintf(req, sizeof req, "GET /d/cam-1/ HTTP/1.1\r\nAuthorization: Bearer %s\r\n\r\n", tokens[i]);
+        CHECK(write(term, req, (size_t)n) == n);
+        spin(core);
+        if (i == 0) {
+            ssize_t got = read(term, buf, sizeof buf - 1);
+            buf[got > 0 ? got : 0] = 0;
+            CHECK(strstr(buf, "HTTP/1.1 401 ") == buf && strstr(buf, "\r\n\r\ntoken revoked\n"));
+        } else {
+            CHECK(core->terms && core->terms->state == TERM_WAKING); /* accepted: the device is being woken */
+        }
+        close(term);
+        spin(core);
+    }
+    rl_stats st;
+    rl_core_stats(core, &st);
+    CHECK(st.refused_unauthorized == 1);
+    rl_core_free(core);
+}
+
 int main(void) {
     test_device_ids();
     test_datagrams();
     test_tokens();
+    test_revoked_set();
     test_registry();
     test_flow();
     test_addresses();
     test_callback_bind_ends_session();
     test_healthz_is_not_a_refusal();
+    test_revoked_token_refused();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -77,6 +77,44 @@ final class RelayServerTests: XCTestCase {
         try await running.value
     }
 
+    func testRevokedTokensAreRefusedFromTheStartAndOnceRevokedWhileRunning() async throws {
+        let configuration = try loopbackConfiguration()
+        let store = try DeviceStore(directory: configuration.dataDirectory)
+        _ = try store.add(id: "cam-1")
+        let early = try store.mintToken(id: "cam-1", ttl: .seconds(3600))
+        let late = try store.mintToken(id: "cam-1", ttl: .seconds(3600))
+        try store.revokeTokens([early])
+
+        let server = try RelayServer.make(configuration: configuration, logger: logger)
+        let running = Task { try await server.run() }
+        let http = server.listeners.addresses(.http)[0]
+        func answer(_ token: String) async throws -> (status: Int, body: String) {
+            var request = URLRequest(url: URL(string: "http://\(http)/d/cam-1/")!)
+            request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+            let (body, response) = try await URLSession.shared.data(for: request)
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: body, as: UTF8.self))
+        }
+
+        let refused = try await answer(early)
+        XCTAssertEqual(refused.status, 401)
+        XCTAssertEqual(refused.body, "token revoked\n")
+        let accepted = try await answer(late)
+        XCTAssertEqual(accepted.status, 503, "accepted; the device has not notified")
+
+        try store.revokeTokens([late])
+        var status = 0
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            status = try await answer(late).status
+            if status == 401 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        XCTAssertEqual(status, 401, "a revocation reaches the running core")
+
+        await server.shutdown()
+        try await running.value
+    }
+
     func testAnExplicitAddressThatCannotBeBoundIsFatalAndNamed() throws {
         var first = try loopbackConfiguration()
         first.metrics = []

@@ -2,8 +2,9 @@
  * tsan_core.c: the C core's threading contract under ThreadSanitizer (`make test-tsan`).
  *
  * A started core (its own loop thread) is hit from other threads the way the Swift control
- * layer and the outside world hit it: device puts and removes, stats and record drains, while
- * notifies arrive over UDP and terminals are refused over HTTP (each refusal pushes a record).
+ * layer and the outside world hit it: device puts and removes, token revocations, stats and
+ * record drains, while notifies arrive over UDP and terminals are refused over HTTP (each
+ * refusal pushes a record).
  * Any data race makes TSan halt with a report; the program prints its figures otherwise.
  */
 #include <arpa/inet.h>
@@ -31,6 +32,11 @@ static void *putter(void *arg) {
         id_of(i, id);
         if (n % 7 == 3) rl_core_device_remove(core, id);
         else rl_core_device_put(core, id, keys[i]);
+        if (n % 5 == 0) {
+            uint8_t tid[8];
+            memcpy(tid, &n, sizeof tid);
+            rl_core_token_revoke(core, tid, (uint64_t)time(NULL) + 1 + n % 3); /* some expire during the run */
+        }
         n++;
         if (n % 8 == 0) usleep(2000); /* each remove scans every session bucket */
     }

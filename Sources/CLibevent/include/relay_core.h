@@ -118,6 +118,10 @@ int rl_core_bound_port(const rl_core *core, int kind, int index);
 int rl_core_device_put(rl_core *core, const char *id, const uint8_t key[RL_KEY_LEN]);
 /* Removes a device: its notifies are then dropped as unknown and its sessions end. */
 int rl_core_device_remove(rl_core *core, const char *id);
+/* Revokes the token whose ID (the tid field, as bytes) is `tid`: from then on a request
+ * carrying it gets 401 "token revoked", on open connections too. Kept until `expires_unix`,
+ * the token's own expiry. Safe from any thread; takes effect on the loop thread. */
+int rl_core_token_revoke(rl_core *core, const uint8_t tid[8], uint64_t expires_unix);
 
 /* Starts the loop thread. */
 int rl_core_start(rl_core *core, char *err, size_t err_len);
