@@ -113,10 +113,17 @@ static void render(rl_core *core, struct evbuffer *b) {
 
     family(b, "relay_connection_requests_sent_total", "counter", "Connection requests sent, retransmissions included.");
     sample(b, "relay_connection_requests_sent_total", "", CTR_GET(c->conn_requests_sent));
-    family(b, "relay_wakes_total", "counter", "Device wakes, by outcome.");
+    family(b, "relay_wakes_total", "counter",
+           "Device wakes by outcome: started, bound, timeout, offline (nothing sent), refused (a limit, a certificate).");
     sample(b, "relay_wakes_total", "{outcome=\"started\"}", CTR_GET(c->wakes_started));
     sample(b, "relay_wakes_total", "{outcome=\"bound\"}", CTR_GET(c->wakes_bound));
     sample(b, "relay_wakes_total", "{outcome=\"timeout\"}", CTR_GET(c->wakes_timeout));
+    /* offline: answered from the registry, nothing sent; refused: stopped by a limit before
+     * anything was sent, or ended when the device's certificate did not pass. */
+    sample(b, "relay_wakes_total", "{outcome=\"offline\"}", CTR_GET(c->refused_offline));
+    sample(b, "relay_wakes_total", "{outcome=\"refused\"}",
+           CTR_GET(c->limited_device_wakes) + CTR_GET(c->limited_device_sessions) + CTR_GET(c->refused_capacity) +
+               CTR_GET(c->device_certs_refused));
     family(b, "relay_wake_duration_seconds", "histogram", "From a wake's first connection request to the device's callback.");
     uint64_t cumulative = 0;
     for (int i = 0; i <= RL_WAKE_BUCKETS; i++) {

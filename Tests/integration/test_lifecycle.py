@@ -151,3 +151,25 @@ def test_one_log_line_per_session_and_never_a_secret(relay_factory, recording_se
         assert tok.split(".")[-1] not in text  # not even the token's MAC
     # nothing per packet: the notifies of the run left no line each
     assert err.count("notify") == 0, err
+
+
+@pytest.mark.timeout(60)
+def test_device_removed_ends_its_live_sessions_and_tokens(relay, recording_server, agent_factory):
+    # Revocation of a device takes effect at once on a running relay: the session in flight
+    # ends (no waiting for the device's slow answer), its token no longer opens anything,
+    # and its notifies are dropped as unknown.
+    srv = recording_server()
+    agent_factory(relay, "gone9", srv.port)
+    h = relay.auth("gone9")
+    slow = in_background(lambda: requests.get(relay.dev_url("gone9", "/slow?ms=8000"), headers=h, timeout=T))
+    relay.wait_metric("relay_sessions_active", lambda v: v >= 1, timeout=5)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert relay.remove_device("gone9").returncode == 0
+    slow["thread"].join(10)
+    assert time.monotonic() - t0 < 4, "the session outlived the device's removal"
+    assert "error" in slow or slow["result"].status_code >= 500, slow
+    r = requests.get(relay.dev_url("gone9", "/"), headers=h, timeout=T)
+    assert r.status_code == 404, r.text
+    before = relay.metrics()
+    relay.wait_delta(before, "relay_datagrams_dropped_total", reason="unknown_device", timeout=40)

@@ -17,7 +17,7 @@ SERIES = [
       for r in ["malformed", "unknown_device", "bad_auth", "replay", "stale_epoch"]],
     ("relay_period_requests_total", {}), ("relay_address_changes_total", {}),
     ("relay_connection_requests_sent_total", {}),
-    *[("relay_wakes_total", {"outcome": o}) for o in ["started", "bound", "timeout"]],
+    *[("relay_wakes_total", {"outcome": o}) for o in ["started", "bound", "timeout", "offline", "refused"]],
     *[("relay_requests_refused_total", {"reason": r})
       for r in ["offline", "unknown", "unauthorized", "forbidden", "bad_request", "capacity"]],
     ("relay_callbacks_rejected_total", {}), ("relay_sessions_active", {}), ("relay_sessions_reused_total", {}),
