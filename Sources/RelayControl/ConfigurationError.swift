@@ -16,8 +16,26 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
     /// without its dashes.
     public var key: String { String(flag.drop { $0 == "-" }) }
 
+    /// One line whatever the value held: a quoted YAML string may carry line breaks, and a
+    /// message that spans lines could forge log lines (found by `make fuzz-config`).
     public var description: String {
-        guard let origin, origin != flag else { return "\(flag): \(message)" }
-        return "\(key) (from \(origin)): \(message)"
+        let text = origin == nil || origin == flag ? "\(flag): \(message)" : "\(key) (from \(origin!)): \(message)"
+        return Self.oneLine(text)
+    }
+
+    static func oneLine(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7f || (0x80..<0xa0).contains(scalar.value)
+                || scalar == "\u{2028}" || scalar == "\u{2029}":
+                out += "\\u{\(String(scalar.value, radix: 16))}"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 }

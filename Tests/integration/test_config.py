@@ -584,3 +584,18 @@ def test_agent_bad_config_exits_64(workdir, text, pattern, request):
     r = run_relay(["agent", "--config", path], timeout=15)
     assert r.returncode == 64, (r.returncode, r.stderr)
     expect_error(r.stderr, pattern, path)
+
+
+@pytest.mark.parametrize("text,env", [
+    ('tcp: ["127.0.0.1:1\\nrelay.ready http=forged"]\n', {}),
+    ("period: 1\n", {"RELAY_KEEPALIVE": "5\nkeepalive: 1"}),
+    ('domain: "a\\u2028b"\n', {}),
+], ids=["file_value", "variable_value", "unicode_separator"])
+def test_errors_stay_on_one_line_whatever_the_value(workdir, text, env):
+    # A value with line breaks must not turn one error into several log lines (a forged
+    # relay.ready among them): found by `make fuzz-config`.
+    path = bad_config(workdir, "breaks", text)
+    r = check_config("--config", path, env=env_with(**env))
+    assert r.returncode == 64, r
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: "), repr(r.stderr)
+    assert "\u2028" not in r.stderr
