@@ -227,6 +227,9 @@ static void tls_read(rl_stream *s) {
             v.iov_len = (size_t)n;
             evbuffer_commit_space(s->in, &v, 1);
             total += (size_t)n;
+            /* Nothing left inside OpenSSL: the socket is level-triggered, so stop here rather
+             * than pay a read(2) that returns EAGAIN. */
+            if (!SSL_has_pending(s->ssl)) break;
             continue;
         }
         evbuffer_commit_space(s->in, NULL, 0);
