@@ -20,5 +20,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if [ "${1:-}" = "--test" ]; then
-  python3 -c 'import pytest, requests' 2>/dev/null || python3 -m pip install -q pytest requests
+  python3 -c 'import pytest, requests, cryptography' 2>/dev/null || python3 -m pip install -q pytest requests cryptography
 fi
