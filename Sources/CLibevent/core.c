@@ -55,6 +55,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg);
 static void on_drain(evutil_socket_t fd, short what, void *arg);
 static void on_sweep(evutil_socket_t fd, short what, void *arg);
 static void on_resume(evutil_socket_t fd, short what, void *arg);
+static void set_accepting(rl_core *core, int on);
 
 rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     rl_init_threads();
@@ -227,34 +228,33 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
     rl_revoked_sweep(&core->revoked, (uint64_t)time(NULL));
 }
 
-/* Descriptors may be free again: listeners paused by rl_listener_error accept anew (and
- * pause again at once if not). */
-static void on_resume(evutil_socket_t fd, short what, void *arg) {
-    rl_core *core = arg;
-    rl_listener *all[] = {core->http, core->tcp, core->metrics, core->https};
-    int counts[] = {core->n_http, core->n_tcp, core->n_metrics, core->n_https};
-    for (int k = 0; k < 4; k++)
-        for (int i = 0; i < counts[k]; i++) {
-            rl_listener *l = &all[k][i];
-            if (!l->paused || !l->lev) continue;
-            l->paused = 0;
-            evconnlistener_enable(l->lev);
+/* Every TCP listener still open (a drain frees the terminal ones) on or off. */
+static void set_accepting(rl_core *core, int on) {
+    rl_listener *groups[] = {core->http, core->https, core->tcp, core->metrics};
+    int counts[] = {core->n_http, core->n_https, core->n_tcp, core->n_metrics};
+    for (int g = 0; g < 4; g++)
+        for (int i = 0; i < counts[g]; i++) {
+            struct evconnlistener *lev = groups[g][i].lev;
+            if (lev) on ? evconnlistener_enable(lev) : evconnlistener_disable(lev);
         }
 }
 
+/* Descriptors may be free again: accept anew (and pause again at once if not). */
+static void on_resume(evutil_socket_t fd, short what, void *arg) {
+    rl_core *core = arg;
+    core->accept_paused = 0;
+    set_accepting(core, 1);
+}
+
+/* Descriptors are process-wide: when one accept runs out of them, every listener would, so
+ * all of them pause together. */
 void rl_listener_error(struct evconnlistener *lev, void *arg) {
     rl_core *core = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return;
-    rl_listener *all[] = {core->http, core->tcp, core->metrics, core->https};
-    int counts[] = {core->n_http, core->n_tcp, core->n_metrics, core->n_https};
-    for (int k = 0; k < 4; k++)
-        for (int i = 0; i < counts[k]; i++)
-            if (all[k][i].lev == lev && !all[k][i].paused) {
-                all[k][i].paused = 1;
-                evconnlistener_disable(lev);
-                CTR_INC(core->ctr.accept_paused);
-            }
+    if (core->accept_paused || (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)) return;
+    core->accept_paused = 1;
+    set_accepting(core, 0);
+    CTR_INC(core->ctr.accept_paused);
     struct timeval wait = {0, 250000};
     evtimer_add(core->resume_ev, &wait);
 }
@@ -405,11 +405,7 @@ void rl_core_drain(rl_core *core) {
 
 static void on_stop(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
-    for (int i = 0; i < core->n_http; i++)
-        if (core->http[i].lev) evconnlistener_disable(core->http[i].lev);
-    for (int i = 0; i < core->n_https; i++)
-        if (core->https[i].lev) evconnlistener_disable(core->https[i].lev);
-    for (int i = 0; i < core->n_tcp; i++) evconnlistener_disable(core->tcp[i].lev);
+    set_accepting(core, 0);
     rl_term_close_all(core);
     rl_session_free_all(core);
     event_base_loopbreak(core->base);

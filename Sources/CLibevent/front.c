@@ -34,6 +34,10 @@ typedef struct rl_route {
 
 static void count_answer(rl_core *core, int status);
 
+static struct timeval header_timeout(const rl_core *core) {
+    return (struct timeval){core->cfg.header_timeout_ms / 1000, (core->cfg.header_timeout_ms % 1000) * 1000};
+}
+
 /* Over a per-source limit: a short 429 straight from the accept, no state kept. */
 static void refuse_source(rl_core *core, int fd, const char *why) {
     char buf[256];
@@ -66,7 +70,9 @@ static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *
     uint8_t addr[16];
     uint16_t port;
     rl_addr_to_v6(sa, addr, &port);
-    rl_tally_entry *src = rl_tally_get(&core->sources, addr, rl_core_now_s(core));
+    /* Tallied only while a per-source limit is on: no table work for a relay without them. */
+    int limited = core->cfg.max_conns_per_source || core->cfg.conn_rate_per_source;
+    rl_tally_entry *src = limited ? rl_tally_get(&core->sources, addr, rl_core_now_s(core)) : NULL;
     if (src && core->cfg.max_conns_per_source && src->open >= core->cfg.max_conns_per_source) {
         CTR_INC(core->ctr.limited_source_conns);
         refuse_source(core, fd, "too many open connections from your address\n");
@@ -111,7 +117,7 @@ static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *
     if (core->terms) core->terms->prev = t;
     core->terms = t;
     CTR_INC(core->ctr.terminals_open);
-    struct timeval tv = {core->cfg.header_timeout_ms / 1000, (core->cfg.header_timeout_ms % 1000) * 1000};
+    struct timeval tv = header_timeout(core);
     evtimer_add(t->head_timer, &tv);
     rl_stream_read(t->st, 1);
 }
@@ -189,16 +195,22 @@ static void count_answer(rl_core *core, int status) {
 }
 
 /* The relay answers by itself and closes once the answer is written. */
-static void term_answer(rl_term *t, int status, const char *extra, const char *body) {
-    count_answer(t->core, status);
-    rl_stream_read(t->st, 0);
-    /* A terminal that never reads the answer must not hold the connection forever. */
-    struct timeval linger = {t->core->cfg.header_timeout_ms / 1000, (t->core->cfg.header_timeout_ms % 1000) * 1000};
+/* Writes what is queued, half-closes, and frees `t` once the terminal has it (DRAINED) or
+ * closes too (EOF), or at the header timeout: a terminal that never reads must not hold the
+ * connection forever. `watch_fin`: keep reading (and discarding) to see the terminal's FIN. */
+static void term_close_after_flush(rl_term *t, int watch_fin) {
+    rl_stream_read(t->st, watch_fin);
+    struct timeval linger = header_timeout(t->core);
     evtimer_add(t->head_timer, &linger);
-    rl_http_respond(t->st->out, status, extra, body);
-    t->bytes_to_terminal += evbuffer_get_length(t->st->out);
     t->state = TERM_CLOSING;
     rl_stream_shutdown_after_flush(t->st);
+}
+
+static void term_answer(rl_term *t, int status, const char *extra, const char *body) {
+    count_answer(t->core, status);
+    rl_http_respond(t->st->out, status, extra, body);
+    t->bytes_to_terminal += evbuffer_get_length(t->st->out);
+    term_close_after_flush(t, 0);
 }
 
 void rl_term_finish(rl_term *t) {
@@ -207,11 +219,7 @@ void rl_term_finish(rl_term *t) {
     t->sess = NULL;
     s->term = NULL;
     rl_session_free(s);
-    rl_stream_read(t->st, 1); /* to see the terminal's FIN (what it sends is discarded) */
-    struct timeval linger = {t->core->cfg.header_timeout_ms / 1000, (t->core->cfg.header_timeout_ms % 1000) * 1000};
-    evtimer_add(t->head_timer, &linger);
-    t->state = TERM_CLOSING;
-    rl_stream_shutdown_after_flush(t->st);
+    term_close_after_flush(t, 1);
 }
 
 void rl_term_fail(rl_term *t, int status, const char *body) {
@@ -609,7 +617,8 @@ static int term_on_head(rl_term *t) {
     }
     uint8_t key[16] = {0};
     memcpy(key, &r.id_hash, sizeof r.id_hash);
-    rl_tally_entry *dev = rl_tally_get(&core->devices, key, rl_core_now_s(core));
+    int limited = core->cfg.max_sessions_per_device || core->cfg.wakes_per_device_minute;
+    rl_tally_entry *dev = limited ? rl_tally_get(&core->devices, key, rl_core_now_s(core)) : NULL;
     if (dev && core->cfg.max_sessions_per_device && dev->open >= core->cfg.max_sessions_per_device) {
         CTR_INC(core->ctr.limited_device_sessions);
         set_body(&r, 429, "device %s has too many sessions open; retry later\n", r.device);

@@ -88,7 +88,6 @@ typedef struct rl_listener {
     struct evconnlistener *lev;
     int port;
     int family;
-    int paused; /* accept ran out of descriptors; resumed by resume_ev */
 } rl_listener;
 
 /* A device change or a token revocation queued by another thread. */
@@ -140,7 +139,8 @@ struct rl_core {
     struct event *stop_ev;
     struct event *drain_ev;
     struct event *sweep_ev;  /* once a second: forget tallies of keys gone quiet */
-    struct event *resume_ev; /* re-enables listeners paused for lack of descriptors */
+    struct event *resume_ev; /* re-enables the listeners paused for lack of descriptors */
+    int accept_paused;       /* accept ran out of descriptors: every listener waits for resume_ev */
     rl_tally sources;        /* terminal addresses: open connections, new ones per second */
     rl_tally devices;        /* device ID hashes: open sessions, wakes per minute */
     rl_revoked revoked;      /* revoked token IDs until their expiry (rl_core_token_revoke) */

@@ -164,7 +164,7 @@ static void render(rl_core *core, struct evbuffer *b) {
     sample(b, "relay_limit_rejections_total", "{limit=\"device_wakes\"}", CTR_GET(c->limited_device_wakes));
     sample(b, "relay_limit_rejections_total", "{limit=\"idle_timeout\"}", CTR_GET(c->idle_timeouts));
     family(b, "relay_accept_paused_total", "counter",
-           "Times a listener paused accepting because the process ran out of file descriptors.");
+           "Times the listeners paused accepting because the process ran out of file descriptors.");
     sample(b, "relay_accept_paused_total", "", CTR_GET(c->accept_paused));
     family(b, "relay_limit_tracked_keys", "gauge", "Terminal addresses and devices the abuse limits currently track.");
     sample(b, "relay_limit_tracked_keys", "{scope=\"source\"}", core->sources.count);

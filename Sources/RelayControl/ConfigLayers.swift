@@ -147,9 +147,15 @@ public struct ConfigLayers: Sendable {
     }
 }
 
-/// The whole file as UTF-8 text, or nil. Plain stdio: Foundation's String(contentsOfFile:)
-/// leaks its buffer on an empty file (seen under LeakSanitizer).
+/// The whole file as UTF-8 text, or nil.
 func readTextFile(_ path: String) -> String? {
+    readFileBytes(path).flatMap { String(validating: $0, as: UTF8.self) }
+}
+
+/// The whole file's bytes, or nil. Plain stdio: Foundation's String(contentsOfFile:) and
+/// FileManager.contents(atPath:) leak their buffer on an empty file (seen under
+/// LeakSanitizer).
+public func readFileBytes(_ path: String) -> [UInt8]? {
     guard let file = fopen(path, "rb") else { return nil }
     defer { fclose(file) }
     var bytes: [UInt8] = []
@@ -159,6 +165,5 @@ func readTextFile(_ path: String) -> String? {
         if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
         if n < chunk.count { break }
     }
-    if ferror(file) != 0 { return nil }
-    return String(validating: bytes, as: UTF8.self)
+    return ferror(file) == 0 ? bytes : nil
 }

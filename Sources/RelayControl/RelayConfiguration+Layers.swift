@@ -90,11 +90,36 @@ extension RelayConfiguration {
     }
 
     /// Keys a running relay applies on SIGHUP; the others take a restart.
-    public static let reloadableKeys: Set<String> = [
-        "period", "keepalive", "wake-timeout", "idle-link", "max-header-bytes", "header-timeout", "drain-timeout",
-        "log-level", "max-conns-per-source", "conn-rate-per-source", "max-sessions-per-device",
-        "wakes-per-device-minute", "idle-timeout", "tls-cert", "tls-key", "device-ca",
+    public static let reloadableKeys = Set(reloaders.keys).union(tlsKeys)
+
+    /// The certificate keys: a reload loads them into the core (a relay started without TLS
+    /// needs a restart for them).
+    public static let tlsKeys: Set<String> = ["tls-cert", "tls-key", "device-ca"]
+
+    /// How each plain reloadable key moves from a new configuration into the running one.
+    private static let reloaders: [String: @Sendable (inout RelayConfiguration, RelayConfiguration) -> Void] = [
+        "period": { $0.period = $1.period },
+        "keepalive": { $0.keepalive = $1.keepalive },
+        "wake-timeout": { $0.wakeTimeout = $1.wakeTimeout },
+        "idle-link": { $0.idleLink = $1.idleLink },
+        "max-header-bytes": { $0.maxHeaderBytes = $1.maxHeaderBytes },
+        "header-timeout": { $0.headerTimeout = $1.headerTimeout },
+        "drain-timeout": { $0.drainTimeout = $1.drainTimeout },
+        "log-level": { $0.logLevel = $1.logLevel },
+        "max-conns-per-source": { $0.maxConnsPerSource = $1.maxConnsPerSource },
+        "conn-rate-per-source": { $0.connRatePerSource = $1.connRatePerSource },
+        "max-sessions-per-device": { $0.maxSessionsPerDevice = $1.maxSessionsPerDevice },
+        "wakes-per-device-minute": { $0.wakesPerDeviceMinute = $1.wakesPerDeviceMinute },
+        "idle-timeout": { $0.idleTimeout = $1.idleTimeout },
     ]
+
+    /// This configuration with every plain reloadable value of `next`; the certificate keys
+    /// and the restart-only keys keep their values here.
+    public func reloading(from next: RelayConfiguration) -> RelayConfiguration {
+        var applied = self
+        for reload in Self.reloaders.values { reload(&applied, next) }
+        return applied
+    }
 
     /// The keys whose values differ from `other`'s.
     public func changedKeys(from other: RelayConfiguration) -> [String] {

@@ -42,42 +42,24 @@ struct ReloadService: Service {
             logger.error("config.reload.failed", metadata: ["error": "\(error)", "kept": "the running configuration"])
             return
         }
-        var applied = live.current
-        let changed = next.changedKeys(from: applied)
-        let tlsKeys: Set<String> = ["tls-cert", "tls-key", "device-ca"]
+        let changed = next.changedKeys(from: live.current)
         let startedPlain = live.current.tlsCerts.isEmpty
         let restartNeeded = changed.filter {
-            !RelayConfiguration.reloadableKeys.contains($0) || (startedPlain && tlsKeys.contains($0))
+            !RelayConfiguration.reloadableKeys.contains($0) || (startedPlain && RelayConfiguration.tlsKeys.contains($0))
         }
-        applied.period = next.period
-        applied.keepalive = next.keepalive
-        applied.wakeTimeout = next.wakeTimeout
-        applied.idleLink = next.idleLink
-        applied.maxHeaderBytes = next.maxHeaderBytes
-        applied.headerTimeout = next.headerTimeout
-        applied.drainTimeout = next.drainTimeout
-        applied.maxConnsPerSource = next.maxConnsPerSource
-        applied.connRatePerSource = next.connRatePerSource
-        applied.maxSessionsPerDevice = next.maxSessionsPerDevice
-        applied.wakesPerDeviceMinute = next.wakesPerDeviceMinute
-        applied.idleTimeout = next.idleTimeout
+        var applied = live.current.reloading(from: next)
         // Certificates are read again on every reload (renewed files keep their names); a
         // relay started without TLS needs a restart to get it.
-        var tlsError: String? = nil
-        if !applied.tlsCerts.isEmpty && !next.tlsCerts.isEmpty {
+        if !startedPlain && !next.tlsCerts.isEmpty {
             do {
                 try core.setTLS(certs: next.tlsCerts, keys: next.tlsKeys, deviceCA: next.deviceCA)
                 applied.tlsCerts = next.tlsCerts
                 applied.tlsKeys = next.tlsKeys
                 applied.deviceCA = next.deviceCA
             } catch {
-                tlsError = "\(error)"
+                logger.error("config.reload.tls_failed", metadata: ["error": "\(error)", "kept": "the running certificates"])
             }
         }
-        if let tlsError {
-            logger.error("config.reload.tls_failed", metadata: ["error": "\(tlsError)", "kept": "the running certificates"])
-        }
-        applied.logLevel = next.logLevel
         live.current = applied
         core.reconfigure(applied)
         RelayLogging.setLevel(applied.logLevel)

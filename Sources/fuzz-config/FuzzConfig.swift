@@ -54,15 +54,10 @@ struct FuzzConfigMain {
         #else
         var count = 0
         for path in CommandLine.arguments.dropFirst() {
-            // stdio, not Foundation: its file reading leaks on an empty file under LSan
-            guard let file = fopen(path, "rb") else {
+            guard let bytes = readFileBytes(path) else {
                 print("cannot read \(path)")
                 exit(2)
             }
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            while case let n = fread(&chunk, 1, chunk.count, file), n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-            fclose(file)
             bytes.withUnsafeBytes { FuzzConfig.run($0) }
             count += 1
         }

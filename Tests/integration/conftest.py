@@ -257,6 +257,7 @@ class Relay:
         self.metrics_port = free_port(host, "tcp")
         self.extra = [str(a) for a in (extra or [])]
         self.proc: Optional[Proc] = None
+        self.env: Optional[dict] = None  # the process environment; None: the test's own
         self.devices: dict = {}
         self.n_started = 0
         if start:
@@ -296,7 +297,7 @@ class Relay:
 
     def start(self, timeout: float = 30.0):
         self.n_started += 1
-        self.proc = Proc(self.args(), self.workdir, f"relay{self.n_started}")
+        self.proc = Proc(self.args(), self.workdir, f"relay{self.n_started}", env=self.env)
         end = time.monotonic() + timeout
         last = None
         while time.monotonic() < end:

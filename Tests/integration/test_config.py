@@ -129,25 +129,6 @@ class ConfigRelay(Relay):
     def args(self) -> list:
         return [relay_bin(), "serve", "--config", self.config_path] + self.extra
 
-    def start(self, timeout: float = 30.0):
-        self.n_started += 1
-        self.proc = Proc(self.args(), self.workdir, f"relay{self.n_started}", env=self.env)
-        end = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < end:
-            if not self.proc.alive():
-                pytest.fail(f"relay exited with {self.proc.p.returncode} before becoming ready\n{self.proc.describe()}")
-            try:
-                r = requests.get(self.url("/healthz"), timeout=1)
-                last = r.status_code
-                if r.status_code == 200:
-                    return self
-            except requests.RequestException as e:
-                last = repr(e)
-            time.sleep(0.1)
-        self.proc.stop()
-        pytest.fail(f"relay not ready within {timeout}s (last /healthz: {last})\n{self.proc.describe()}")
-
     def hup(self):
         assert self.alive(), self.proc.describe()
         self.proc.send_signal(signal.SIGHUP)
