@@ -68,4 +68,21 @@ def test_figures_are_printed(small_run):
         for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "per_s"):
             assert f"c{level}_{key}" in wakes
     assert wakes["offline_requests"] > 0 and wakes["unknown_requests"] > 0
+    for level in (1, 8, 32):
+        assert wakes[f"c{level}_relay_cpu_us"] > 0
+    if "nginx_conn_requests" in wakes:  # the per-connection baseline, when nginx is installed
+        assert wakes["nginx_conn_requests"] > 0 and wakes["nginx_conn_relay_cpu_us"] > 0
+        assert wakes["wake_cpu_ratio"] > 0
+    data = phases["datapath"]
+    if not data["skipped"]:
+        figures = data["figures"]
+        # One server behind every proxy: the web device answered directly and through the relay.
+        for target in ("direct", "relay", "nginx", "agent", "origin"):
+            assert figures[f"small_rps_{target}"] > 0, target
+            assert figures[f"bulk_mibps_{target}"] > 0, target
+        assert figures["small_cpu_us_relay"] > 0 and figures["bulk_cpu_ms_per_mib_relay"] > 0
+        assert "small_ratio_relay_nginx" in figures
+        if "small_rps_haproxy" in figures:
+            assert figures["small_rps_haproxy_splice"] > 0 and "bulk_ratio_relay_haproxy_splice" in figures
+        assert not any("non-2xx" in n for n in data.get("notes", [])), data.get("notes")
     assert phases["relay"]["figures"]["exit_status"] == 0

@@ -8,8 +8,9 @@ pkgs=(libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev pkg-config curl 
 # --fuzz: Debian's clang with its libFuzzer and sanitizer runtimes (make fuzz, make test-tsan).
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang-14 libclang-rt-14-dev)
 # --test: what the suite drives as a person or an operator would: a headless browser for the
-# demo page, Prometheus (and its promtool) scraping /metrics, systemd-analyze for the units.
-[ "${1:-}" = "--test" ] && pkgs+=(chromium prometheus systemd)
+# demo page, Prometheus (and its promtool) scraping /metrics, systemd-analyze for the units;
+# and relay-bench's baselines (nginx, haproxy, wrk, mosquitto), so its small run covers them.
+[ "${1:-}" = "--test" ] && pkgs+=(chromium prometheus systemd nginx-light haproxy wrk mosquitto)
 for pkg in "${pkgs[@]}"; do
   have_pkg "$pkg" || need+=("$pkg")
 done

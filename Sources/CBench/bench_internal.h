@@ -43,6 +43,10 @@ struct rb_sim {
     void *dev_tags;
     _Atomic int dev_stop;
     _Atomic uint64_t st_conn, st_conn_bad, st_conn_dup, st_cb_ok, st_cb_refused, st_resp, st_resync;
+    _Atomic int web_on;            /* links of web_dev serve keep-alive HTTP (rb_sim_web_start) */
+    uint32_t web_dev;
+    int web_lfd;                   /* the same server on a plain TCP port, for the baselines */
+    void *web_tag;
     /* load thread */
     pthread_t load_thread;
     int load_running;

@@ -1,6 +1,7 @@
 /* devices.c: the device thread: connection requests, TCP callbacks, a tiny web server. */
 #include "bench_internal.h"
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -8,26 +9,36 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #define LINK_MAX_CONNS 4096
 #define LINK_BUF 2048
 
-/* What an epoll entry points at: a UDP socket or a device link. */
+/* What an epoll entry points at: a UDP socket, a device link or the web listener. */
+enum { KIND_UDP = 0, KIND_LINK = 1, KIND_WEB_LISTENER = 2 };
+enum { LINK_CONNECTING, LINK_STATUS, LINK_REQUEST, LINK_SERVING };
 typedef struct link_conn {
-    int kind; /* 0 udp, 1 link */
+    int kind;
     int fd;
     uint32_t dev;
-    int state; /* 0 connecting, 1 waiting for status, 2 reading the request */
+    int state;
     size_t hello_len, got;
     double started;
     uint8_t hello[4 + 1 + RB_ID_LEN + 16 + 32];
     char buf[LINK_BUF];
+    /* LINK_SERVING: the response being written */
+    char head[128];
+    size_t head_len, head_off;
+    uint64_t body_left;
+    int want_out; /* EPOLLOUT is armed */
 } link_conn;
 
 typedef struct udp_tag {
     int kind;
     uint32_t sock;
 } udp_tag;
+
+static void web_serve(rb_sim *s, link_conn *c, int *open_links);
 
 static const char RESPONSE[] =
     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nhello device\n";
@@ -96,6 +107,10 @@ static void on_connect_request(rb_sim *s, uint32_t dev, const uint8_t *dgram, in
 }
 
 static void on_link(rb_sim *s, link_conn *c, uint32_t events, int *open_links) {
+    if (c->state == LINK_SERVING) {
+        web_serve(s, c, open_links);
+        return;
+    }
     if (c->state == 0) {
         if (events & (EPOLLERR | EPOLLHUP)) {
             atomic_fetch_add_explicit(&s->st_cb_refused, 1, memory_order_relaxed);
@@ -133,6 +148,11 @@ static void on_link(rb_sim *s, link_conn *c, uint32_t events, int *open_links) {
             memmove(c->buf, c->buf + 1, c->got - 1);
             c->got -= 1;
             c->state = 2;
+            if (atomic_load_explicit(&s->web_on, memory_order_relaxed) && c->dev == s->web_dev) {
+                c->state = LINK_SERVING;
+                web_serve(s, c, open_links);
+                return;
+            }
         }
         c->buf[c->got] = 0;
         if (strstr(c->buf, "\r\n\r\n")) {
@@ -149,6 +169,127 @@ static void on_link(rb_sim *s, link_conn *c, uint32_t events, int *open_links) {
     }
 }
 
+/* ---- the web device: keep-alive HTTP on device links and on a plain TCP port ---- */
+
+static char web_body[256 * 1024];
+
+/* Writes what is left of the current response: 1 when done, 0 when the socket is full, -1 on error. */
+static int web_write(link_conn *c) {
+    while (c->head_off < c->head_len || c->body_left > 0) {
+        struct iovec iov[2];
+        int n = 0;
+        size_t head = c->head_len - c->head_off;
+        if (head) iov[n++] = (struct iovec){c->head + c->head_off, head};
+        if (c->body_left) iov[n++] = (struct iovec){web_body, c->body_left < sizeof web_body ? c->body_left : sizeof web_body};
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        size_t from_head = (size_t)w < head ? (size_t)w : head;
+        c->head_off += from_head;
+        c->body_left -= (size_t)w - from_head;
+    }
+    return 1;
+}
+
+static void web_want_out(rb_sim *s, link_conn *c, int on) {
+    if (c->want_out == on) return;
+    c->want_out = on;
+    struct epoll_event ev = {.events = on ? EPOLLOUT : EPOLLIN, .data.ptr = c};
+    epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Answers every complete request head in the buffer, one response at a time; reads more
+ * only while no response is waiting for the socket. Bounded: 16 reads per event. */
+static void web_serve(rb_sim *s, link_conn *c, int *open_links) {
+    for (int guard = 0; guard < 16; guard++) {
+        int done = web_write(c);
+        if (done < 0) {
+            link_close(s, c, open_links);
+            return;
+        }
+        if (!done) {
+            web_want_out(s, c, 1);
+            return;
+        }
+        web_want_out(s, c, 0);
+        c->buf[c->got] = 0;
+        char *end = strstr(c->buf, "\r\n\r\n");
+        if (end) {
+            int bulk = strncmp(c->buf, "GET /bulk", 9) == 0;
+            c->body_left = bulk ? RB_WEB_BULK : RB_WEB_SMALL;
+            c->head_len = (size_t)snprintf(c->head, sizeof c->head,
+                                           "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                                           "Content-Length: %llu\r\n\r\n", (unsigned long long)c->body_left);
+            c->head_off = 0;
+            size_t used = (size_t)(end + 4 - c->buf);
+            memmove(c->buf, c->buf + used, c->got - used);
+            c->got -= used;
+            atomic_fetch_add_explicit(&s->st_resp, 1, memory_order_relaxed);
+            continue;
+        }
+        if (c->got >= LINK_BUF - 1) {
+            link_close(s, c, open_links); /* a head this large is not a benchmark request */
+            return;
+        }
+        ssize_t n = read(c->fd, c->buf + c->got, LINK_BUF - 1 - c->got);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (n <= 0) {
+            link_close(s, c, open_links);
+            return;
+        }
+        c->got += (size_t)n;
+    }
+}
+
+static void web_accept(rb_sim *s, int *open_links) {
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(s->web_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return;
+        link_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->kind = KIND_LINK;
+        c->fd = fd;
+        c->state = LINK_SERVING;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+        (*open_links)++;
+    }
+}
+
+uint16_t rb_sim_web_start(rb_sim *s, uint32_t dev, char *err, size_t err_len) {
+    if (!s->dev_running || dev >= s->live) {
+        rb_set_err(err, err_len, "the web device needs the device thread and a live device");
+        return 0;
+    }
+    memset(web_body, 'a', sizeof web_body);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 1024) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        rb_set_err(err, err_len, "web listener: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return 0;
+    }
+    udp_tag *tag = calloc(1, sizeof *tag);
+    if (!tag) {
+        close(fd);
+        return 0;
+    }
+    tag->kind = KIND_WEB_LISTENER;
+    s->web_lfd = fd;
+    s->web_tag = tag;
+    s->web_dev = dev;
+    atomic_store(&s->web_on, 1);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag};
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+    return ntohs(a.sin_port);
+}
+
 static void *dev_thread(void *arg) {
     rb_sim *s = arg;
     static __thread uint8_t rbufs[RB_BATCH][RB_DGRAM_MAX];
@@ -158,8 +299,12 @@ static void *dev_thread(void *arg) {
         int ne = epoll_wait(s->epfd, evs, 128, 20);
         for (int e = 0; e < ne; e++) {
             int kind = *(int *)evs[e].data.ptr;
-            if (kind == 1) {
+            if (kind == KIND_LINK) {
                 on_link(s, evs[e].data.ptr, evs[e].events, &open_links);
+                continue;
+            }
+            if (kind == KIND_WEB_LISTENER) {
+                web_accept(s, &open_links);
                 continue;
             }
             udp_tag *t = evs[e].data.ptr;
@@ -231,6 +376,11 @@ void rb_sim_stop(rb_sim *s) {
     s->epfd = -1;
     free(s->dev_tags);
     s->dev_tags = NULL;
+    if (s->web_lfd >= 0) close(s->web_lfd);
+    s->web_lfd = -1;
+    free(s->web_tag);
+    s->web_tag = NULL;
+    atomic_store(&s->web_on, 0);
 }
 
 void rb_sim_dev_stats(const rb_sim *s, rb_dev_stats *o) {

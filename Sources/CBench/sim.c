@@ -46,6 +46,7 @@ rb_sim *rb_sim_new(uint32_t total, uint32_t live, uint32_t sockets, uint16_t rel
     s->last_sid = calloc(live ? live : 1, sizeof(uint64_t));
     s->fds = malloc(s->nsock * sizeof(int));
     s->epfd = -1;
+    s->web_lfd = -1;
     if (!s->keys || !s->last_sid || !s->fds) goto fail_alloc;
     for (uint32_t i = 0; i < s->nsock; i++) s->fds[i] = -1;
     s->relay.sin_family = AF_INET;

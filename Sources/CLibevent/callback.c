@@ -92,16 +92,16 @@ static void try_hello(rl_pending_cb *p) {
     rl_stream *st = p->st;
     pending_free(p, 0);
     uint8_t ok = RL_CB_OK;
-    evbuffer_add(st->out, &ok, 1);
-    rl_stream_flush(st);
+    evbuffer_add(st->out, &ok, 1); /* written with the terminal's first request, in one write */
     uint8_t sid_copy[RL_SESSION_ID_LEN];
     memcpy(sid_copy, s->sid, sizeof sid_copy);
     rl_session_bind(s, st); /* bytes the device sent after its hello stay queued in st->in */
     /* Binding forwards the terminal's queued requests, and a bad one among them ends the
      * terminal and with it the session and this link: look the session up again rather than
      * touch `s` or `st` (found by Tests/fuzz/fuzz_front; session IDs are never reused). */
-    if (rl_session_find(core, sid_copy) == s && s->link == st && evbuffer_get_length(st->in) > 0)
-        rl_session_pump_response(s);
+    if (rl_session_find(core, sid_copy) != s || s->link != st) return;
+    rl_stream_flush(st); /* the status byte, when no request went with it */
+    if (evbuffer_get_length(st->in) > 0) rl_session_pump_response(s);
 }
 
 static void pending_cb(rl_stream *st, int event, void *arg) {
@@ -125,8 +125,7 @@ static void on_hello_timeout(evutil_socket_t fd, short what, void *arg) {
 }
 
 void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
-    rl_core *core = arg;
-    evutil_make_socket_nonblocking(fd);
+    rl_core *core = arg; /* fd: non-blocking, from accept4 */
     rl_pending_cb *p = calloc(1, sizeof *p);
     if (!p) {
         close(fd);

@@ -83,8 +83,7 @@ static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *
         refuse_source(core, fd, "too many new connections from your address; retry in a second\n");
         return;
     }
-    evutil_make_socket_nonblocking(fd);
-    rl_term *t = calloc(1, sizeof *t);
+    rl_term *t = calloc(1, sizeof *t); /* fd: non-blocking, from accept4 */
     if (!t) {
         close(fd);
         return;

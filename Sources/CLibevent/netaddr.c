@@ -2,6 +2,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +80,7 @@ int rl_listen_tcp(rl_core *core, rl_listener *l, const char *addr, evconnlistene
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* accepted sockets inherit it */
     if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 1024) != 0) {
         rl_set_err(err, err_len, "cannot listen on %s: %s", addr, strerror(errno));
         close(fd);
@@ -89,7 +92,7 @@ int rl_listen_tcp(rl_core *core, rl_listener *l, const char *addr, evconnlistene
     l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     l->family = ss.ss_family;
-    l->lev = evconnlistener_new(core->base, cb, core, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    l->lev = evconnlistener_new(core->base, cb, core, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
     if (!l->lev) {
         rl_set_err(err, err_len, "cannot watch listener %s", addr);
         close(fd);

@@ -46,7 +46,11 @@ rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id,
     if (!s) return NULL;
     s->core = core;
     s->timer = evtimer_new(core->base, on_wake_timer, s);
-    if (!s->timer || rl_random_bytes(s->sid, sizeof s->sid) != 0 || rl_random_bytes(s->nonce, sizeof s->nonce) != 0) {
+    uint8_t fresh[sizeof s->sid + sizeof s->nonce]; /* one RAND_bytes call for both */
+    int random_ok = rl_random_bytes(fresh, sizeof fresh) == 0;
+    memcpy(s->sid, fresh, sizeof s->sid);
+    memcpy(s->nonce, fresh + sizeof s->sid, sizeof s->nonce);
+    if (!s->timer || !random_ok) {
         if (s->timer) event_free(s->timer);
         free(s);
         return NULL;

@@ -17,6 +17,7 @@
 #include <openssl/ssl.h>
 
 #define RL_STREAM_READ (256 * 1024)     /* bytes per read(2) at most */
+#define RL_STREAM_READ_FIRST (16 * 1024) /* a new stream's first reads: most messages are small */
 #define RL_STREAM_HIGH (1024 * 1024)    /* stop reading the peer above this much queued output */
 
 enum rl_stream_event {
@@ -37,16 +38,20 @@ struct rl_stream {
     rl_stream_cb cb;
     void *arg;
     unsigned reading : 1, eof : 1, connecting : 1, shut_after_flush : 1, dead : 1, out_was_high : 1;
-    unsigned tls_write_wants_read : 1, tls_read_wants_write : 1;
+    unsigned tls_write_wants_read : 1, tls_read_wants_write : 1, write_failed : 1;
+    unsigned read_size; /* grows while reads fill it, up to RL_STREAM_READ */
     unsigned long long bytes_read, bytes_written;
     SSL *ssl; /* NULL for plain TCP */
 };
 
-/* Wraps a connected (or connecting, with `connecting` = 1) non-blocking socket. */
+/* Wraps a connected (or connecting, with `connecting` = 1) non-blocking socket. Outgoing
+ * sockets get TCP_NODELAY here; accepted ones inherit it from their listener. */
 rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_stream_cb cb, void *arg);
 void rl_stream_set_cb(rl_stream *s, rl_stream_cb cb, void *arg);
 void rl_stream_read(rl_stream *s, int on);
-/* Starts writing whatever `out` holds. */
+/* Writes whatever `out` holds: at once on a plain stream (the socket usually takes it all,
+ * and no write event is armed), the rest when the socket is writable. RL_STREAM_DRAINED
+ * still comes from the loop, never from inside this call. */
 void rl_stream_flush(rl_stream *s);
 /* Half-closes once `out` is empty. */
 void rl_stream_shutdown_after_flush(rl_stream *s);

@@ -161,7 +161,8 @@ final class Bench {
 
     func run() throws {
         let phases = o.selected
-        let needDevices = !phases.isDisjoint(with: [.registration, .steady, .memory, .wakes])
+        // The data path's web server is a simulated device too.
+        let needDevices = !phases.isDisjoint(with: [.registration, .steady, .memory, .wakes, .datapath])
 
         // Memory with no devices: the same relay and capacity, an empty store.
         var emptyRSS: Int64 = 0
@@ -231,7 +232,9 @@ final class Bench {
         }
         if phases.contains(.steady) { try Steady(bench: self, sim: s, relay: relay).run() }
         if phases.contains(.wakes) { Wakes(bench: self, sim: s, relay: relay).run() }
-        if phases.contains(.datapath) { DataPath(bench: self, relay: relay, store: store, webSecret: webSecret).run() }
+        if phases.contains(.datapath) {
+            DataPath(bench: self, sim: s, relay: relay, store: store, webSecret: webSecret).run()
+        }
 
         let end = report.section("relay", "Relay process at the end")
         end.add("cpu_total_s", "relay CPU time (user+system), whole run", SystemInfo.cpuSeconds(relay.pid), "s")

@@ -2,11 +2,17 @@ import CBench
 import Foundation
 import RelayControl
 
-/// Phase 5: established sessions: small requests and bulk transfer with wrk, through the
-/// relay (a real `relay agent` in front of nginx), directly to nginx, and through haproxy
-/// and an nginx reverse proxy when installed.
+/// Phase 5: established sessions: small requests and bulk transfer with wrk.
+///
+/// The proxies are compared on one backend: a simulated device that serves HTTP itself on
+/// its device links (as an embedded device's web server does) and on a plain TCP port. wrk
+/// reaches it directly, through the relay (over device links), through an nginx reverse
+/// proxy and through haproxy with and without splice: one proxy hop each, the same server
+/// behind every hop. A second path shows the deployment with a `relay agent` in front of a
+/// separate web server (nginx), next to that nginx served directly.
 struct DataPath {
     let bench: Bench
+    let sim: OpaquePointer
     let relay: RelayChild
     let store: DeviceStore
     let webSecret: [UInt8]
@@ -14,6 +20,12 @@ struct DataPath {
     struct WrkResult {
         var rps = Double.nan, bytesPerSecond = Double.nan, non2xx = 0
         var output = ""
+    }
+
+    struct Target {
+        let key, label, base: String
+        var header: String? = nil
+        var pids: [Int32] = [] /* the proxy's processes, for its CPU per request */
     }
 
     func run() {
@@ -34,11 +46,19 @@ struct DataPath {
     }
 
     private func measure(_ s: Section, nginx: String, wrk: String) throws {
+        // The web device: simulated device 0, answering on its links and on `web`.
+        var err = [CChar](repeating: 0, count: 256)
+        let web = rb_sim_web_start(sim, 0, &err, err.count)
+        guard web != 0 else { throw BenchError("web device: \(cString(err))") }
+        var idBuf = [CChar](repeating: 0, count: 16)
+        rb_device_id(0, &idBuf)
+        let webID = cString(idBuf)
+        let webAuth = "Authorization: Bearer \(try store.mintToken(id: webID, ttl: .seconds(3600)))"
+
         let root = bench.tmp + "/www"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        try Data(repeating: 0x61, count: 128).write(to: URL(fileURLWithPath: root + "/small.bin"))
-        let bulk = Data(count: 64 << 20)
-        try bulk.write(to: URL(fileURLWithPath: root + "/bulk.bin"))
+        try Data(repeating: 0x61, count: Int(RB_WEB_SMALL)).write(to: URL(fileURLWithPath: root + "/small.bin"))
+        try Data(count: Int(RB_WEB_BULK)).write(to: URL(fileURLWithPath: root + "/bulk.bin"))
         let user = geteuid() == 0 ? "user root;\n" : ""
 
         let origin = SystemInfo.freePort()
@@ -69,11 +89,11 @@ struct DataPath {
             http {
                 access_log off;
                 keepalive_requests 10000000;
-                upstream origin { server 127.0.0.1:\(origin); keepalive 64; }
+                upstream web { server 127.0.0.1:\(web); keepalive 64; }
                 server {
                     listen 127.0.0.1:\(proxyPort);
                     location / {
-                        proxy_pass http://origin;
+                        proxy_pass http://web;
                         proxy_http_version 1.1;
                         proxy_set_header Connection "";
                         proxy_max_temp_file_size 0;
@@ -81,99 +101,138 @@ struct DataPath {
                 }
             }
             """
-        try startNginx(nginx, name: "proxy", conf: proxyConf)
+        let proxyPid = try startNginx(nginx, name: "proxy", conf: proxyConf)
 
-        var haproxyPort: UInt16?
+        var haproxyPorts: [(key: String, label: String, port: UInt16, pid: Int32)] = []
         if let haproxy = SystemInfo.which("haproxy") {
-            let port = SystemInfo.freePort()
-            let conf = """
-                global
-                    nbthread 1
-                    maxconn 4000
-                defaults
-                    mode http
-                    timeout connect 5s
-                    timeout client 60s
-                    timeout server 60s
-                    option http-keep-alive
-                frontend bench
-                    bind 127.0.0.1:\(port)
-                    default_backend origin
-                backend origin
-                    http-reuse always
-                    server s1 127.0.0.1:\(origin)
-                """
-            let path = bench.tmp + "/haproxy.cfg"
-            try (conf + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-            bench.children.append(try Child(name: "haproxy", executable: haproxy, arguments: ["-f", path, "-db"],
-                                            logPath: bench.tmp + "/haproxy.log"))
-            haproxyPort = port
+            for (key, label, splice) in [("haproxy", "through haproxy", false),
+                                         ("haproxy_splice", "through haproxy with splice", true)] {
+                let port = SystemInfo.freePort()
+                let conf = """
+                    global
+                        nbthread 1
+                        maxconn 4000
+                    defaults
+                        mode http
+                        timeout connect 5s
+                        timeout client 60s
+                        timeout server 60s
+                        option http-keep-alive
+                    \(splice ? "    option splice-request\n    option splice-response" : "")
+                    frontend bench
+                        bind 127.0.0.1:\(port)
+                        default_backend web
+                    backend web
+                        http-reuse always
+                        server s1 127.0.0.1:\(web)
+                    """
+                let path = bench.tmp + "/\(key).cfg"
+                try (conf + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+                let child = try Child(name: key, executable: haproxy, arguments: ["-f", path, "-db"],
+                                      logPath: bench.tmp + "/\(key).log")
+                bench.children.append(child)
+                haproxyPorts.append((key, label, port, child.pid))
+            }
         } else {
-            s.note("haproxy is not installed: its baseline is skipped (apt-get install -y haproxy)")
+            s.note("haproxy is not installed: its baselines are skipped (apt-get install -y haproxy)")
         }
 
-        // The device: a real agent in front of the origin.
+        // The agent path: a real `relay agent` (device web-0) in front of the nginx origin.
         let secretHex = webSecret.map { String(format: "%02x", $0) }.joined()
-        bench.children.append(try Child(
+        let agent = try Child(
             name: "relay agent", executable: bench.relayBinary,
             arguments: ["agent", "--relay", "127.0.0.1:\(relay.udp)", "--id", "web-0", "--key", secretHex,
                         "--forward", "127.0.0.1:\(origin)", "--log-level", "warning"],
-            logPath: bench.tmp + "/agent.log"))
-        let token = try store.mintToken(id: "web-0", ttl: .seconds(3600))
-        let auth = "Authorization: Bearer \(token)"
+            logPath: bench.tmp + "/agent.log")
+        bench.children.append(agent)
+        let agentAuth = "Authorization: Bearer \(try store.mintToken(id: "web-0", ttl: .seconds(3600)))"
         var buf = [CChar](repeating: 0, count: 4096)
-        let deadline = Date().addingTimeInterval(20)
-        var ready = false
-        while Date() < deadline {
-            if rb_http_get(relay.http, "/d/web-0/small.bin", auth + "\r\n", &buf, buf.count, 3000) == 200 {
-                ready = true
-                break
+        for (path, auth) in [("/d/web-0/small.bin", agentAuth), ("/d/\(webID)/small.bin", webAuth)] {
+            let deadline = Date().addingTimeInterval(20)
+            var ready = false
+            while Date() < deadline {
+                if rb_http_get(relay.http, path, auth + "\r\n", &buf, buf.count, 3000) == 200 {
+                    ready = true
+                    break
+                }
+                usleep(100_000)
             }
-            usleep(100_000)
+            guard ready else { throw BenchError("\(path) never answered 200 through the relay") }
         }
-        guard ready else { throw BenchError("the agent's page never answered 200 through the relay") }
-        for port in [origin, proxyPort] + (haproxyPort.map { [$0] } ?? []) {
+        for port in [web, origin, proxyPort] + haproxyPorts.map(\.port) {
             let deadline = Date().addingTimeInterval(10)
             while Date() < deadline, rb_http_get(port, "/small.bin", nil, &buf, buf.count, 1000) != 200 { usleep(50_000) }
         }
 
         let secs = Int(max(1, (bench.o.duration / 3).rounded()))
-        var targets: [(key: String, label: String, base: String, header: String?)] = [
-            ("direct", "direct to nginx", "http://127.0.0.1:\(origin)", nil),
-            ("relay", "through the relay", "http://127.0.0.1:\(relay.http)/d/web-0", auth),
-            ("nginx", "through nginx proxy", "http://127.0.0.1:\(proxyPort)", nil),
+        var targets = [
+            Target(key: "direct", label: "direct to the web device", base: "http://127.0.0.1:\(web)"),
+            Target(key: "relay", label: "through the relay", base: "http://127.0.0.1:\(relay.http)/d/\(webID)", header: webAuth,
+                   pids: [relay.pid]),
+            Target(key: "nginx", label: "through nginx proxy", base: "http://127.0.0.1:\(proxyPort)", pids: [proxyPid]),
         ]
-        if let haproxyPort { targets.append(("haproxy", "through haproxy", "http://127.0.0.1:\(haproxyPort)", nil)) }
+        targets += haproxyPorts.map { Target(key: $0.key, label: $0.label, base: "http://127.0.0.1:\($0.port)", pids: [$0.pid]) }
+        targets += [
+            Target(key: "origin", label: "direct to nginx (the agent's web server)", base: "http://127.0.0.1:\(origin)"),
+            Target(key: "agent", label: "through the relay and a relay agent to nginx", base: "http://127.0.0.1:\(relay.http)/d/web-0",
+                   header: agentAuth, pids: [relay.pid, agent.pid]),
+        ]
         var small: [String: Double] = [:], bulkRate: [String: Double] = [:]
+        var smallCPU: [String: Double] = [:], bulkCPU: [String: Double] = [:]
+        func cpu(_ pids: [Int32]) -> Double { pids.reduce(0) { $0 + SystemInfo.treeCPUSeconds($1) } }
         for t in targets {
             bench.log("data path: \(t.label)")
+            let c0 = cpu(t.pids)
             let r1 = runWrk(wrk, url: t.base + "/small.bin", header: t.header, connections: 32, seconds: secs)
+            let c1 = cpu(t.pids)
             let r2 = runWrk(wrk, url: t.base + "/bulk.bin", header: t.header, connections: 1, seconds: secs)
+            let c2 = cpu(t.pids)
             small[t.key] = r1.rps
             bulkRate[t.key] = r2.bytesPerSecond
             s.add("small_rps_\(t.key)", "small GET (128 B, wrk -t1 -c32), \(t.label)", r1.rps, "requests/s")
             s.add("bulk_mibps_\(t.key)", "bulk GET (64 MiB, wrk -t1 -c1), \(t.label)", r2.bytesPerSecond / 1_048_576, "MiB/s")
+            if !t.pids.isEmpty {
+                // CPU per unit of work: what a proxy costs, less sensitive than rates to who else runs.
+                smallCPU[t.key] = (c1 - c0) / max(1, r1.rps * Double(secs)) * 1e6
+                bulkCPU[t.key] = (c2 - c1) / max(1e-9, r2.bytesPerSecond * Double(secs) / 1_048_576) * 1e3
+                s.add("small_cpu_us_\(t.key)", "proxy CPU per small request, \(t.label)", smallCPU[t.key]!, "µs")
+                s.add("bulk_cpu_ms_per_mib_\(t.key)", "proxy CPU per bulk MiB, \(t.label)", bulkCPU[t.key]!, "ms/MiB")
+            }
             if !r1.rps.isFinite || !r2.bytesPerSecond.isFinite {
                 s.note("\(t.label): wrk gave no figure: \(r1.output.suffix(300)) \(r2.output.suffix(300))")
-                for c in bench.children where c.name == "haproxy" { s.note("haproxy log: \(c.log.suffix(400))") }
+                for c in bench.children where c.name.hasPrefix("haproxy") { s.note("\(c.name) log: \(c.log.suffix(400))") }
             }
             if r1.non2xx + r2.non2xx > 0 { s.note("\(t.label): \(r1.non2xx + r2.non2xx) non-2xx responses") }
         }
-        for base in ["direct", "nginx", "haproxy"] where small[base] != nil {
-            s.add("small_ratio_relay_\(base)", "small requests: relay / \(base)", (small["relay"] ?? .nan) / small[base]!, "")
-            s.add("bulk_ratio_relay_\(base)", "bulk throughput: relay / \(base)", (bulkRate["relay"] ?? .nan) / bulkRate[base]!, "")
+        func ratio(_ a: String, _ b: String, _ what: String, _ table: [String: Double], _ key: String) {
+            guard let base = table[b] else { return }
+            s.add(key, what, (table[a] ?? .nan) / base, "")
         }
-        s.note("each run lasts \(secs) s; nginx and haproxy with one worker/thread, like the relay's one loop thread; the relay path includes the `relay agent` process")
-        s.note("haproxy runs as a plain HTTP proxy (no splice options)")
+        for base in ["direct", "nginx", "haproxy", "haproxy_splice"] {
+            ratio("relay", base, "small requests: relay / \(base)", small, "small_ratio_relay_\(base)")
+            ratio("relay", base, "bulk throughput: relay / \(base)", bulkRate, "bulk_ratio_relay_\(base)")
+        }
+        for base in ["nginx", "haproxy", "haproxy_splice"] {
+            ratio(base, "relay", "proxy CPU per small request: \(base) / relay", smallCPU, "small_cpu_ratio_\(base)_relay")
+            ratio(base, "relay", "proxy CPU per bulk MiB: \(base) / relay", bulkCPU, "bulk_cpu_ratio_\(base)_relay")
+        }
+        ratio("agent", "origin", "small requests: relay + agent / nginx direct", small, "small_ratio_agent_origin")
+        ratio("agent", "origin", "bulk throughput: relay + agent / nginx direct", bulkRate, "bulk_ratio_agent_origin")
+        s.note("each run lasts \(secs) s; nginx and haproxy with one worker/thread, like the relay's one loop thread")
+        s.note("direct, relay, nginx and haproxy reach the same web device (simulated device 0): it serves keep-alive HTTP on its device links and on a TCP port")
+        s.note("the agent path adds a `relay agent` process and a hop: terminal -> relay -> agent -> nginx")
     }
 
-    private func startNginx(_ nginx: String, name: String, conf: String) throws {
+    @discardableResult
+    private func startNginx(_ nginx: String, name: String, conf: String) throws -> Int32 {
         let prefix = bench.tmp + "/nginx-\(name)"
         try FileManager.default.createDirectory(atPath: prefix + "/logs", withIntermediateDirectories: true)
         let path = prefix + "/nginx.conf"
         try conf.write(toFile: path, atomically: true, encoding: .utf8)
-        bench.children.append(try Child(name: "nginx \(name)", executable: nginx, arguments: ["-p", prefix, "-c", path],
-                                        logPath: bench.tmp + "/nginx-\(name).log"))
+        let child = try Child(name: "nginx \(name)", executable: nginx, arguments: ["-p", prefix, "-c", path],
+                              logPath: bench.tmp + "/nginx-\(name).log")
+        bench.children.append(child)
+        return child.pid
     }
 
     private func runWrk(_ wrk: String, url: String, header: String?, connections: Int, seconds: Int) -> WrkResult {

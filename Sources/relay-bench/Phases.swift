@@ -103,7 +103,7 @@ struct Mosquitto {
                 .write(toFile: conf, atomically: true, encoding: .utf8)
             let child = try Child(name: "mosquitto", executable: bin, arguments: ["-c", conf], logPath: bench.tmp + "/mosquitto.log")
             bench.children.append(child)
-            defer { child.stop() }
+            defer { _ = child.stop() }
             var fds: [Int32] = []
             defer { fds.forEach { close($0) } }
             let deadline = Date().addingTimeInterval(10)
@@ -257,6 +257,7 @@ struct Wakes {
         let refusal = max(1, bench.o.duration / 5)
         measure(s, prefix: "offline", title: "offline devices (503), concurrency 8", target: Int32(RB_TARGET_OFFLINE), concurrency: 8, seconds: refusal)
         measure(s, prefix: "unknown", title: "unknown devices (404), concurrency 8", target: Int32(RB_TARGET_UNKNOWN), concurrency: 8, seconds: refusal)
+        connectionBaseline(s, seconds: level)
         let sent = rb_load_stop(sim)
         let m1 = relay.scrape()
         let udp1 = SystemInfo.udpCounters()
@@ -278,13 +279,58 @@ struct Wakes {
         s.note("terminals, simulated devices and the background sender share the bench process; the relay is one loop thread; 2 cores in all")
     }
 
-    private func measure(_ s: Section, prefix: String, title: String, target: Int32, concurrency: Int, seconds: Double) {
+    /// The kernel's price of a connection, in the same run: nginx answering each terminal's
+    /// one request on a new connection (13 bytes, like a simulated device), at concurrency 8.
+    /// A wake costs the relay two connections (the terminal's and the device's callback).
+    private func connectionBaseline(_ s: Section, seconds: Double) {
+        guard let nginx = SystemInfo.which("nginx") else {
+            s.note("nginx is not installed: no per-connection baseline (apt-get install -y nginx-light)")
+            return
+        }
+        let port = SystemInfo.freePort()
+        let prefix = bench.tmp + "/nginx-conn"
+        let conf = """
+            \(geteuid() == 0 ? "user root;" : "")
+            worker_processes 1;
+            daemon off;
+            pid \(prefix)/nginx.pid;
+            error_log \(prefix)/error.log warn;
+            events { worker_connections 4096; }
+            http {
+                access_log off;
+                server { listen 127.0.0.1:\(port); location / { return 200 "hello device\\n"; } }
+            }
+            """
+        do {
+            try FileManager.default.createDirectory(atPath: prefix + "/logs", withIntermediateDirectories: true)
+            try conf.write(toFile: prefix + "/nginx.conf", atomically: true, encoding: .utf8)
+            let child = try Child(name: "nginx conn", executable: nginx, arguments: ["-p", prefix, "-c", prefix + "/nginx.conf"],
+                                  logPath: prefix + "/stdout.log")
+            defer { _ = child.stop() }
+            var buf = [CChar](repeating: 0, count: 256)
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, rb_http_get(port, "/", nil, &buf, buf.count, 1000) != 200 { usleep(50_000) }
+            bench.log("connection baseline: nginx")
+            measure(s, prefix: "nginx_conn", title: "baseline: nginx, a new connection per request, concurrency 8",
+                    target: Int32(RB_TARGET_LIVE), concurrency: 8, seconds: seconds, port: port, pid: child.pid)
+            let level = bench.o.levels.contains(8) ? 8 : bench.o.levels[0]
+            if let relayCPU = s.value("c\(level)_relay_cpu_us"), let nginxCPU = s.value("nginx_conn_relay_cpu_us") {
+                s.add("wake_cpu_ratio", "relay CPU per wake (concurrency \(level)) / nginx CPU per connection (a wake is 2 connections)", relayCPU / nginxCPU, "")
+            }
+        } catch {
+            s.note("per-connection baseline failed: \(error)")
+        }
+    }
+
+    private func measure(_ s: Section, prefix: String, title: String, target: Int32, concurrency: Int, seconds: Double,
+                         port: UInt16? = nil, pid: Int32? = nil) {
         let cap = UInt64(seconds * 100_000) + 1024
         var lat = [UInt32](repeating: 0, count: Int(cap))
         var r = rb_wake_result()
-        let cpu0 = SystemInfo.cpuSeconds(relay.pid)
-        rb_wakes_run(sim, relay.http, target, UInt32(concurrency), seconds, cap, &lat, cap, &r)
-        let cpu1 = SystemInfo.cpuSeconds(relay.pid)
+        let watched = pid ?? relay.pid
+        let cpu0 = SystemInfo.treeCPUSeconds(watched)
+        rb_wakes_run(sim, port ?? relay.http, target, UInt32(concurrency), seconds, cap, &lat, cap, &r)
+        let cpu1 = SystemInfo.treeCPUSeconds(watched)
         let sorted = lat.prefix(Int(r.latencies)).sorted()
         func pct(_ q: Double) -> Double {
             guard !sorted.isEmpty else { return .nan }
@@ -298,7 +344,10 @@ struct Wakes {
         s.add("\(prefix)_p90_ms", "\(title): p90", pct(0.90), "ms")
         s.add("\(prefix)_p99_ms", "\(title): p99", pct(0.99), "ms")
         s.add("\(prefix)_max_ms", "\(title): max", sorted.last.map { Double($0) / 1000 } ?? .nan, "ms")
-        s.add("\(prefix)_relay_cpu_share", "\(title): relay CPU", (cpu1 - cpu0) / r.seconds * 100, "% of a core")
+        let who = pid == nil ? "relay" : "server"
+        s.add("\(prefix)_relay_cpu_share", "\(title): \(who) CPU", (cpu1 - cpu0) / r.seconds * 100, "% of a core")
+        // CPU per answer is what scales: one core at 100 % would give 1e6 / this many per second.
+        s.add("\(prefix)_relay_cpu_us", "\(title): \(who) CPU per request", (cpu1 - cpu0) / Double(max(1, r.requests)) * 1e6, "µs")
         s.add("\(prefix)_status", "\(title): statuses", text:
             "200:\(r.status_2xx) 404:\(r.status_404) 503:\(r.status_503) 504:\(r.status_504) other:\(r.status_other) errors:\(r.errors)")
     }

@@ -63,6 +63,15 @@ final class Section {
         figures.append(Figure(key: key, label: label, value: .text(text), unit: ""))
     }
     func note(_ text: String) { notes.append(text) }
+    /// A figure added earlier, as a number.
+    func value(_ key: String) -> Double? {
+        guard let f = figures.last(where: { $0.key == key }) else { return nil }
+        switch f.value {
+        case .int(let v): return Double(v)
+        case .double(let v): return v
+        case .text: return nil
+        }
+    }
 
     var json: [String: Any] {
         var out: [String: Any] = ["title": title]

@@ -43,6 +43,20 @@ enum SystemInfo {
         return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// CPU seconds of `pid` and its direct children (an nginx master and its worker).
+    static func treeCPUSeconds(_ pid: Int32) -> Double {
+        var total = cpuSeconds(pid)
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for e in entries {
+            guard let child = Int32(e) else { continue }
+            let stat = read("/proc/\(child)/stat")
+            guard let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, Int32(fields[1]) == pid { total += cpuSeconds(child) }
+        }
+        return total
+    }
+
     /// The Udp line of /proc/net/snmp as a name -> value map (InErrors, RcvbufErrors, ...).
     static func udpCounters() -> [String: Int64] {
         let lines = read("/proc/net/snmp").split(separator: "\n").filter { $0.hasPrefix("Udp:") }

@@ -79,6 +79,15 @@ typedef struct rb_dev_stats {
 } rb_dev_stats;
 void rb_sim_dev_stats(const rb_sim *sim, rb_dev_stats *out);
 
+/* A web device for the data path: from now on, device `dev`'s links serve HTTP/1.1
+ * keep-alive GETs (a path starting with /bulk gets RB_WEB_BULK bytes, any other
+ * RB_WEB_SMALL), and so does a TCP listener on 127.0.0.1 whose port is returned (0 on
+ * error): the same server behind the relay and behind every baseline proxy. Needs the
+ * device thread (rb_sim_start); stopped with it. */
+#define RB_WEB_SMALL 128
+#define RB_WEB_BULK (64u << 20)
+uint16_t rb_sim_web_start(rb_sim *sim, uint32_t dev, char *err, size_t err_len);
+
 /* ---- notify traffic ---- */
 
 /* A precomputed run of notifies (mix: one NOTIFY_A then `b_per_a` NOTIFY_B), in batches of
