@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include <event2/thread.h>
+#include <netinet/tcp.h>
 #include "internal.h"
 
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
@@ -138,6 +139,13 @@ tcp:
         return -1;
     }
     if (rl_listen_tcp(core, &arr[*count], addr, cb, err, err_len) != 0) return -1;
+    if (kind == RL_LISTEN_TCP) {
+        /* A device speaks first (its hello): the kernel hands over a callback with the hello
+         * already in, one loop wake-up instead of two. Past the wake timeout it hands it over
+         * anyway, and the hello timer refuses it. */
+        int secs = (int)(core->cfg.wake_timeout_ms / 1000) + 1;
+        setsockopt(evconnlistener_get_fd(arr[*count].lev), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+    }
     return (*count)++;
 }
 

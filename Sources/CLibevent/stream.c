@@ -18,6 +18,18 @@ static void on_write(evutil_socket_t fd, short what, void *arg);
 static void tls_read(rl_stream *s);
 static void tls_write(rl_stream *s);
 
+/* The write event armed or not (event_pending would also say yes while it is merely active,
+ * e.g. a DRAINED on its way). */
+static void wev_on(rl_stream *s) {
+    event_add(s->wev, NULL);
+    s->writing = 1;
+}
+
+static void wev_off(rl_stream *s) {
+    event_del(s->wev);
+    s->writing = 0;
+}
+
 rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_stream_cb cb, void *arg) {
     rl_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -38,7 +50,7 @@ rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_str
     }
     s->read_size = RL_STREAM_READ_FIRST;
     s->connecting = connecting ? 1 : 0;
-    if (connecting) event_add(s->wev, NULL);
+    if (connecting) wev_on(s);
     return s;
 }
 
@@ -62,8 +74,8 @@ int rl_stream_out_high(const rl_stream *s) {
 void rl_stream_flush(rl_stream *s) {
     if (s->dead || s->connecting) return;
     if (evbuffer_get_length(s->out) > 0) {
-        if (s->ssl || s->write_failed || event_pending(s->wev, EV_WRITE, NULL)) {
-            event_add(s->wev, NULL);
+        if (s->ssl || s->write_failed || s->writing) {
+            wev_on(s);
             return;
         }
         /* Write first: a writable socket takes it now, which saves arming the write event,
@@ -76,7 +88,7 @@ void rl_stream_flush(rl_stream *s) {
             s->write_failed = 1; /* reported by on_write, from the loop */
             event_active(s->wev, EV_WRITE, 0);
         } else if (evbuffer_get_length(s->out) > 0) {
-            event_add(s->wev, NULL);
+            wev_on(s);
         } else {
             if (s->shut_after_flush) {
                 shutdown(s->fd, SHUT_WR);
@@ -113,7 +125,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
         if (s->tls_write_wants_read) {
             /* A write waited for the peer's bytes (handshake, key update): retry it. */
             s->tls_write_wants_read = 0;
-            event_add(s->wev, NULL);
+            wev_on(s);
             if (!s->reading) {
                 event_del(s->rev);
                 return;
@@ -168,7 +180,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
         socklen_t len = sizeof soerr;
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
         s->connecting = 0;
-        event_del(s->wev);
+        wev_off(s);
         if (soerr != 0) {
             s->cb(s, RL_STREAM_ERROR, s->arg);
             return;
@@ -179,14 +191,14 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
     if (s->ssl) {
         if (s->tls_read_wants_write) {
             s->tls_read_wants_write = 0;
-            if (evbuffer_get_length(s->out) == 0) event_del(s->wev);
+            if (evbuffer_get_length(s->out) == 0) wev_off(s);
             if (s->reading) event_active(s->rev, EV_READ, 0);
         }
         tls_write(s);
         return;
     }
     if (s->write_failed) {
-        event_del(s->wev);
+        wev_off(s);
         s->cb(s, RL_STREAM_ERROR, s->arg);
         return;
     }
@@ -196,13 +208,13 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
     int n = evbuffer_get_length(s->out) > 0 ? evbuffer_write_atmost(s->out, fd, -1) : 0;
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-        event_del(s->wev);
+        wev_off(s);
         s->cb(s, RL_STREAM_ERROR, s->arg);
         return;
     }
     s->bytes_written += (unsigned long long)n;
     if (evbuffer_get_length(s->out) == 0) {
-        event_del(s->wev);
+        wev_off(s);
         if (s->shut_after_flush) {
             shutdown(fd, SHUT_WR);
             s->shut_after_flush = 0;
@@ -273,7 +285,7 @@ static void tls_read(rl_stream *s) {
         if (e == SSL_ERROR_WANT_READ) break;
         if (e == SSL_ERROR_WANT_WRITE) {
             s->tls_read_wants_write = 1;
-            event_add(s->wev, NULL);
+            wev_on(s);
             break;
         }
         end = e == SSL_ERROR_ZERO_RETURN ? 1 : 2;
@@ -311,15 +323,15 @@ static void tls_write(rl_stream *s) {
         if (e == SSL_ERROR_WANT_READ) {
             /* Waits for the peer (handshake): no busy wev meanwhile; on_read retries. */
             s->tls_write_wants_read = 1;
-            event_del(s->wev);
+            wev_off(s);
             event_add(s->rev, NULL);
             return;
         }
-        event_del(s->wev);
+        wev_off(s);
         s->cb(s, RL_STREAM_ERROR, s->arg);
         return;
     }
-    event_del(s->wev);
+    wev_off(s);
     if (s->shut_after_flush) {
         SSL_shutdown(s->ssl);
         shutdown(s->fd, SHUT_WR);

@@ -38,7 +38,7 @@ struct rl_stream {
     rl_stream_cb cb;
     void *arg;
     unsigned reading : 1, eof : 1, connecting : 1, shut_after_flush : 1, dead : 1, out_was_high : 1;
-    unsigned tls_write_wants_read : 1, tls_read_wants_write : 1, write_failed : 1;
+    unsigned tls_write_wants_read : 1, tls_read_wants_write : 1, write_failed : 1, writing : 1;
     unsigned read_size; /* grows while reads fill it, up to RL_STREAM_READ */
     unsigned long long bytes_read, bytes_written;
     SSL *ssl; /* NULL for plain TCP */

@@ -164,7 +164,7 @@ struct DataPath {
             while Date() < deadline, rb_http_get(port, "/small.bin", nil, &buf, buf.count, 1000) != 200 { usleep(50_000) }
         }
 
-        let secs = Int(max(1, (bench.o.duration / 3).rounded()))
+        let secs = Int(max(1, (bench.o.duration / 4).rounded())) /* 3 s at the default 10 */
         var targets = [
             Target(key: "direct", label: "direct to the web device", base: "http://127.0.0.1:\(web)"),
             Target(key: "relay", label: "through the relay", base: "http://127.0.0.1:\(relay.http)/d/\(webID)", header: webAuth,

@@ -257,12 +257,12 @@ final class Wakes {
         let m0 = relay.scrape()
         let udp0 = SystemInfo.udpCounters()
         // What the background load alone costs the relay, so CPU per request counts the requests.
-        let quiet = 2.0
+        let level = max(1, bench.o.duration / 2)
+        let quiet = min(2.0, level / 2)
         let bg0 = SystemInfo.cpuSeconds(relay.pid)
         usleep(UInt32(quiet * 1e6))
         background = (SystemInfo.cpuSeconds(relay.pid) - bg0) / quiet
         s.add("background_cpu_share", "relay CPU with the background load alone", background * 100, "% of a core")
-        let level = max(1, bench.o.duration / 2)
         for c in bench.o.levels {
             bench.log("wakes at concurrency \(c)")
             measure(s, prefix: "c\(c)", title: "live, concurrency \(c)", target: Int32(RB_TARGET_LIVE), concurrency: c, seconds: level)

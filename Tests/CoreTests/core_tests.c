@@ -2,6 +2,7 @@
  * core_tests.c: unit tests of the C core's pure parts (codecs, registry, tokens, HTTP
  * framing, address parsing), built with AddressSanitizer and UBSan by `make test-c`.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,6 +300,82 @@ static void test_addresses(void) {
     CHECK(len == sizeof(struct sockaddr_in6) && ntohs(((struct sockaddr_in6 *)&back)->sin6_port) == 4242);
 }
 
+/* ---- rl_stream: write first, events from the loop ---- */
+
+typedef struct stream_log {
+    int drained, errors, eofs;
+} stream_log;
+
+static void log_cb(rl_stream *s, int event, void *arg) {
+    stream_log *l = arg;
+    if (event == RL_STREAM_DRAINED) l->drained++;
+    else if (event == RL_STREAM_ERROR) l->errors++;
+    else if (event == RL_STREAM_EOF) l->eofs++;
+}
+
+static size_t drain_peer(int fd) {
+    char buf[65536];
+    size_t total = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) total += (size_t)n;
+    return total;
+}
+
+static void test_stream_write_first(void) {
+    signal(SIGPIPE, SIG_IGN); /* as rl_init_threads does: a gone peer is EPIPE */
+    struct event_base *base = event_base_new();
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    stream_log log = {0};
+    rl_stream *s = rl_stream_new(base, sv[0], 0, log_cb, &log);
+
+    /* A small message is on the wire when flush returns; DRAINED comes from the loop. */
+    evbuffer_add(s->out, "hello", 5);
+    rl_stream_flush(s);
+    char got[8] = {0};
+    CHECK(read(sv[1], got, sizeof got) == 5 && memcmp(got, "hello", 5) == 0);
+    CHECK(log.drained == 0 && !s->writing); /* no write event armed */
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(log.drained == 1 && s->bytes_written == 5);
+
+    /* More than the socket takes: the rest waits for the write event, then DRAINED. */
+    static char big[4 << 20];
+    evbuffer_add(s->out, big, sizeof big);
+    rl_stream_flush(s);
+    CHECK(evbuffer_get_length(s->out) > 0 && s->writing);
+    size_t received = 0;
+    for (int i = 0; i < 10000 && evbuffer_get_length(s->out) > 0; i++) {
+        received += drain_peer(sv[1]);
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    }
+    received += drain_peer(sv[1]);
+    /* DRAINED when it fell below the high mark and when it emptied (once if both at once) */
+    CHECK(log.drained >= 2 && received == sizeof big && evbuffer_get_length(s->out) == 0 && !s->writing);
+    int drained_before = log.drained;
+
+    /* Half-close after the last byte: the peer sees the bytes, then end of stream. */
+    evbuffer_add(s->out, "bye", 3);
+    rl_stream_shutdown_after_flush(s);
+    CHECK(read(sv[1], got, sizeof got) == 3 && read(sv[1], got, sizeof got) == 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(log.drained == drained_before + 1 && log.errors == 0);
+    rl_stream_free(s);
+    close(sv[1]);
+
+    /* A peer that is gone: the failed write is reported from the loop, never inside flush. */
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    stream_log gone = {0};
+    s = rl_stream_new(base, sv[0], 0, log_cb, &gone);
+    close(sv[1]);
+    evbuffer_add(s->out, "lost", 4);
+    rl_stream_flush(s);
+    CHECK(gone.errors == 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(gone.errors == 1 && gone.drained == 0);
+    rl_stream_free(s);
+    event_base_free(base);
+}
+
 /* ---- the core in-process: a core that is never started, its loop run on this thread and
  * its peers socketpairs handed to the accept callbacks (as Tests/fuzz/fuzz_front.c does). */
 
@@ -330,7 +407,7 @@ static rl_core *inproc_core(char tok[RL_TOKEN_MAX]) {
 static int inproc_peer(rl_core *core, int callback) {
     int sv[2];
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0); /* as accept4 gives */
     if (callback) rl_callback_accept(NULL, sv[0], (struct sockaddr *)&peer, sizeof peer, core);
     else rl_front_accept(NULL, sv[0], (struct sockaddr *)&peer, sizeof peer, core);
     return sv[1];
@@ -431,6 +508,7 @@ int main(void) {
     test_registry();
     test_flow();
     test_addresses();
+    test_stream_write_first();
     test_callback_bind_ends_session();
     test_healthz_is_not_a_refusal();
     test_revoked_token_refused();

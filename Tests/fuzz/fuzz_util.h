@@ -114,7 +114,8 @@ static void fz_send(int fd, const void *p, size_t n) {
 /* A connected AF_UNIX stream pair, relay end first. Generous buffers so writes never block. */
 static void fz_pair(int *relay_end, int *our_end) {
     int sv[2];
-    FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    /* Non-blocking, as accept4 hands sockets to the core. */
+    FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
     int big = 1 << 20;
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
     setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
