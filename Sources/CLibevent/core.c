@@ -492,6 +492,7 @@ void rl_core_stats(const rl_core *core, rl_stats *o) {
     o->devices_alive = CTR_GET(c->devices_alive);
     o->capacity = core->reg.capacity;
     o->registry_bytes = rl_registry_bytes(&core->reg);
+    o->udp_rcvbuf = rl_udp_rcvbuf(core);
     o->dgram_rx = CTR_GET(c->dgram_rx);
     o->notify_a_ok = CTR_GET(c->notify_a_ok);
     o->notify_b_ok = CTR_GET(c->notify_b_ok);

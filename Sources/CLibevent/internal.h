@@ -82,6 +82,7 @@ typedef struct rl_udp_sock {
     struct event *ev;
     rl_core *core;
     uint8_t index;
+    uint32_t rcvbuf; /* receive buffer the kernel granted (what SO_RCVBUF reads back, halved) */
 } rl_udp_sock;
 
 typedef struct rl_listener {
@@ -167,6 +168,8 @@ void rl_core_push_record(rl_core *core, const rl_session_record *rec);
 
 /* ---- udp.c ---- */
 int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len);
+/* The smallest receive buffer the kernel granted among the UDP sockets (0 with none). */
+uint32_t rl_udp_rcvbuf(const rl_core *core);
 void rl_udp_close_all(rl_core *core);
 /* Sends CONNECT_REQUEST for `s` to its device's current anchor. 0, or -1 when the
  * device has no anchor (never notified) or was removed. */

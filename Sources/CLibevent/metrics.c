@@ -87,6 +87,9 @@ static void render(rl_core *core, struct evbuffer *b) {
     sample(b, "relay_registry_capacity", "", core->reg.capacity);
     family(b, "relay_registry_bytes", "gauge", "Memory reserved for the registry.");
     sample(b, "relay_registry_bytes", "", rl_registry_bytes(&core->reg));
+    family(b, "relay_udp_receive_buffer_bytes", "gauge",
+           "Smallest receive buffer the kernel granted a UDP socket (asked: 8 MiB; net.core.rmem_max caps it).");
+    sample(b, "relay_udp_receive_buffer_bytes", "", rl_udp_rcvbuf(core));
     family(b, "relay_registry_full_total", "counter", "Devices not added because the registry was full.");
     sample(b, "relay_registry_full_total", "", CTR_GET(c->registry_full));
     family(b, "relay_max_access_period_seconds", "gauge", "A device with no notify A for this long is offline.");

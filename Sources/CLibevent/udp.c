@@ -25,6 +25,13 @@
 
 static void on_udp(evutil_socket_t fd, short what, void *arg);
 
+uint32_t rl_udp_rcvbuf(const rl_core *core) {
+    uint32_t least = 0;
+    for (int i = 0; i < core->n_udp; i++)
+        if (i == 0 || core->udp[i].rcvbuf < least) least = core->udp[i].rcvbuf;
+    return least;
+}
+
 int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len) {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -34,11 +41,14 @@ int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len) {
         rl_set_err(err, err_len, "socket for %s: %s", addr, strerror(errno));
         return -1;
     }
-    int one = 1, rcvbuf = 8 << 20;
+    int one = 1, rcvbuf = RL_UDP_RCVBUF, granted = 0;
+    socklen_t glen = sizeof granted;
     if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     /* Bursts of notifies must not overflow the default ~200 KiB buffer (about 500 datagrams
-     * on loopback). The kernel caps this at net.core.rmem_max. */
+     * on loopback). The kernel caps this at net.core.rmem_max, and reads back twice what it
+     * granted (its bookkeeping share): the relay reports the grant so an operator sees a cap. */
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &granted, &glen);
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
         rl_set_err(err, err_len, "cannot bind UDP %s: %s", addr, strerror(errno));
         close(fd);
@@ -49,6 +59,7 @@ int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len) {
     u->family = ss.ss_family;
     u->core = core;
     u->index = (uint8_t)core->n_udp;
+    u->rcvbuf = granted > 0 ? (uint32_t)granted / 2 : 0;
     u->ev = event_new(core->base, fd, EV_READ | EV_PERSIST, on_udp, u);
     if (!u->ev || event_add(u->ev, NULL) != 0) {
         rl_set_err(err, err_len, "cannot watch UDP %s", addr);

@@ -1,3 +1,4 @@
+import CLibevent
 import Glibc
 import Logging
 import ServiceLifecycle
@@ -100,6 +101,7 @@ public final class RelayServer: Sendable {
             }
         }
         defer { watcher.cancel() }
+        warnIfReceiveBufferCapped()
         core.setReady(true)
         // Scripts and the integration tests wait for this line, so it is printed at any
         // --log-level (the copy's level does not change the shared logger's).
@@ -108,6 +110,21 @@ public final class RelayServer: Sendable {
         readyLogger.info("\(readyLine())")
         try await group.run()
         core.stop()
+    }
+
+    /// A capped UDP receive buffer overflows first when many devices register at once (after
+    /// a restart): the kernel drops their notifies (they retry, and count as alive at their
+    /// next notify A). Said once at start, with the fix.
+    private func warnIfReceiveBufferCapped() {
+        let granted = core.stats().udp_rcvbuf
+        let asked = UInt64(RL_UDP_RCVBUF)
+        guard granted > 0, granted < asked else { return }
+        logger.warning(
+            "udp.receive_buffer.capped",
+            metadata: [
+                "granted_bytes": "\(granted)", "asked_bytes": "\(asked)",
+                "fix": "sysctl -w net.core.rmem_max=\(asked)",
+            ])
     }
 
     /// Starts a graceful shutdown, as SIGTERM would.

@@ -24,6 +24,7 @@ SERIES = [
     ("relay_relayed_bytes_total", {"direction": "to_device"}), ("relay_relayed_bytes_total", {"direction": "to_terminal"}),
     ("relay_devices", {}), ("relay_devices_alive", {}),
     ("relay_registry_capacity", {}), ("relay_registry_full_total", {}), ("relay_max_access_period_seconds", {}),
+    ("relay_udp_receive_buffer_bytes", {}),
     *[("relay_wake_duration_seconds_bucket", {"le": le}) for le in ["0.00025", "0.005", "2.5", "+Inf"]],
     ("relay_wake_duration_seconds_count", {}), ("relay_wake_duration_seconds_sum", {}),
     *[("relay_terminal_responses_total", {"origin": "relay", "code": c})
@@ -40,6 +41,7 @@ SERIES = [
 ]
 # Gauges and process figures that are not zero on a fresh relay.
 NONZERO_OK = {"relay_devices", "relay_devices_alive", "relay_registry_capacity", "relay_max_access_period_seconds",
+              "relay_udp_receive_buffer_bytes",
               "relay_terminal_connections", "relay_limit_tracked_keys"}
 
 
@@ -139,3 +141,15 @@ def test_dropped_datagrams_carry_their_kind(relay, fake_devices):
     relay.wait_delta(before, "relay_datagrams_dropped_total", kind="b", reason="bad_auth")
     assert relay.metrics()("relay_datagrams_dropped_total", kind="a", reason="bad_auth") == \
         before("relay_datagrams_dropped_total", kind="a", reason="bad_auth")
+
+
+def test_udp_receive_buffer_grant_is_reported(relay):
+    """The relay asks 8 MiB per UDP socket; net.core.rmem_max may cap the grant. The gauge
+    shows what the kernel gave, and a capped grant is logged once at start with the fix."""
+    asked = 8 << 20
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    m = parse_metrics(relay.metrics_text())
+    assert m("relay_udp_receive_buffer_bytes") == min(asked, rmem_max)
+    logged = "udp.receive_buffer.capped" in relay.proc.stderr() + relay.proc.stdout()
+    assert logged == (rmem_max < asked)

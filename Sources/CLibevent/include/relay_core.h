@@ -29,6 +29,7 @@ extern "C" {
 #define RL_SESSION_ID_LEN 16
 #define RL_NONCE_LEN 16
 #define RL_TOKEN_MAX 160      /* longest token text, NUL included */
+#define RL_UDP_RCVBUF (8 << 20) /* receive buffer each UDP socket asks for: registration bursts */
 
 /* ---- crypto helpers shared by relay, agent, CLI and tests ---- */
 
@@ -170,6 +171,8 @@ typedef struct rl_stats {
     uint64_t tls_terminal_ok, tls_terminal_failed, tls_device_ok, tls_device_failed;
     uint64_t device_certs_refused;   /* callbacks whose certificate was missing or wrong */
     uint64_t draining;               /* gauge: 1 after rl_core_drain */
+    uint64_t udp_rcvbuf;             /* gauge: smallest UDP receive buffer granted; the relay asks
+                                      * RL_UDP_RCVBUF, net.core.rmem_max may cap it */
 } rl_stats;
 void rl_core_stats(const rl_core *core, rl_stats *out);
 
