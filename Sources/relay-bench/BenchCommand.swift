@@ -68,6 +68,9 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         ChildRegistry.install()
+        // A terminal that leaves mid-response makes the relay close that device link while the
+        // simulated web device is still writing: EPIPE for that link, not the end of the bench.
+        signal(SIGPIPE, SIG_IGN)
         SystemInfo.raiseFileLimit()
         let report = Report()
         report.command = CommandLine.arguments.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
