@@ -515,6 +515,7 @@ void rl_core_stats(const rl_core *core, rl_stats *o) {
     o->callbacks_rejected = CTR_GET(c->callbacks_rejected);
     o->sessions_active = CTR_GET(c->sessions_active);
     o->sessions_reused = CTR_GET(c->sessions_reused);
+    o->splices = CTR_GET(c->splices);
     o->bytes_to_device = CTR_GET(c->bytes_to_device);
     o->bytes_to_terminal = CTR_GET(c->bytes_to_terminal);
     o->registry_full = CTR_GET(c->registry_full);

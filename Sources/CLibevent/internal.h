@@ -61,7 +61,7 @@ struct rl_counters {
     rl_counter wakes_started, wakes_bound, wakes_timeout;
     rl_counter refused_offline, refused_unknown, refused_unauthorized, refused_forbidden,
         refused_bad_request, refused_capacity;
-    rl_counter callbacks_rejected, sessions_active, sessions_reused;
+    rl_counter callbacks_rejected, sessions_active, sessions_reused, splices;
     rl_counter bytes_to_device, bytes_to_terminal, registry_full;
     rl_counter devices_alive; /* refreshed at scrape time */
     rl_counter devices;       /* reg.count as of the last device change, for rl_core_stats on
@@ -102,6 +102,7 @@ typedef struct rl_cmd {
 } rl_cmd;
 
 typedef struct rl_session rl_session;
+typedef struct rl_splice rl_splice;
 typedef struct rl_term rl_term;
 
 struct rl_core {
@@ -213,6 +214,7 @@ struct rl_session {
     int resp_started;        /* some response bytes reached the current terminal */
     uint32_t last_status;    /* of the device's latest final response, for the session log */
     rl_tally_entry *tally;   /* this device's entry in core->devices (counts it as open) */
+    rl_splice *splice;       /* a response body moving in the kernel (splice.c), or NULL */
 };
 
 rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash);
@@ -230,6 +232,16 @@ void rl_session_free_all(rl_core *core);
 void rl_session_free_idle(rl_core *core);
 /* Moves response bytes device -> terminal (called when either side can make progress). */
 void rl_session_pump_response(rl_session *s);
+/* The link failed or closed: the terminal hears what it can, the session ends (frees s). */
+void rl_session_device_gone(rl_session *s, const char *why);
+
+/* ---- splice.c ---- */
+#define RL_SPLICE_MIN (256 * 1024) /* body bytes left for a splice to be worth its pipe */
+/* The current response body can move link -> terminal with splice(2) (see splice.c). */
+int rl_splice_wanted(const rl_session *s);
+/* Starts it: 0, or -1 (no pipe) and the ordinary path carries the body. */
+int rl_splice_begin(rl_session *s);
+void rl_splice_free(rl_splice *p);
 int rl_session_at_boundary(const rl_session *s);
 
 /* ---- front.c (terminal side) ---- */

@@ -186,6 +186,9 @@ static void render(rl_core *core, struct evbuffer *b) {
     sample(b, "relay_sessions_active", "", CTR_GET(c->sessions_active));
     family(b, "relay_sessions_reused_total", "counter", "Terminal connections served on an idle link, without a wake.");
     sample(b, "relay_sessions_reused_total", "", CTR_GET(c->sessions_reused));
+    family(b, "relay_spliced_bodies_total", "counter",
+           "Response bodies moved device -> terminal with splice(2), inside the kernel.");
+    sample(b, "relay_spliced_bodies_total", "", CTR_GET(c->splices));
     family(b, "relay_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
     sample(b, "relay_relayed_bytes_total", "{direction=\"to_device\"}", CTR_GET(c->bytes_to_device));
     sample(b, "relay_relayed_bytes_total", "{direction=\"to_terminal\"}", CTR_GET(c->bytes_to_terminal));

@@ -148,6 +148,8 @@ static void on_idle_timer(evutil_socket_t fd, short what, void *arg) {
 
 void rl_session_free(rl_session *s) {
     rl_core *core = s->core;
+    rl_splice_free(s->splice); /* first: its events watch the terminal's and the link's sockets */
+    s->splice = NULL;
     if (s->term) {
         rl_term *t = s->term;
         s->term = NULL;
@@ -201,7 +203,7 @@ static void forward_response_head(rl_session *s, struct evbuffer *in, size_t hea
     evbuffer_remove_buffer(in, out, head_len - line);
 }
 
-static void device_gone(rl_session *s, const char *why) {
+void rl_session_device_gone(rl_session *s, const char *why) {
     rl_term *t = s->term;
     if (t && s->pend_count == 0 && rl_session_at_boundary(s) && !t->st->eof) {
         /* The device closed between requests (an HTTP/1.0 server does after each one): the
@@ -232,7 +234,7 @@ static void device_gone(rl_session *s, const char *why) {
 void rl_session_pump_response(rl_session *s) {
     rl_core *core = s->core;
     rl_stream *link = s->link;
-    if (!link) return;
+    if (!link || s->splice) return; /* splice.c moves the body and calls back when done */
     struct evbuffer *in = link->in;
     rl_term *t = s->term;
     if (!t) {
@@ -245,7 +247,7 @@ void rl_session_pump_response(rl_session *s) {
         if (s->resp.raw || s->resp.in_body) {
             long n = rl_flow_body(&s->resp, in, out);
             if (n < 0) {
-                device_gone(s, "malformed response framing");
+                rl_session_device_gone(s, "malformed response framing");
                 return;
             }
             if (s->resp.done) {
@@ -261,7 +263,7 @@ void rl_session_pump_response(rl_session *s) {
         size_t head_len = rl_flow_find_head(in);
         if (!head_len) {
             if (evbuffer_get_length(in) > 65536) {
-                device_gone(s, "response head too large");
+                rl_session_device_gone(s, "response head too large");
                 return;
             }
             break;
@@ -270,7 +272,7 @@ void rl_session_pump_response(rl_session *s) {
         s->resp.skip_body = s->pend_count > 0 && s->pending_head[s->pend_first];
         const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
         if (rl_flow_head(&s->resp, HTTP_RESPONSE, p, head_len, &h) != 0) {
-            device_gone(s, "malformed response head");
+            rl_session_device_gone(s, "malformed response head");
             return;
         }
         forward_response_head(s, in, head_len, out);
@@ -291,9 +293,10 @@ void rl_session_pump_response(rl_session *s) {
     t->bytes_to_terminal += moved;
     CTR_ADD(core->ctr.bytes_to_terminal, moved);
     rl_stream_flush(t->st);
+    if (rl_splice_wanted(s) && rl_splice_begin(s) == 0) return;
     rl_stream_read(link, !rl_stream_out_high(t->st));
     if (link->eof && evbuffer_get_length(in) == 0) {
-        device_gone(s, "end of stream");
+        rl_session_device_gone(s, "end of stream");
         return;
     }
     if (atomic_load_explicit(&core->draining, memory_order_relaxed) && s->resp_started && s->pend_count == 0 &&
@@ -325,7 +328,7 @@ static void link_cb(rl_stream *st, int event, void *arg) {
         if (s->term) rl_term_pump_request(s->term);
         break;
     default:
-        device_gone(s, "link error");
+        rl_session_device_gone(s, "link error");
         break;
     }
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import socket
 import threading
 import time
@@ -16,6 +17,11 @@ class _V6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
+def big_body(size: int, seed: int) -> bytes:
+    """The bytes RecordingServer's /big route answers: deterministic, so a test can check them."""
+    return random.Random(seed).randbytes(size)
+
+
 class RecordingServer:
     """HTTP/1.1 keep-alive server recording every request it gets.
 
@@ -23,6 +29,7 @@ class RecordingServer:
       POST/PUT any path   -> JSON {"sha256", "len", "chunked"} of the body (Content-Length or chunked)
       GET /slow?ms=N&tag=T -> sleeps N ms, answers "tag=T path=..."
       GET /chunked?n=K&size=S -> chunked response of K chunks of S bytes ("0123456789" pattern)
+      GET /big?size=N&seed=S -> N pseudo-random bytes (big_body(N, S)), Content-Length framed
       GET anything else   -> JSON {"method", "path", "headers"}
     """
 
@@ -107,6 +114,10 @@ class RecordingServer:
                 if u.path == "/slow":
                     time.sleep(int(q.get("ms", ["500"])[0]) / 1000)
                     self._send(200, f"tag={q.get('tag', [''])[0]} path={self.path}".encode(), "text/plain")
+                    return
+                if u.path == "/big":
+                    body = big_body(int(q.get("size", ["1048576"])[0]), int(q.get("seed", ["0"])[0]))
+                    self._send(200, body, "application/octet-stream")
                     return
                 if u.path == "/chunked":
                     n = int(q.get("n", ["5"])[0])

@@ -124,6 +124,7 @@ def test_large_download_50mb(relay, static_server, agent_factory):
     m = relay.metrics()
     assert m("relay_relayed_bytes_total", direction="to_terminal") - \
         before("relay_relayed_bytes_total", direction="to_terminal") >= len(data)
+    assert m("relay_spliced_bodies_total") - before("relay_spliced_bodies_total") == 1  # in the kernel
 
 
 def test_upgrade_turns_connection_into_byte_stream(relay, agent_factory, cleanup):

@@ -20,7 +20,7 @@ SERIES = [
     *[("relay_wakes_total", {"outcome": o}) for o in ["started", "bound", "timeout", "offline", "refused"]],
     *[("relay_requests_refused_total", {"reason": r})
       for r in ["offline", "unknown", "unauthorized", "forbidden", "bad_request", "capacity"]],
-    ("relay_callbacks_rejected_total", {}), ("relay_sessions_active", {}), ("relay_sessions_reused_total", {}),
+    ("relay_callbacks_rejected_total", {}), ("relay_sessions_active", {}), ("relay_sessions_reused_total", {}), ("relay_spliced_bodies_total", {}),
     ("relay_relayed_bytes_total", {"direction": "to_device"}), ("relay_relayed_bytes_total", {"direction": "to_terminal"}),
     ("relay_devices", {}), ("relay_devices_alive", {}),
     ("relay_registry_capacity", {}), ("relay_registry_full_total", {}), ("relay_max_access_period_seconds", {}),

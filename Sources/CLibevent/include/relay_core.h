@@ -162,6 +162,7 @@ typedef struct rl_stats {
     uint64_t callbacks_rejected;
     uint64_t sessions_active;        /* gauge */
     uint64_t sessions_reused;
+    uint64_t splices;                /* response bodies moved with splice(2) */
     uint64_t bytes_to_device, bytes_to_terminal;
     uint64_t registry_full;          /* device_put refused: registry at capacity */
     uint64_t terminals_open;         /* gauge: terminal connections */
