@@ -22,7 +22,9 @@
 
 struct rl_splice {
     int pipe_r, pipe_w;
+    size_t cap;         /* the pipe's capacity */
     size_t in_pipe;     /* bytes in the pipe, not yet at the terminal */
+    int full;           /* the pipe refused more (its slots can fill before `cap` bytes) */
     uint64_t left;      /* body bytes not yet taken from the link */
     struct event *in_ev;  /* link readable */
     struct event *out_ev; /* terminal writable */
@@ -60,6 +62,8 @@ int rl_splice_begin(rl_session *s) {
     p->pipe_r = fds[0];
     p->pipe_w = fds[1];
     (void)fcntl(p->pipe_w, F_SETPIPE_SZ, RL_SPLICE_PIPE); /* best effort: 64 KiB otherwise */
+    int cap = fcntl(p->pipe_w, F_GETPIPE_SZ);
+    p->cap = cap > 0 ? (size_t)cap : 65536;
     p->left = s->resp.parser.content_length;
     p->in_ev = event_new(s->core->base, s->link->fd, EV_READ | EV_PERSIST, on_in, s);
     p->out_ev = event_new(s->core->base, s->term->st->fd, EV_WRITE | EV_PERSIST, on_out, s);
@@ -88,14 +92,19 @@ static void finish(rl_session *s) {
     rl_session_pump_response(s);
 }
 
-/* Moves what the pipe holds to the terminal. Returns -1 when `s` was freed. */
+/* Moves what the pipe holds to the terminal, and keeps each side's event armed exactly
+ * while it can make progress: the device's while the pipe has room, the terminal's while
+ * the pipe holds bytes its socket did not take. Both sides run at once, as with buffers.
+ * Returns -1 when `s` was freed. */
 static int pump_out(rl_session *s) {
     rl_splice *p = s->splice;
     rl_term *t = s->term;
+    int blocked = 0;
     while (p->in_pipe > 0) {
         ssize_t n = splice(p->pipe_r, NULL, t->st->fd, NULL, p->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             p->in_pipe -= (size_t)n;
+            p->full = 0;
             t->bytes_to_terminal += (uint64_t)n;
             t->st->bytes_written += (unsigned long long)n;
             CTR_ADD(s->core->ctr.bytes_to_terminal, (uint64_t)n);
@@ -103,26 +112,27 @@ static int pump_out(rl_session *s) {
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            event_add(p->out_ev, NULL); /* the terminal's socket is full: wait for it */
-            event_del(p->in_ev);        /* and stop taking from the device meanwhile */
-            return 0;
+            blocked = 1; /* the terminal's socket is full */
+            break;
         }
         rl_term_close(t, RL_OUTCOME_RELAYED); /* the terminal went away mid-body; frees s */
         return -1;
     }
-    event_del(p->out_ev);
-    if (p->left == 0) {
+    if (p->left == 0 && p->in_pipe == 0) {
         finish(s);
         return -1; /* s may be gone */
     }
-    event_add(p->in_ev, NULL);
+    if (blocked) event_add(p->out_ev, NULL);
+    else event_del(p->out_ev);
+    if (p->left > 0 && p->in_pipe < p->cap && !p->full) event_add(p->in_ev, NULL);
+    else event_del(p->in_ev);
     return 0;
 }
 
 static void on_in(evutil_socket_t fd, short what, void *arg) {
     rl_session *s = arg;
     rl_splice *p = s->splice;
-    size_t room = RL_SPLICE_PIPE - p->in_pipe;
+    size_t room = p->cap - p->in_pipe;
     size_t want = p->left < room ? (size_t)p->left : room;
     ssize_t n = splice(fd, NULL, p->pipe_w, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
@@ -132,7 +142,7 @@ static void on_in(evutil_socket_t fd, short what, void *arg) {
         rl_session_device_gone(s, "end of stream in the middle of a body");
         return;
     } else if (errno == EAGAIN && p->in_pipe > 0) {
-        /* The pipe is full (its size may be below RL_SPLICE_PIPE): drain it first. */
+        p->full = 1; /* wait for the terminal to take some before reading the device again */
     } else if (errno != EAGAIN && errno != EINTR) {
         rl_session_device_gone(s, "link error");
         return;
