@@ -101,8 +101,8 @@ public final class RelayServer: Sendable {
             }
         }
         defer { watcher.cancel() }
-        warnIfReceiveBufferCapped()
         core.setReady(true)
+        warnIfReceiveBufferCapped()
         // Scripts and the integration tests wait for this line, so it is printed at any
         // --log-level (the copy's level does not change the shared logger's).
         var readyLogger = logger

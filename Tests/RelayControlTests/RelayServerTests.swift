@@ -58,10 +58,16 @@ final class RelayServerTests: XCTestCase {
         XCTAssertEqual(server.core.stats().devices, 1, "devices in the store are loaded before start")
         let running = Task { try await server.run() }
 
-        // /healthz answers 200 once ready.
+        // /healthz answers 200 once ready (503 until run() has marked it so).
         let http = server.listeners.addresses(.http)[0]
-        let health = try await URLSession.shared.data(from: URL(string: "http://\(http)/healthz")!)
-        XCTAssertEqual((health.1 as? HTTPURLResponse)?.statusCode, 200)
+        var status: Int?
+        for _ in 0..<100 {
+            let health = try await URLSession.shared.data(from: URL(string: "http://\(http)/healthz")!)
+            status = (health.1 as? HTTPURLResponse)?.statusCode
+            if status == 200 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        XCTAssertEqual(status, 200)
 
         // Another process's store (the CLI) adds and removes; the running core follows.
         let cli = try DeviceStore(directory: configuration.dataDirectory, createIfMissing: false)

@@ -119,6 +119,13 @@ def front_seeds():
         "bad_hello": front(1, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"\r\n", b"RLY1\x05cam-1" + bytes(48)),
         "timers": front(0x30, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"\r\n", OK),
         "head_timeout": front(0x20, b"GET /d/cam-1/ HT"),
+        # A body large enough to be spliced (splice.c) that the device cuts short, and one the
+        # terminal walks away from.
+        "splice_device_cut": front(4, b"GET /d/cam-1/big HTTP/1.1\r\n" + auth + b"\r\n",
+                                   b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + bytes(100), b"", bytes(3000)),
+        "splice_terminal_leaves": front(2, b"GET /d/cam-1/big HTTP/1.1\r\n" + auth + b"\r\n",
+                                        b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\nabc", b"GET /d/cam-1/next HTTP/1.1\r\n\r\n",
+                                        bytes(5000)),
     }
 
 
