@@ -126,6 +126,7 @@ static void on_hello_timeout(evutil_socket_t fd, short what, void *arg) {
 
 void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
     rl_core *core = arg; /* fd: non-blocking, from accept4 */
+    if (rl_core_fd_refused(core, fd)) return;
     rl_pending_cb *p = calloc(1, sizeof *p);
     if (!p) {
         close(fd);

@@ -1,10 +1,13 @@
 /* core.c: rl_core lifecycle, the loop thread, device and token commands, records and stats. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/resource.h>
 #include <event2/thread.h>
 #include <netinet/tcp.h>
 #include "internal.h"
@@ -104,6 +107,16 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     core->drain_ev = event_new(core->base, -1, 0, on_drain, core);
     core->sweep_ev = event_new(core->base, -1, EV_PERSIST, on_sweep, core);
     core->resume_ev = evtimer_new(core->base, on_resume, core);
+    /* Out of descriptors, libdispatch (Swift's runtime) can trap rather than fail, SQLite cannot
+     * open the store, a TLS reload cannot read its files: the relay keeps 1/64 of its limit
+     * (16 to 256) for them and refuses connections that would eat into it. */
+    struct rlimit nofile;
+    core->fd_ceiling = INT_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY && nofile.rlim_cur < INT_MAX) {
+        int limit = (int)nofile.rlim_cur, reserve = limit / 64;
+        reserve = reserve < 16 ? 16 : reserve > 256 ? 256 : reserve;
+        core->fd_ceiling = limit - reserve;
+    }
     struct timeval second = {1, 0};
     if (core->sweep_ev) event_add(core->sweep_ev, &second);
     atomic_store(&core->store_ok, 1);
@@ -256,15 +269,25 @@ static void on_resume(evutil_socket_t fd, short what, void *arg) {
 
 /* Descriptors are process-wide: when one accept runs out of them, every listener would, so
  * all of them pause together. */
-void rl_listener_error(struct evconnlistener *lev, void *arg) {
-    rl_core *core = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    if (core->accept_paused || (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)) return;
+static void pause_accepting(rl_core *core) {
+    if (core->accept_paused) return;
     core->accept_paused = 1;
     set_accepting(core, 0);
     CTR_INC(core->ctr.accept_paused);
     struct timeval wait = {0, 250000};
     evtimer_add(core->resume_ev, &wait);
+}
+
+void rl_listener_error(struct evconnlistener *lev, void *arg) {
+    int err = EVUTIL_SOCKET_ERROR();
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) pause_accepting(arg);
+}
+
+int rl_core_fd_refused(rl_core *core, int fd) {
+    if (fd < core->fd_ceiling) return 0;
+    close(fd);
+    pause_accepting(core);
+    return 1;
 }
 
 static void on_cmd(evutil_socket_t fd, short what, void *arg) {

@@ -67,6 +67,7 @@ void rl_front_accept_tls(struct evconnlistener *lev, evutil_socket_t fd, struct 
 }
 
 static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *sa, int tls) {
+    if (rl_core_fd_refused(core, fd)) return;
     uint8_t addr[16];
     uint16_t port;
     rl_addr_to_v6(sa, addr, &port);

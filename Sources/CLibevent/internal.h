@@ -143,6 +143,8 @@ struct rl_core {
     struct event *sweep_ev;  /* once a second: forget tallies of keys gone quiet */
     struct event *resume_ev; /* re-enables the listeners paused for lack of descriptors */
     int accept_paused;       /* accept ran out of descriptors: every listener waits for resume_ev */
+    int fd_ceiling;          /* accepted descriptors from here up are refused: a reserve below
+                              * RLIMIT_NOFILE stays for the runtime, the store and TLS reloads */
     rl_tally sources;        /* terminal addresses: open connections, new ones per second */
     rl_tally devices;        /* device ID hashes: open sessions, wakes per minute */
     rl_revoked revoked;      /* revoked token IDs until their expiry (rl_core_token_revoke) */
@@ -292,6 +294,9 @@ void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct so
 /* accept() failed: out of descriptors pauses the listener (instead of a busy loop on a
  * backlog it cannot take) until resume_ev; other errors are left to the next attempt. */
 void rl_listener_error(struct evconnlistener *lev, void *arg);
+/* An accepted descriptor in the reserve (numbered at or above fd_ceiling: at least that many
+ * are open) is closed and the listeners pause as on EMFILE. 1 when `fd` was refused. */
+int rl_core_fd_refused(rl_core *core, int fd);
 
 /* ---- netaddr.c ---- */
 /* Parses "HOST:PORT", "[V6]:PORT" or "*:PORT" (numeric hosts and names). */

@@ -229,6 +229,7 @@ static void scrape_cb(rl_stream *st, int event, void *arg) {
 
 void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
     rl_core *core = arg;
+    if (rl_core_fd_refused(core, fd)) return;
     rl_stream *st = rl_stream_new(core->base, fd, 0, scrape_cb, core);
     if (!st) {
         close(fd);

@@ -3,6 +3,7 @@ device (sessions, wakes per minute), idle bound terminals, slowloris, and runnin
 descriptors. Each is configurable, counted in relay_limit_rejections_total, and answered
 with a clear 429 (or a close, for idling)."""
 
+import os
 import resource
 import signal
 import socket
@@ -257,6 +258,9 @@ def test_out_of_descriptors_pauses_accepting_and_recovers(workdir, cleanup):
         cpu1 = float(open(f"/proc/{p.p.pid}/stat").read().rsplit(")", 1)[1].split()[11])
         ticks = cpu1 - cpu0
         assert ticks < 0.5 * 2 * 100, f"relay spun on accept: {ticks} ticks of user CPU in 2 s"
+        # and it kept a reserve below the limit (16 of 64) for its runtime and its store
+        open_fds = len(os.listdir(f"/proc/{p.p.pid}/fd"))
+        assert open_fds <= soft - 12, f"{open_fds} descriptors open of {soft}: no reserve left"
     finally:
         for s in held:
             s.close()
