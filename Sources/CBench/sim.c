@@ -189,9 +189,10 @@ int rb_sim_register(rb_sim *s, uint32_t window, double timeout_s, rb_reg_result 
             uint32_t sock = rb_sock_of(s, next);
             int n = 0;
             while (n < RB_BATCH && next < s->live && rb_sock_of(s, next) == sock) {
-                uint8_t body[24] = {0};
+                uint8_t body[24] = {0}; /* nonce || counter (answered once each) || zeros */
                 r.nonce[next] = rb_xorshift(&rng);
                 rb_put64(body, r.nonce[next]);
+                rb_put64(body + 8, atomic_fetch_add(&s->counter, 1));
                 lens[n] = rb_build(s, next, RB_T_PERIOD_REQUEST, body, sizeof body, bufs[n]);
                 r.state[next] = REG_WAIT;
                 r.sent_at[next] = (float)(now - t0);
@@ -216,6 +217,7 @@ int rb_sim_register(rb_sim *s, uint32_t window, double timeout_s, rb_reg_result 
             uint8_t body[24] = {0};
             r.nonce[dev] = rb_xorshift(&rng);
             rb_put64(body, r.nonce[dev]);
+            rb_put64(body + 8, atomic_fetch_add(&s->counter, 1));
             size_t len = rb_build(s, dev, RB_T_PERIOD_REQUEST, body, sizeof body, bufs[0]);
             r.sent_at[dev] = (float)(now - t0);
             reg_push(&r, dev);

@@ -33,6 +33,7 @@ struct rl_agent {
     uint16_t cb_port;
     int registered;
     uint64_t counter;
+    uint64_t epoch_from;   /* our counter when the current epoch was adopted (RESYNC freshness) */
     uint8_t seen[SEEN_SIDS][RL_SESSION_ID_LEN];
     int seen_next;
     rl_mac mac;
@@ -81,7 +82,13 @@ static void send_period_request(rl_agent *a) {
     uint8_t body[RL_BODY_PERIOD_REQUEST] = {0};
     rl_random_bytes(a->client_nonce, sizeof a->client_nonce);
     memcpy(body, a->client_nonce, 8);
+    rl_put64(body + 8, next_counter(a)); /* the relay answers each counter once */
     send_dgram(a, RL_T_PERIOD_REQUEST, body, sizeof body);
+}
+
+static void adopt_epoch(rl_agent *a, uint32_t epoch) {
+    a->epoch = epoch;
+    a->epoch_from = a->counter;
 }
 
 static void send_notify(rl_agent *a, int type) {
@@ -143,7 +150,7 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
         switch (d.type) {
         case RL_T_PERIOD_INFO:
             if (memcmp(d.body, a->client_nonce, 8) != 0) break; /* stale or replayed */
-            a->epoch = rl_get32(d.body + 8);
+            adopt_epoch(a, rl_get32(d.body + 8));
             a->period_s = rl_get32(d.body + 12);
             a->keepalive_s = rl_get32(d.body + 16);
             a->cb_port = rl_get16(d.body + 20);
@@ -155,17 +162,22 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             publish(a);
             start_notifying(a);
             break;
-        case RL_T_RESYNC:
+        case RL_T_RESYNC: {
+            /* Only an answer to a notify sent under the epoch we hold now: a replayed older
+             * RESYNC would hand us a past epoch (and a re-registration) for nothing. */
+            uint64_t echoed = rl_get64(d.body);
+            if (echoed <= a->epoch_from || echoed > a->counter || rl_get32(d.body + 8) == a->epoch) break;
             /* The relay restarted: take its new epoch, re-register at once, and refresh the
              * period (it may have been reconfigured). */
             CTR_INC(a->resyncs);
-            a->epoch = rl_get32(d.body + 8);
+            adopt_epoch(a, rl_get32(d.body + 8));
             start_notifying(a);
             a->registered = 0;
             publish(a);
             a->backoff_ms = 1000;
             on_period_timer(-1, 0, a);
             break;
+        }
         case RL_T_CONNECT: {
             const uint8_t *sid = d.body, *nonce = d.body + 16;
             CTR_INC(a->conn_requests);

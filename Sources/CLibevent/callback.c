@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <openssl/crypto.h>
 #include "internal.h"
 
@@ -15,9 +16,11 @@ typedef struct rl_pending_cb {
     rl_stream *st;
     struct event *timer;
     int tls_seen; /* the TLS handshake's success was counted */
+    rl_tally_entry *source; /* this address's entry in core->callback_sources (counts it) */
 } rl_pending_cb;
 
 static void pending_free(rl_pending_cb *p, int close_stream) {
+    if (p->source) p->source->open--;
     if (p->timer) event_free(p->timer);
     if (close_stream) rl_stream_free(p->st);
     free(p);
@@ -124,15 +127,42 @@ static void on_hello_timeout(evutil_socket_t fd, short what, void *arg) {
     reject(p, RL_CB_MALFORMED);
 }
 
+/* Over the per-source bound: one status byte, straight from the accept, no state kept.
+ * (Anyone can connect here; only a verified hello is worth a descriptor for long.) */
+static void refuse_source(rl_core *core, int fd) {
+    uint8_t busy = RL_CB_BUSY_SOURCE;
+    CTR_INC(core->ctr.limited_callback_source);
+    CTR_INC(core->ctr.callbacks_rejected);
+    if (!core->tls) (void)!send(fd, &busy, 1, MSG_DONTWAIT | MSG_NOSIGNAL); /* TLS: before any handshake, just close */
+    char sink[512];
+    while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {} /* unread input would turn close into a reset */
+    close(fd);
+}
+
 void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
     rl_core *core = arg; /* fd: non-blocking, from accept4 */
     if (rl_core_fd_refused(core, fd)) return;
+    rl_tally_entry *src = NULL;
+    if (core->cfg.max_callbacks_per_source) {
+        uint8_t addr[16];
+        uint16_t port;
+        rl_addr_to_v6(sa, addr, &port);
+        src = rl_tally_get(&core->callback_sources, addr, rl_core_now_s(core));
+        if (src && src->open >= core->cfg.max_callbacks_per_source) {
+            refuse_source(core, fd);
+            return;
+        }
+    }
     rl_pending_cb *p = calloc(1, sizeof *p);
     if (!p) {
         close(fd);
         return;
     }
     p->core = core;
+    if (src) {
+        src->open++;
+        p->source = src;
+    }
     p->st = rl_stream_new(core->base, fd, 0, pending_cb, p);
     p->timer = evtimer_new(core->base, on_hello_timeout, p);
     if (p->st && core->tls && rl_stream_start_tls(p->st, core->tls->device, 1, NULL) != 0) {

@@ -48,6 +48,7 @@ void rl_core_config_defaults(rl_core_config *cfg) {
     cfg->header_timeout_ms = 10000;
     cfg->max_conns_per_source = 1024;
     cfg->conn_rate_per_source = 200;
+    cfg->max_callbacks_per_source = 64;
     cfg->max_sessions_per_device = 64;
     cfg->wakes_per_device_minute = 600;
     cfg->idle_timeout_s = 300;
@@ -97,6 +98,7 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     core->base = event_base_new();
     if (!core->sess_buckets || !core->recs || !core->base || rl_mac_init(&core->mac) != 0 ||
         rl_registry_init(&core->reg, cfg->capacity) != 0 || rl_tally_init(&core->sources, 16, 1) != 0 ||
+        rl_tally_init(&core->callback_sources, 12, 1) != 0 ||
         rl_tally_init(&core->devices, 16, 60) != 0) {
         rl_set_err(err, err_len, "cannot allocate the core (registry of %u devices)", cfg->capacity);
         rl_core_free(core);
@@ -236,6 +238,7 @@ static void apply_timers(rl_core *core, const rl_core_config *n) {
     core->cfg.header_timeout_ms = n->header_timeout_ms;
     core->cfg.max_conns_per_source = n->max_conns_per_source;
     core->cfg.conn_rate_per_source = n->conn_rate_per_source;
+    core->cfg.max_callbacks_per_source = n->max_callbacks_per_source;
     core->cfg.max_sessions_per_device = n->max_sessions_per_device;
     core->cfg.wakes_per_device_minute = n->wakes_per_device_minute;
     core->cfg.idle_timeout_s = n->idle_timeout_s;
@@ -246,6 +249,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
     uint32_t now = rl_core_now_s(core);
     rl_tally_sweep(&core->sources, now);
     rl_tally_sweep(&core->devices, now);
+    rl_tally_sweep(&core->callback_sources, now);
     rl_revoked_sweep(&core->revoked, (uint64_t)time(NULL));
 }
 
@@ -474,6 +478,7 @@ void rl_core_free(rl_core *core) {
     if (core->base) event_base_free(core->base);
     rl_registry_free(&core->reg);
     rl_tally_free(&core->sources);
+    rl_tally_free(&core->callback_sources);
     rl_tally_free(&core->devices);
     rl_revoked_free(&core->revoked);
     rl_mac_free(&core->mac);
@@ -547,6 +552,7 @@ void rl_core_stats(const rl_core *core, rl_stats *o) {
     o->limited_source_rate = CTR_GET(c->limited_source_rate);
     o->limited_device_sessions = CTR_GET(c->limited_device_sessions);
     o->limited_device_wakes = CTR_GET(c->limited_device_wakes);
+    o->limited_callback_source = CTR_GET(c->limited_callback_source);
     o->idle_timeouts = CTR_GET(c->idle_timeouts);
     o->accept_paused = CTR_GET(c->accept_paused);
     o->tls_terminal_ok = CTR_GET(c->tls_terminal_ok);

@@ -71,7 +71,8 @@ struct rl_counters {
     rl_counter wake_us_sum;
     rl_counter answers[RL_ANSWER_CODES + 1];      /* last slot: any other status */
     rl_counter device_responses[6];               /* by status / 100; 0: out of range */
-    rl_counter limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes;
+    rl_counter limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes,
+        limited_callback_source;
     rl_counter idle_timeouts, accept_paused;
     rl_counter tls_terminal_ok, tls_terminal_failed, tls_device_ok, tls_device_failed, device_certs_refused;
 };
@@ -147,6 +148,7 @@ struct rl_core {
                               * RLIMIT_NOFILE stays for the runtime, the store and TLS reloads */
     rl_tally sources;        /* terminal addresses: open connections, new ones per second */
     rl_tally devices;        /* device ID hashes: open sessions, wakes per minute */
+    rl_tally callback_sources; /* device callback addresses: hellos not verified yet */
     rl_revoked revoked;      /* revoked token IDs until their expiry (rl_core_token_revoke) */
     /* timer settings from rl_core_reconfigure, applied on the loop thread (cmd_mu) */
     rl_core_config pending_cfg;
@@ -219,7 +221,12 @@ struct rl_session {
     rl_splice *splice;       /* a response body moving in the kernel (splice.c), or NULL */
 };
 
+/* CONNECT_REQUEST resends: after 100 ms, doubling, at most a second apart. */
+#define RL_RESEND_FIRST_MS 100u
+#define RL_RESEND_MAX_MS 1000u
 rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash);
+/* A notify moved `dev`'s anchor: its wakes in flight re-send CONNECT_REQUEST there at once. */
+void rl_session_anchor_moved(rl_core *core, rl_dev *dev);
 rl_session *rl_session_find(rl_core *core, const uint8_t sid[RL_SESSION_ID_LEN]);
 /* Binds a verified device callback to a waking session. */
 void rl_session_bind(rl_session *s, rl_stream *link);

@@ -165,6 +165,7 @@ static void render(rl_core *core, struct evbuffer *b) {
     sample(b, "relay_limit_rejections_total", "{limit=\"source_rate\"}", CTR_GET(c->limited_source_rate));
     sample(b, "relay_limit_rejections_total", "{limit=\"device_sessions\"}", CTR_GET(c->limited_device_sessions));
     sample(b, "relay_limit_rejections_total", "{limit=\"device_wakes\"}", CTR_GET(c->limited_device_wakes));
+    sample(b, "relay_limit_rejections_total", "{limit=\"callback_source\"}", CTR_GET(c->limited_callback_source));
     sample(b, "relay_limit_rejections_total", "{limit=\"idle_timeout\"}", CTR_GET(c->idle_timeouts));
     family(b, "relay_accept_paused_total", "counter",
            "Times the listeners paused accepting because the process ran out of file descriptors.");

@@ -14,6 +14,9 @@
 #include "relay_core.h"
 
 #define RL_NO_SOCK 0xff
+/* A wake of this device may be in flight: an anchor change re-sends its CONNECT_REQUEST at
+ * once (session.c clears it when it finds none). */
+#define RL_DEV_WAKING 0x01
 
 typedef struct rl_dev {
     uint64_t id_hash;     /* keyed hash of the device ID */
@@ -22,7 +25,7 @@ typedef struct rl_dev {
     uint8_t addr[16];     /* anchor: NAT public address, IPv4 as ::ffff:a.b.c.d */
     uint16_t port;        /* anchor port, host order */
     uint8_t sock;         /* relay UDP socket the anchor notify arrived on, RL_NO_SOCK if none */
-    uint8_t flags;
+    uint8_t flags;        /* RL_DEV_* */
     uint32_t last_access; /* core seconds + 1 of the last NOTIFY_A; 0 = never */
 } rl_dev;
 

@@ -68,12 +68,26 @@ rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id,
     CTR_INC(core->ctr.sessions_active);
     CTR_INC(core->ctr.wakes_started);
     s->wake_started_us = rl_mono_us();
+    rl_dev *dev = rl_registry_find(&core->reg, id_hash);
+    if (dev) dev->flags |= RL_DEV_WAKING;
     rl_udp_send_connect(core, s);
-    arm(s, 100);
+    arm(s, RL_RESEND_FIRST_MS);
     return s;
 }
 
-/* Retransmits on a doubling backoff (100, 200, 400 ms ...) until the wake timeout. */
+void rl_session_anchor_moved(rl_core *core, rl_dev *dev) {
+    int waking = 0;
+    for (uint32_t b = 0; b <= core->sess_mask; b++)
+        for (rl_session *s = core->sess_buckets[b]; s; s = s->next_in_bucket)
+            if (s->state == SESS_WAKING && s->id_hash == dev->id_hash) {
+                rl_udp_send_connect(core, s); /* to the new anchor, now */
+                waking = 1;
+            }
+    if (!waking) dev->flags &= (uint8_t)~RL_DEV_WAKING;
+}
+
+/* Retransmits on a doubling backoff capped at RL_RESEND_MAX_MS (0, 0.1, 0.3, 0.7, 1.5, 2.5 s
+ * ...) until the wake timeout: a lost datagram late in the wake costs at most a second. */
 static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
     rl_session *s = arg;
     rl_core *core = s->core;
@@ -89,7 +103,8 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
     }
     rl_udp_send_connect(core, s);
     s->retransmits++;
-    uint32_t next = 100u << (s->retransmits < 10 ? s->retransmits : 10);
+    uint32_t next = RL_RESEND_FIRST_MS << (s->retransmits < 4 ? s->retransmits : 4);
+    if (next > RL_RESEND_MAX_MS) next = RL_RESEND_MAX_MS;
     uint32_t left = core->cfg.wake_timeout_ms - (uint32_t)elapsed_ms;
     arm(s, next < left ? next : left);
 }

@@ -92,8 +92,31 @@ static uint16_t callback_port(const rl_core *core, int family) {
     return (uint16_t)(core->n_tcp ? core->tcp[0].port : 0);
 }
 
-static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram *d, rl_dev *dev,
-                                  const struct sockaddr *from, socklen_t from_len) {
+/* The replay rule for every device -> relay datagram [claims 21-23]: a counter not above the
+ * last one recorded is dropped before any crypto (replays cost no HMAC), and a tag that does
+ * not verify is dropped; only then is the counter recorded. So no captured datagram, replayed
+ * from any address, is acted on twice, and an unverified one leaves nothing behind.
+ * 1 when the datagram may be acted on, its counter now recorded. */
+static int fresh_and_genuine(rl_core *core, int kind, uint64_t counter, const uint8_t *raw, size_t raw_len,
+                             rl_dev *dev) {
+    if (counter <= dev->counter) {
+        DROP(core, kind, RL_DR_REPLAY);
+        return 0;
+    }
+    if (!rl_dgram_verify(&core->mac, dev->key, raw, raw_len)) {
+        DROP(core, kind, RL_DR_BAD_AUTH);
+        return 0;
+    }
+    dev->counter = counter;
+    return 1;
+}
+
+/* PERIOD_REQUEST: client nonce (8) || counter (8) || 8 zero bytes. Answered once per counter,
+ * so a captured request reflects at most once, and only while no later datagram of the
+ * device has been seen. It moves nothing but the counter. */
+static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram *d, const uint8_t *raw,
+                                  size_t raw_len, rl_dev *dev, const struct sockaddr *from, socklen_t from_len) {
+    if (!fresh_and_genuine(core, RL_DK_PERIOD, rl_get64(d->body + 8), raw, raw_len, dev)) return;
     uint8_t body[RL_BODY_PERIOD_INFO] = {0}, out[RL_DGRAM_MAX];
     memcpy(body, d->body, 8); /* echo the client nonce */
     rl_put32(body + 8, core->epoch);
@@ -107,26 +130,16 @@ static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram 
 
 static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, const uint8_t *raw, size_t raw_len,
                           rl_dev *dev, const struct sockaddr *from, socklen_t from_len) {
-    uint8_t addr[16];
-    uint16_t port;
-    rl_addr_to_v6(from, addr, &port);
-    int same_anchor = dev->sock == u->index && dev->port == port && memcmp(dev->addr, addr, 16) == 0;
-
-    /* A NOTIFY_B from the current anchor changes nothing: accept it without crypto. */
-    if (d->type == RL_T_NOTIFY_B && same_anchor) {
-        CTR_INC(core->ctr.notify_b_ok);
-        return;
-    }
     int kind = d->type == RL_T_NOTIFY_A ? RL_DK_NOTIFY_A : RL_DK_NOTIFY_B;
-    if (!rl_dgram_verify(&core->mac, dev->key, raw, raw_len)) {
-        DROP(core, kind, RL_DR_BAD_AUTH);
-        return;
-    }
     uint32_t epoch = rl_get32(d->body);
     uint64_t counter = rl_get64(d->body + 4);
+    /* Every notify, NOTIFY_B from the current anchor too: one accepted unverified would leave
+     * its counter unrecorded, and its replay from elsewhere would then move the anchor. */
+    if (!fresh_and_genuine(core, kind, counter, raw, raw_len, dev)) return;
     if (epoch != core->epoch) {
-        /* A verified notify from before a relay restart: tell the device the new epoch.
-         * RESYNC is exactly as long as the notify, so this never amplifies. */
+        /* A notify from before a relay restart: tell the device the new epoch. RESYNC is
+         * exactly as long as the notify (no amplification), and the counter is recorded, so
+         * each captured notify is answered at most once. */
         uint8_t body[RL_BODY_RESYNC], out[RL_DGRAM_MAX];
         rl_put64(body, counter);
         rl_put32(body + 8, core->epoch);
@@ -135,16 +148,16 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
         if (n) send_from(u, out, n, from, from_len);
         return;
     }
-    if (counter <= dev->counter) {
-        DROP(core, kind, RL_DR_REPLAY);
-        return;
-    }
-    dev->counter = counter;
-    if (!same_anchor) {
+    uint8_t addr[16];
+    uint16_t port;
+    rl_addr_to_v6(from, addr, &port);
+    if (dev->sock != u->index || dev->port != port || memcmp(dev->addr, addr, 16) != 0) {
         if (dev->sock != RL_NO_SOCK) CTR_INC(core->ctr.address_changes);
         memcpy(dev->addr, addr, 16);
         dev->port = port;
         dev->sock = u->index;
+        /* NAT rebinding during a wake: its CONNECT_REQUEST went to the old mapping. */
+        if (dev->flags & RL_DEV_WAKING) rl_session_anchor_moved(core, dev);
     }
     if (d->type == RL_T_NOTIFY_A) {
         dev->last_access = rl_core_now_s(core) + 1;
@@ -179,11 +192,7 @@ void rl_udp_handle(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len
         return;
     }
     if (d.type == RL_T_PERIOD_REQUEST) {
-        if (!rl_dgram_verify(&core->mac, dev->key, buf, len)) {
-            DROP(core, kind, RL_DR_BAD_AUTH);
-            return;
-        }
-        handle_period_request(core, u, &d, dev, from, from_len);
+        handle_period_request(core, u, &d, buf, len, dev, from, from_len);
         return;
     }
     handle_notify(core, u, &d, buf, len, dev, from, from_len);

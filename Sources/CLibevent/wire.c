@@ -1,45 +1,44 @@
 /* wire.c: datagram framing and authentication (docs/PROTOCOL.md, "Datagrams"). */
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init/Update/Final: see rl_mac_compute */
 #include <string.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/core_names.h>
+#include <openssl/sha.h>
 #include "wire.h"
 
+/* HMAC-SHA256 (RFC 2104) straight over OpenSSL's SHA-256 block functions. Every datagram is
+ * verified, so this is on the ingest path: EVP_MAC re-keys through the provider layer on each
+ * message (fetch, context copies), which cost more than the hashing itself. Here a message
+ * costs the four or five SHA-256 compressions HMAC needs and nothing else. The SHA256_*
+ * calls are deprecated in OpenSSL 3 but kept, and use the CPU's SHA extensions. */
 int rl_mac_init(rl_mac *m) {
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (!mac) return -1;
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
-    EVP_MAC_free(mac); /* the context holds its own reference */
-    if (!ctx) return -1;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_end(),
-    };
-    if (!EVP_MAC_CTX_set_params(ctx, params)) {
-        EVP_MAC_CTX_free(ctx);
-        return -1;
-    }
-    m->ctx = ctx;
+    memset(m, 0, sizeof *m);
     return 0;
 }
 
 void rl_mac_free(rl_mac *m) {
-    if (m->ctx) EVP_MAC_CTX_free((EVP_MAC_CTX *)m->ctx);
-    m->ctx = NULL;
+    OPENSSL_cleanse(m, sizeof *m);
 }
 
 int rl_mac_compute(rl_mac *m, const uint8_t *key, size_t key_len, const void *a, size_t a_len,
                    const void *b, size_t b_len, const void *c, size_t c_len, uint8_t *out, size_t out_len) {
-    EVP_MAC_CTX *ctx = (EVP_MAC_CTX *)m->ctx;
-    uint8_t full[32];
-    size_t n = 0;
+    uint8_t pad[64] = {0}, inner[32], full[32];
     if (out_len > sizeof full) return -1;
-    if (!EVP_MAC_init(ctx, key, key_len, NULL)) return -1;
-    if (a_len && !EVP_MAC_update(ctx, a, a_len)) return -1;
-    if (b && b_len && !EVP_MAC_update(ctx, b, b_len)) return -1;
-    if (c && c_len && !EVP_MAC_update(ctx, c, c_len)) return -1;
-    if (!EVP_MAC_final(ctx, full, &n, sizeof full) || n != sizeof full) return -1;
+    if (key_len > sizeof pad) SHA256(key, key_len, pad); /* RFC 2104: long keys are hashed first */
+    else memcpy(pad, key, key_len);
+    for (size_t i = 0; i < sizeof pad; i++) pad[i] ^= 0x36;
+    SHA256_Init(&m->sha);
+    SHA256_Update(&m->sha, pad, sizeof pad);
+    if (a_len) SHA256_Update(&m->sha, a, a_len);
+    if (b && b_len) SHA256_Update(&m->sha, b, b_len);
+    if (c && c_len) SHA256_Update(&m->sha, c, c_len);
+    SHA256_Final(inner, &m->sha);
+    for (size_t i = 0; i < sizeof pad; i++) pad[i] ^= 0x36 ^ 0x5c;
+    SHA256_Init(&m->sha);
+    SHA256_Update(&m->sha, pad, sizeof pad);
+    SHA256_Update(&m->sha, inner, sizeof inner);
+    SHA256_Final(full, &m->sha);
     memcpy(out, full, out_len);
+    OPENSSL_cleanse(pad, sizeof pad);
     return 0;
 }
 

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <openssl/sha.h> /* SHA256_CTX */
 #include "relay_core.h"
 
 #define RL_MAGIC 0x52
@@ -34,10 +35,10 @@ enum rl_dgram_type {
 
 /* Callback status bytes. */
 enum { RL_CB_OK = 0, RL_CB_MALFORMED = 1, RL_CB_UNKNOWN_SESSION = 2, RL_CB_BAD_PROOF = 3, RL_CB_ALREADY_BOUND = 4,
-       RL_CB_BAD_CERT = 5 };
+       RL_CB_BAD_CERT = 5, RL_CB_BUSY_SOURCE = 6 };
 
-/* A reusable HMAC-SHA256 context; re-keyed per message. One per thread. */
-typedef struct rl_mac { void *ctx; } rl_mac;
+/* Scratch space for HMAC-SHA256; re-keyed per message. One per thread. */
+typedef struct rl_mac { SHA256_CTX sha; } rl_mac;
 int rl_mac_init(rl_mac *m);
 void rl_mac_free(rl_mac *m);
 /* out = HMAC(key, a || b || c)[0..out_len]; any of b, c may be NULL. */

@@ -21,6 +21,7 @@ extension RelayConfiguration {
         config.header_timeout_ms = UInt32(headerTimeout.wholeMilliseconds)
         config.max_conns_per_source = UInt32(maxConnsPerSource)
         config.conn_rate_per_source = UInt32(connRatePerSource)
+        config.max_callbacks_per_source = UInt32(maxCallbacksPerSource)
         config.max_sessions_per_device = UInt32(maxSessionsPerDevice)
         config.wakes_per_device_minute = UInt32(wakesPerDeviceMinute)
         config.idle_timeout_s = UInt32(idleTimeout.wholeSeconds)

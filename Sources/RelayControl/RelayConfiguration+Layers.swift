@@ -6,7 +6,7 @@ extension RelayConfiguration {
         scalars: [
             "data", "domain", "period", "keepalive", "capacity", "max-sessions", "wake-timeout", "idle-link",
             "max-header-bytes", "header-timeout", "drain-timeout", "log-level", "max-conns-per-source",
-            "conn-rate-per-source", "max-sessions-per-device", "wakes-per-device-minute", "idle-timeout",
+            "conn-rate-per-source", "max-callbacks-per-source", "max-sessions-per-device", "wakes-per-device-minute", "idle-timeout",
             "device-ca",
         ],
         lists: ["http", "https", "udp", "tcp", "metrics", "tls-cert", "tls-key"])
@@ -47,6 +47,7 @@ extension RelayConfiguration {
         try Self.duration(layers, "drain-timeout") { drainTimeout = $0 }
         try Self.integer(layers, "max-conns-per-source") { maxConnsPerSource = $0 }
         try Self.integer(layers, "conn-rate-per-source") { connRatePerSource = $0 }
+        try Self.integer(layers, "max-callbacks-per-source") { maxCallbacksPerSource = $0 }
         try Self.integer(layers, "max-sessions-per-device") { maxSessionsPerDevice = $0 }
         try Self.integer(layers, "wakes-per-device-minute") { wakesPerDeviceMinute = $0 }
         try Self.duration(layers, "idle-timeout") { idleTimeout = $0 }
@@ -108,6 +109,7 @@ extension RelayConfiguration {
         "log-level": { $0.logLevel = $1.logLevel },
         "max-conns-per-source": { $0.maxConnsPerSource = $1.maxConnsPerSource },
         "conn-rate-per-source": { $0.connRatePerSource = $1.connRatePerSource },
+        "max-callbacks-per-source": { $0.maxCallbacksPerSource = $1.maxCallbacksPerSource },
         "max-sessions-per-device": { $0.maxSessionsPerDevice = $1.maxSessionsPerDevice },
         "wakes-per-device-minute": { $0.wakesPerDeviceMinute = $1.wakesPerDeviceMinute },
         "idle-timeout": { $0.idleTimeout = $1.idleTimeout },
@@ -145,6 +147,7 @@ extension RelayConfiguration {
             ("wake-timeout", seconds(wakeTimeout)), ("idle-link", seconds(idleLink)),
             ("max-header-bytes", "\(maxHeaderBytes)"), ("header-timeout", seconds(headerTimeout)),
             ("max-conns-per-source", "\(maxConnsPerSource)"), ("conn-rate-per-source", "\(connRatePerSource)"),
+            ("max-callbacks-per-source", "\(maxCallbacksPerSource)"),
             ("max-sessions-per-device", "\(maxSessionsPerDevice)"),
             ("wakes-per-device-minute", "\(wakesPerDeviceMinute)"), ("idle-timeout", seconds(idleTimeout)),
             ("drain-timeout", seconds(drainTimeout)), ("log-level", logLevel.rawValue),

@@ -86,6 +86,7 @@ extension RelayConfiguration {
         }
         for (value, flag) in [
             (maxConnsPerSource, "--max-conns-per-source"), (connRatePerSource, "--conn-rate-per-source"),
+            (maxCallbacksPerSource, "--max-callbacks-per-source"),
             (maxSessionsPerDevice, "--max-sessions-per-device"), (wakesPerDeviceMinute, "--wakes-per-device-minute"),
         ] where value < 0 || value > Int(UInt32.max) {
             throw ConfigurationError(flag: flag, "must be from 0 (no limit) to \(UInt32.max)")

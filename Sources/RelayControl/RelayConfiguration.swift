@@ -53,6 +53,9 @@ public struct RelayConfiguration: Sendable {
     /// terminal may stay silent both ways.
     public var maxConnsPerSource: Int = 1024
     public var connRatePerSource: Int = 200
+    /// Device callbacks from one address whose hello has not verified yet (a carrier NAT
+    /// puts many devices behind one address, but each callback's hello comes at once).
+    public var maxCallbacksPerSource: Int = 64
     public var maxSessionsPerDevice: Int = 64
     public var wakesPerDeviceMinute: Int = 600
     public var idleTimeout: Duration = .seconds(300)

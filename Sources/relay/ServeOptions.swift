@@ -78,6 +78,9 @@ struct ServeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("New terminal connections per second from one address; 0: no limit. (default: 200)", valueName: "n"))
     var connRatePerSource: Int?
 
+    @Option(help: ArgumentHelp("Device callbacks from one address not past their hello; 0: no limit. (default: 64)", valueName: "n"))
+    var maxCallbacksPerSource: Int?
+
     @Option(help: ArgumentHelp("Sessions of one device; 0: no limit. (default: 64)", valueName: "n"))
     var maxSessionsPerDevice: Int?
 
@@ -132,6 +135,7 @@ struct ServeOptions: ParsableArguments {
         flag(headerTimeout, "header-timeout") { $0.headerTimeout = $1 }
         flag(maxConnsPerSource, "max-conns-per-source") { $0.maxConnsPerSource = $1 }
         flag(connRatePerSource, "conn-rate-per-source") { $0.connRatePerSource = $1 }
+        flag(maxCallbacksPerSource, "max-callbacks-per-source") { $0.maxCallbacksPerSource = $1 }
         flag(maxSessionsPerDevice, "max-sessions-per-device") { $0.maxSessionsPerDevice = $1 }
         flag(wakesPerDeviceMinute, "wakes-per-device-minute") { $0.wakesPerDeviceMinute = $1 }
         flag(idleTimeout, "idle-timeout") { $0.idleTimeout = $1 }

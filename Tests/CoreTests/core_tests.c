@@ -39,6 +39,29 @@ static void test_device_ids(void) {
     CHECK(!rl_device_id_valid(long_id, 64));
 }
 
+/* RFC 4231 test cases 1, 2 and 6 (a key longer than a block is hashed first), with the
+ * message split across the three parts rl_mac_compute takes. */
+static void test_hmac_rfc4231(void) {
+    rl_mac m;
+    CHECK(rl_mac_init(&m) == 0);
+    uint8_t out[32], k1[20], k6[131];
+    char hex[65];
+    memset(k1, 0x0b, sizeof k1);
+    memset(k6, 0xaa, sizeof k6);
+    CHECK(rl_mac_compute(&m, k1, sizeof k1, "Hi There", 8, NULL, 0, NULL, 0, out, 32) == 0);
+    rl_hex(out, 32, hex);
+    CHECK(strcmp(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7") == 0);
+    CHECK(rl_mac_compute(&m, (const uint8_t *)"Jefe", 4, "what do ya want ", 16, "for nothing", 11, "?", 1, out, 32) == 0);
+    rl_hex(out, 32, hex);
+    CHECK(strcmp(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") == 0);
+    static const char msg6[] = "Test Using Larger Than Block-Size Key - Hash Key First";
+    CHECK(rl_mac_compute(&m, k6, sizeof k6, msg6, sizeof msg6 - 1, NULL, 0, NULL, 0, out, 16) == 0);
+    rl_hex(out, 16, hex);
+    CHECK(strcmp(hex, "60e431591ee0b67f0d8a26aacbf5b77f") == 0); /* truncated to 128 bits */
+    CHECK(rl_mac_compute(&m, k1, sizeof k1, "x", 1, NULL, 0, NULL, 0, out, 33) != 0);
+    rl_mac_free(&m);
+}
+
 static void test_datagrams(void) {
     rl_mac m;
     CHECK(rl_mac_init(&m) == 0);
@@ -502,6 +525,7 @@ static void test_revoked_token_refused(void) {
 
 int main(void) {
     test_device_ids();
+    test_hmac_rfc4231();
     test_datagrams();
     test_tokens();
     test_revoked_set();

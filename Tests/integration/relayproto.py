@@ -42,7 +42,7 @@ TYPE_NAMES = {
 
 # Body length per type (between the device ID and the 16-byte tag).
 BODY_LEN = {
-    PERIOD_REQUEST: 24,  # client nonce (8) || 16 zero bytes
+    PERIOD_REQUEST: 24,  # client nonce (8) || counter (8) || 8 zero bytes
     PERIOD_INFO: 24,  # nonce 8, epoch 4, period 4, keepalive 4, cb port 2, flags 2
     NOTIFY_A: 12,  # epoch 4, counter 8
     NOTIFY_B: 12,
@@ -62,6 +62,8 @@ STATUS_MALFORMED = 0x01
 STATUS_UNKNOWN_SESSION = 0x02
 STATUS_BAD_PROOF = 0x03
 STATUS_ALREADY_LINKED = 0x04
+STATUS_BAD_CERT = 0x05
+STATUS_BUSY_SOURCE = 0x06  # too many unfinished callbacks from this address
 
 DEVICE_KEY_LABEL = b"relay device key v1"
 CALLBACK_LABEL = b"relay callback v1"
@@ -240,9 +242,12 @@ class Resync:
     epoch: int
 
 
-def period_request(device_id: str, key: bytes, nonce: Optional[bytes] = None, **kw) -> tuple[bytes, bytes]:
+def period_request(device_id: str, key: bytes, nonce: Optional[bytes] = None, counter: Optional[int] = None,
+                   **kw) -> tuple[bytes, bytes]:
+    """The counter defaults to the wall clock in microseconds (the relay answers each once)."""
     nonce = os.urandom(8) if nonce is None else nonce
-    return encode(PERIOD_REQUEST, device_id, nonce + bytes(16), key, **kw), nonce
+    counter = int(time.time() * 1_000_000) if counter is None else counter
+    return encode(PERIOD_REQUEST, device_id, nonce + struct.pack(">Q", counter) + bytes(8), key, **kw), nonce
 
 
 def period_info(device_id: str, key: bytes, nonce: bytes, epoch: int, period: int, keepalive: int,
@@ -564,11 +569,13 @@ class FakeDevice:
 
     # -- registration
     def register(self, sock: int = 0, timeout: float = 8.0, dest: Optional[tuple] = None) -> PeriodInfo:
-        """PERIOD_REQUEST, retried 1 s, 2 s, 4 s apart, until a matching PERIOD_INFO."""
+        """PERIOD_REQUEST, retried 1 s, 2 s, 4 s apart (each with a fresh counter: the relay
+        answers a counter once), until a matching PERIOD_INFO."""
         end = time.monotonic() + timeout
         wait = 1.0
-        req, nonce = period_request(self.device_id, self.key)
+        nonce = os.urandom(8)
         while time.monotonic() < end:
+            req, _ = period_request(self.device_id, self.key, nonce, self.next_counter())
             self.send_raw(req, sock, dest)
             until = min(end, time.monotonic() + wait)
             while time.monotonic() < until:

@@ -23,7 +23,7 @@ T = (5, 30)
 PACKAGING_YAML = REPO / "packaging" / "relay.yaml"
 SERVE_KEYS = ["data", "http", "https", "udp", "tcp", "metrics", "tls-cert", "tls-key", "device-ca", "domain", "period", "keepalive", "capacity",
               "max-sessions", "wake-timeout", "idle-link", "max-header-bytes", "header-timeout",
-              "max-conns-per-source", "conn-rate-per-source", "max-sessions-per-device",
+              "max-conns-per-source", "conn-rate-per-source", "max-callbacks-per-source", "max-sessions-per-device",
               "wakes-per-device-minute", "idle-timeout", "drain-timeout", "log-level"]
 READY_RE = re.compile(r"relay\.ready\s+http=(\S+)\s+udp=(\S+)\s+tcp=(\S+)\s+metrics=(\S+)\s+data=(\S+)")
 # `key: value  # origin`, as check-config prints every setting

@@ -21,7 +21,7 @@ UNITS = ["relay.service", "relay-agent@.service"]
 CONFIGS = ["relay.yaml", "agent.yaml"]
 RELAY_KEYS = {"data", "http", "udp", "tcp", "metrics", "domain", "period", "keepalive", "capacity",
               "max-sessions", "wake-timeout", "idle-link", "header-timeout", "max-header-bytes",
-              "max-conns-per-source", "conn-rate-per-source", "max-sessions-per-device", "wakes-per-device-minute",
+              "max-conns-per-source", "conn-rate-per-source", "max-callbacks-per-source", "max-sessions-per-device", "wakes-per-device-minute",
               "idle-timeout", "drain-timeout", "log-level", "tls-cert", "tls-key", "device-ca"}
 AGENT_KEYS = {"relay", "id", "key-file", "key", "forward", "log-level"}
 

@@ -42,9 +42,11 @@ def test_device_key_derivation():
 def test_datagram_lengths_match_table():
     n = len("dev-1")
     k = rp.derive_key(SECRET_HEX)
-    req, nonce = rp.period_request("dev-1", k)
+    req, nonce = rp.period_request("dev-1", k, counter=0x0102030405060708)
     assert len(req) == 44 + n
-    assert req[4 + n + 8 : 4 + n + 24] == bytes(16)
+    assert req[4 + n : 4 + n + 8] == nonce
+    assert req[4 + n + 8 : 4 + n + 16] == bytes(range(1, 9))  # the counter, big-endian
+    assert req[4 + n + 16 : 4 + n + 24] == bytes(8)
     assert len(rp.period_info("dev-1", k, nonce, 1, 2, 3, 4)) == 44 + n
     assert len(rp.notify("dev-1", k, 1, 2, "A")) == 32 + n
     assert len(rp.notify("dev-1", k, 1, 2, "B")) == 32 + n

@@ -82,6 +82,8 @@ typedef struct rl_core_config {
      * per-device one, gets 429. */
     uint32_t max_conns_per_source;    /* open terminal connections from one address */
     uint32_t conn_rate_per_source;    /* new terminal connections per second from one address */
+    uint32_t max_callbacks_per_source; /* device callbacks from one address whose hello has not
+                                        * verified yet (status 0x06 above) */
     uint32_t max_sessions_per_device; /* sessions (waking, bound or idle) of one device */
     uint32_t wakes_per_device_minute; /* wakes of one device per minute */
     uint32_t idle_timeout_s;          /* a bound terminal with no byte either way is closed */
@@ -166,7 +168,8 @@ typedef struct rl_stats {
     uint64_t bytes_to_device, bytes_to_terminal;
     uint64_t registry_full;          /* device_put refused: registry at capacity */
     uint64_t terminals_open;         /* gauge: terminal connections */
-    uint64_t limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes;
+    uint64_t limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes,
+        limited_callback_source;
     uint64_t idle_timeouts;          /* bound terminals closed by idle_timeout_s */
     uint64_t accept_paused;          /* accept() out of descriptors: listener paused */
     uint64_t tls_terminal_ok, tls_terminal_failed, tls_device_ok, tls_device_failed;
