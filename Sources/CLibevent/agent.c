@@ -16,6 +16,10 @@
 #include "internal.h"
 
 #define SEEN_SIDS 64
+/* Callbacks not yet bound: CONNECT_REQUESTs beyond are ignored. A replayed old request (its
+ * session long gone at the relay) costs a callback each, and this bounds what a flood of
+ * them can make the device open, towards the relay and its local server. */
+#define MAX_UNBOUND_LINKS 16
 
 typedef struct agent_link agent_link;
 
@@ -184,6 +188,9 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             int dup = 0;
             for (int k = 0; k < SEEN_SIDS && !dup; k++) dup = memcmp(a->seen[k], sid, RL_SESSION_ID_LEN) == 0;
             if (dup) break; /* a retransmission of one already answered */
+            int unbound = 0;
+            for (agent_link *l = a->links; l; l = l->next) unbound += !l->bound;
+            if (unbound >= MAX_UNBOUND_LINKS) break; /* not remembered: a resend may get through */
             memcpy(a->seen[a->seen_next], sid, RL_SESSION_ID_LEN);
             a->seen_next = (a->seen_next + 1) % SEEN_SIDS;
             open_link(a, sid, nonce, rl_get16(d.body + 32));

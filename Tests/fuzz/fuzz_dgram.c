@@ -10,7 +10,9 @@
  *   ctl bit 2: report the datagram as truncated (MSG_TRUNC);
  *   ctl bits 3-5: source port variant, bits 6-7: source address variant (NAT re-mapping).
  * Oracles: every datagram moves exactly one outcome counter; the parse result is
- * self-consistent and rebuilds to the same bytes; anchors only ever name a real socket.
+ * self-consistent and rebuilds to the same bytes; anchors only ever name a real socket; a
+ * datagram whose tag does not verify changes no device, and one that changes a device
+ * raised its counter (so no datagram is acted on twice).
  */
 #include "fuzz_util.h"
 
@@ -79,10 +81,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         from.sin_port = htons((uint16_t)(40000 + ((ctl >> 3) & 7)));
         from.sin_addr.s_addr = htonl(0x7f000001u + ((ctl >> 6) & 3));
         uint64_t before = outcomes();
+        const uint8_t *k = parsed ? key_for(d.id, d.id_len) : NULL;
+        int genuine = k && !(ctl & 4) && rl_dgram_verify(&mac, k, buf, len);
+        rl_dev was[2];
+        for (int i = 0; i < 2; i++) was[i] = *fz_dev(core, ids[i]);
         rl_udp_handle(core, &core->udp[0], buf, len, (ctl & 4) != 0, (struct sockaddr *)&from, sizeof from);
         FZ_CHECK(outcomes() == before + 1);
         for (int i = 0; i < 2; i++) {
             rl_dev *dv = fz_dev(core, ids[i]);
+            int changed = memcmp(dv, &was[i], sizeof *dv) != 0;
+            FZ_CHECK(!changed || genuine);
+            FZ_CHECK(!changed || dv->counter > was[i].counter);
             FZ_CHECK(dv->sock == RL_NO_SOCK || dv->sock < core->n_udp);
             FZ_CHECK(dv->sock != RL_NO_SOCK || dv->last_access == 0); /* alive only with an anchor */
         }

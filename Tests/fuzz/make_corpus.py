@@ -24,7 +24,8 @@ def rec(ctl, data):
 
 
 def dgram_seeds():
-    pr = dgram(1, "cam-1", b"nonce-08" + bytes(16))
+    pr = dgram(1, "cam-1", b"nonce-08" + struct.pack(">Q", 1) + bytes(8))  # nonce || counter || zeros
+    pr_later = dgram(1, "cam-1", b"nonce-08" + struct.pack(">Q", 9) + bytes(8))
     na = dgram(3, "cam-1", struct.pack(">IQ", 0, 1))
     nb = dgram(4, "cam-1", struct.pack(">IQ", 0, 2))
     nb_b = dgram(4, "b", struct.pack(">IQ", 0, 5), KEY_B)
@@ -42,6 +43,12 @@ def dgram_seeds():
         rec(1, dgram(6, "cam-1", bytes(36))),
         "truncated": rec(4 | 3, na) + rec(3, na[:-1]) + rec(3, na + b"x"),
         "garbage": rec(0, b"\x52\x01\x03\x00") + rec(0, b"GET / HTTP/1.1\r\n\r\n"),
+        # Replays: a NOTIFY_B from the anchor replayed from elsewhere, a captured period request
+        # from spoofed sources, a stale-epoch notify again, a forged high counter before a real one.
+        "replay_b_elsewhere": rec(3, na) + rec(3, nb) + rec(0 | 8, nb) + rec(0 | 64, nb),
+        "replay_period": rec(1, pr) + rec(0 | 8, pr) + rec(0 | 128, pr) + rec(3, na) + rec(1, pr_later),
+        "replay_stale_epoch": rec(1, na) + rec(0, na) + rec(0 | 16, na),
+        "forged_high_counter": rec(2, dgram(3, "cam-1", struct.pack(">IQ", 0, 2**64 - 1), tag=bytes(16))) + rec(3, na),
     }
 
 
