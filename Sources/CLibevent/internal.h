@@ -133,6 +133,7 @@ struct rl_core {
     uint32_t sess_mask;
     uint32_t n_sessions;
     rl_term *terms; /* every live terminal connection, for shutdown */
+    uint32_t n_scrapes; /* open /metrics connections (metrics.c bounds them) */
 
     /* device changes from other threads (guarded by cmd_mu) */
     pthread_mutex_t cmd_mu;

@@ -170,9 +170,11 @@ static void render(rl_core *core, struct evbuffer *b) {
     family(b, "relay_accept_paused_total", "counter",
            "Times the listeners paused accepting because the process ran out of file descriptors.");
     sample(b, "relay_accept_paused_total", "", CTR_GET(c->accept_paused));
-    family(b, "relay_limit_tracked_keys", "gauge", "Terminal addresses and devices the abuse limits currently track.");
+    family(b, "relay_limit_tracked_keys", "gauge",
+           "Terminal addresses, devices and device callback addresses the abuse limits currently track.");
     sample(b, "relay_limit_tracked_keys", "{scope=\"source\"}", core->sources.count);
     sample(b, "relay_limit_tracked_keys", "{scope=\"device\"}", core->devices.count);
+    sample(b, "relay_limit_tracked_keys", "{scope=\"callback_source\"}", core->callback_sources.count);
     family(b, "relay_tls_handshakes_total", "counter", "TLS handshakes, by leg and outcome.");
     sample(b, "relay_tls_handshakes_total", "{leg=\"terminal\",outcome=\"ok\"}", CTR_GET(c->tls_terminal_ok));
     sample(b, "relay_tls_handshakes_total", "{leg=\"terminal\",outcome=\"failed\"}", CTR_GET(c->tls_terminal_failed));
@@ -198,19 +200,40 @@ static void render(rl_core *core, struct evbuffer *b) {
     render_process(b);
 }
 
+/* A scrape connection: one request, one answer, then closed. It lives at most the header
+ * timeout (a scraper that sends nothing, or never reads, does not keep a descriptor), and at
+ * most RL_MAX_SCRAPES are open at once. */
+#define RL_MAX_SCRAPES 32
+typedef struct rl_scrape {
+    rl_core *core;
+    rl_stream *st;
+    struct event *timer;
+} rl_scrape;
+
+static void scrape_free(rl_scrape *sc) {
+    sc->core->n_scrapes--;
+    event_free(sc->timer);
+    rl_stream_free(sc->st);
+    free(sc);
+}
+
+static void on_scrape_timeout(evutil_socket_t fd, short what, void *arg) {
+    scrape_free(arg);
+}
+
 static void scrape_cb(rl_stream *st, int event, void *arg) {
-    rl_core *core = arg;
+    rl_scrape *sc = arg;
     if (event == RL_STREAM_READ_READY) {
         size_t head_len = rl_flow_find_head(st->in);
         if (!head_len) {
-            if (evbuffer_get_length(st->in) > 8192) rl_stream_free(st);
+            if (evbuffer_get_length(st->in) > 8192) scrape_free(sc);
             return;
         }
         rl_stream_read(st, 0);
         const char *p = (const char *)evbuffer_pullup(st->in, 13);
         if (p && memcmp(p, "GET /metrics ", 13) == 0) {
             struct evbuffer *body = evbuffer_new();
-            render(core, body);
+            render(sc->core, body);
             evbuffer_add_printf(st->out,
                                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                                 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
@@ -222,19 +245,32 @@ static void scrape_cb(rl_stream *st, int event, void *arg) {
         }
         rl_stream_shutdown_after_flush(st);
     } else if (event == RL_STREAM_DRAINED) {
-        if (evbuffer_get_length(st->out) == 0) rl_stream_free(st);
+        if (evbuffer_get_length(st->out) == 0) scrape_free(sc);
     } else {
-        rl_stream_free(st);
+        scrape_free(sc);
     }
 }
 
 void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
     rl_core *core = arg;
     if (rl_core_fd_refused(core, fd)) return;
-    rl_stream *st = rl_stream_new(core->base, fd, 0, scrape_cb, core);
-    if (!st) {
+    rl_scrape *sc = core->n_scrapes < RL_MAX_SCRAPES ? calloc(1, sizeof *sc) : NULL;
+    if (!sc) {
         close(fd);
         return;
     }
-    rl_stream_read(st, 1);
+    sc->core = core;
+    sc->st = rl_stream_new(core->base, fd, 0, scrape_cb, sc);
+    sc->timer = evtimer_new(core->base, on_scrape_timeout, sc);
+    if (!sc->st || !sc->timer) {
+        if (sc->st) rl_stream_free(sc->st);
+        else close(fd);
+        if (sc->timer) event_free(sc->timer);
+        free(sc);
+        return;
+    }
+    core->n_scrapes++;
+    struct timeval tv = {core->cfg.header_timeout_ms / 1000, (core->cfg.header_timeout_ms % 1000) * 1000};
+    evtimer_add(sc->timer, &tv);
+    rl_stream_read(sc->st, 1);
 }

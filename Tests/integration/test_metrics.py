@@ -33,9 +33,10 @@ SERIES = [
       for c in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]],
     ("relay_terminal_connections", {}), ("relay_draining", {}),
     *[("relay_limit_rejections_total", {"limit": k})
-      for k in ["source_connections", "source_rate", "device_sessions", "device_wakes", "idle_timeout"]],
+      for k in ["source_connections", "source_rate", "device_sessions", "device_wakes", "idle_timeout",
+                "callback_source"]],
     ("relay_accept_paused_total", {}), ("relay_limit_tracked_keys", {"scope": "source"}),
-    ("relay_limit_tracked_keys", {"scope": "device"}),
+    ("relay_limit_tracked_keys", {"scope": "device"}), ("relay_limit_tracked_keys", {"scope": "callback_source"}),
     ("process_cpu_seconds_total", {}), ("process_resident_memory_bytes", {}), ("process_open_fds", {}),
     ("process_max_fds", {}), ("process_start_time_seconds", {}), ("process_virtual_memory_bytes", {}),
 ]
@@ -153,3 +154,26 @@ def test_udp_receive_buffer_grant_is_reported(relay):
     assert m("relay_udp_receive_buffer_bytes") == min(asked, rmem_max)
     logged = "udp.receive_buffer.capped" in relay.proc.stderr() + relay.proc.stdout()
     assert logged == (rmem_max < asked)
+
+
+def test_metrics_port_holds_no_silent_or_surplus_connection(relay_factory):
+    """A scraper that never sends its request is closed at the header timeout, and at most
+    32 scrape connections are open at once (the port needs no trust to be exposed)."""
+    relay = relay_factory("--header-timeout", "1s")
+    import socket
+    silent = [socket.create_connection((relay.host, relay.metrics_port), timeout=5) for _ in range(40)]
+    try:
+        closed = 0
+        for s in silent:
+            s.settimeout(3)
+            try:
+                closed += s.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+            except socket.timeout:
+                pass
+        assert closed == 40, f"only {closed} of 40 silent scrape connections were closed"
+        assert "relay_notify_total" in relay.metrics_text()
+    finally:
+        for s in silent:
+            s.close()
