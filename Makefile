@@ -28,6 +28,10 @@ test-c: setup
 	  -ISources/CLibevent/include -ISources/CLibevent $(CORE_SRC) Tests/CoreTests/core_tests.c \
 	  -o .build/core_tests $(CORE_LIBS)
 	.build/core_tests
+	cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  -ISources/CLibevent/include -ISources/CLibevent $(CORE_SRC) Tests/CoreTests/inspect_tests.c \
+	  -o .build/inspect_tests $(CORE_LIBS)
+	.build/inspect_tests
 
 # Everything: C unit tests, Swift unit tests, then the real processes end to end.
 test:

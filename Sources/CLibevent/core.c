@@ -194,12 +194,18 @@ static void apply_cmd(rl_core *core, const rl_cmd *c) {
     }
     uint64_t h = rl_registry_hash(&core->reg, c->id, strlen(c->id));
     if (c->kind == RL_CMD_REMOVE) {
-        if (rl_registry_remove(&core->reg, h) == 0) rl_session_end_device(core, h);
+        if (rl_registry_remove(&core->reg, h) == 0) {
+            rl_session_end_device(core, h);
+            rl_inspect_forget(core, h);
+        }
     } else {
         rl_dev *old = rl_registry_find(&core->reg, h);
         int rekey = old && memcmp(old->key, c->key, RL_KEY_LEN) != 0;
         if (rl_registry_put(&core->reg, h, c->key) != 0) CTR_INC(core->ctr.registry_full);
-        else if (rekey) rl_session_end_device(core, h);
+        else if (rekey) {
+            rl_session_end_device(core, h);
+            rl_inspect_forget(core, h);
+        }
     }
     /* Published for rl_core_stats: reading reg.count from another thread was a data race
      * (found by `make test-tsan`, Tests/fuzz/tsan_core.c). */
@@ -481,6 +487,7 @@ void rl_core_free(rl_core *core) {
     rl_tally_free(&core->callback_sources);
     rl_tally_free(&core->devices);
     rl_revoked_free(&core->revoked);
+    rl_inspect_free(core);
     rl_mac_free(&core->mac);
     free(core->sess_buckets);
     free(core->recs);

@@ -151,6 +151,7 @@ struct rl_core {
     rl_tally devices;        /* device ID hashes: open sessions, wakes per minute */
     rl_tally callback_sources; /* device callback addresses: hellos not verified yet */
     rl_revoked revoked;      /* revoked token IDs until their expiry (rl_core_token_revoke) */
+    struct rl_track_table *track; /* per-device extras for the admin API (inspect.c), or NULL */
     /* timer settings from rl_core_reconfigure, applied on the loop thread (cmd_mu) */
     rl_core_config pending_cfg;
     int has_pending_cfg;
@@ -294,6 +295,41 @@ void rl_term_finish(rl_term *t);
 
 /* ---- callback.c (device TCP callbacks) ---- */
 void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
+
+/* ---- inspect.c (the admin API's reads; the side table of per-device extras) ---- */
+/* The side table: extras of at most RL_TRACK_MAX devices, FIFO eviction (inspect.c). */
+#define RL_TRACK_SLOTS (2 * RL_TRACK_MAX) /* power of two: index at most half full */
+
+typedef struct rl_track {
+    uint64_t id_hash; /* 0: free */
+    uint32_t address_changes;
+    uint8_t n_addr, addr_next, n_wake, wake_next;
+    struct {
+        uint64_t at_unix;
+        uint8_t addr[16];
+        uint16_t port;
+    } addrs[RL_TRACK_HIST];
+    struct {
+        uint64_t at_unix;
+        uint32_t latency_us;
+        uint32_t outcome;
+    } wakes[RL_TRACK_HIST];
+} rl_track;
+
+struct rl_track_table {
+    rl_track entries[RL_TRACK_MAX];
+    uint16_t slots[RL_TRACK_SLOTS]; /* entry index + 1, 0 = empty */
+    uint32_t next;                  /* next entry to hand out (FIFO eviction) */
+    uint32_t count;
+};
+
+/* A notify moved `dev`'s anchor to addr/port (not its first anchor). */
+void rl_inspect_moved(rl_core *core, const rl_dev *dev, const uint8_t addr[16], uint16_t port);
+/* A wake ended: RL_WAKE_BOUND after `latency_us`, or RL_WAKE_TIMEOUT. */
+void rl_inspect_wake(rl_core *core, uint64_t id_hash, uint32_t outcome, uint64_t latency_us);
+/* The device was removed or re-keyed: its extras go. */
+void rl_inspect_forget(rl_core *core, uint64_t id_hash);
+void rl_inspect_free(rl_core *core);
 
 /* ---- metrics.c ---- */
 void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);

@@ -94,6 +94,7 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
     uint64_t elapsed_ms = (rl_mono_us() - s->wake_started_us) / 1000;
     if (elapsed_ms >= core->cfg.wake_timeout_ms) {
         CTR_INC(core->ctr.wakes_timeout);
+        rl_inspect_wake(core, s->id_hash, RL_WAKE_TIMEOUT, elapsed_ms * 1000);
         rl_term *t = s->term;
         char body[160];
         snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id, core->cfg.wake_timeout_ms);
@@ -124,6 +125,7 @@ void rl_session_bind(rl_session *s, rl_stream *link) {
     CTR_ADD(core->ctr.wake_us_sum, waited);
     rl_stream_read(link, 1);
     CTR_INC(core->ctr.wakes_bound);
+    rl_inspect_wake(core, s->id_hash, RL_WAKE_BOUND, waited);
     if (s->term) rl_term_bound(s->term);
 }
 

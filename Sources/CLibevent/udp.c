@@ -152,7 +152,10 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
     uint16_t port;
     rl_addr_to_v6(from, addr, &port);
     if (dev->sock != u->index || dev->port != port || memcmp(dev->addr, addr, 16) != 0) {
-        if (dev->sock != RL_NO_SOCK) CTR_INC(core->ctr.address_changes);
+        if (dev->sock != RL_NO_SOCK) {
+            CTR_INC(core->ctr.address_changes);
+            rl_inspect_moved(core, dev, addr, port);
+        }
         memcpy(dev->addr, addr, 16);
         dev->port = port;
         dev->sock = u->index;

@@ -202,6 +202,79 @@ enum {
 /* Copies up to `max` pending records into `out`; returns how many. Any thread. */
 size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max);
 
+/* ---- inspection, for the admin API (inspect.c) ----
+ *
+ * Each call queues a request to the loop thread, which copies what was asked into the
+ * caller's buffers between two events and signals; the caller waits at most `timeout_ms`.
+ * They return -2 when the loop did not answer in time (stopping), -1 on bad input. A page is
+ * at most RL_INSPECT_MAX devices: each is one registry lookup, so the loop is never held for
+ * a walk of the registry (except rl_core_inspect_summary, which reads every entry as a
+ * /metrics scrape does). Per-device extras (address changes and history, last wakes) come
+ * from a bounded side table (RL_TRACK_MAX devices that moved or were woken most recently,
+ * the oldest evicted first); the registry entry itself stays 56 bytes. */
+#define RL_INSPECT_MAX 1024
+#define RL_TRACK_MAX 4096
+#define RL_TRACK_HIST 4
+#define RL_ADDR_TEXT 56 /* "[v6]:port" */
+
+enum { RL_WAKE_BOUND = 1, RL_WAKE_TIMEOUT = 2 };
+
+typedef struct rl_device_view {
+    char id[RL_ID_MAX + 1];        /* in: the device to look up */
+    uint32_t known;                /* out: 1 when it is in the registry */
+    uint32_t online;               /* anchored and its last notify A within the period */
+    int64_t last_notify_a_age_s;   /* -1: no notify A since the relay started */
+    char address[RL_ADDR_TEXT];    /* anchor "ip:port" as the relay sees it, "" when none */
+    uint32_t address_changes;      /* since it entered the side table (0 when not in it) */
+    uint32_t sessions;             /* open sessions (waking, bound or idle) */
+    uint64_t last_wake_unix;       /* 0: none recorded */
+    uint32_t last_wake_outcome;    /* RL_WAKE_* */
+    uint32_t last_wake_latency_us; /* wake to callback (bound), or the time waited */
+} rl_device_view;
+
+typedef struct rl_device_history {
+    uint32_t tracked;              /* 1 when the device is in the side table */
+    uint32_t address_changes;
+    uint32_t n_addresses, n_wakes; /* newest first */
+    struct {
+        uint64_t at_unix;
+        char address[RL_ADDR_TEXT];
+    } addresses[RL_TRACK_HIST];
+    struct {
+        uint64_t at_unix;
+        uint32_t outcome, latency_us;
+    } wakes[RL_TRACK_HIST];
+} rl_device_history;
+
+enum { RL_SESSION_WAKING = 0, RL_SESSION_BOUND = 1, RL_SESSION_IDLE = 2 };
+
+typedef struct rl_session_view {
+    char session_id[2 * RL_SESSION_ID_LEN + 1];
+    char device_id[RL_ID_MAX + 1];
+    char terminal[64];             /* terminal address, "" when none is attached */
+    uint32_t state;                /* RL_SESSION_* */
+    uint64_t age_ms;
+    uint64_t bytes_to_device, bytes_to_terminal; /* of the attached terminal */
+} rl_session_view;
+
+typedef struct rl_fleet_summary {
+    uint64_t devices, online, never_notified, capacity, sessions, tracked;
+    uint32_t period_s;
+} rl_fleet_summary;
+
+/* Fills views[0..n) (n <= RL_INSPECT_MAX; each view's `id` set by the caller). 0 or -1/-2. */
+int rl_core_inspect_devices(rl_core *core, rl_device_view *views, size_t n, uint32_t timeout_ms);
+/* Address history and last wakes of one device: 0, -1 when it is not in the registry. */
+int rl_core_inspect_history(rl_core *core, const char *id, rl_device_history *out, uint32_t timeout_ms);
+/* Up to `max` sessions (of `device_id`, or all when NULL); returns how many were copied and
+ * sets *total to how many there are. */
+int rl_core_inspect_sessions(rl_core *core, const char *device_id, rl_session_view *out, size_t max, size_t *total,
+                             uint32_t timeout_ms);
+/* Ends the session `session_id` (32 hex digits): its terminal and link are closed. 0, or -1
+ * when there is none. */
+int rl_core_end_session(rl_core *core, const char *session_id, uint32_t timeout_ms);
+int rl_core_inspect_summary(rl_core *core, rl_fleet_summary *out, uint32_t timeout_ms);
+
 /* ---- the device agent (transfer module) ---- */
 
 typedef struct rl_agent rl_agent;

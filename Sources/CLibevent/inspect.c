@@ -1,0 +1,443 @@
+/*
+ * inspect.c: what the admin API reads from the running core, and the side table of
+ * per-device extras (address changes, address history, last wakes).
+ *
+ * Reading. The registry and the sessions belong to the loop thread. A control-layer thread
+ * asks with rl_core_inspect_*: the request is queued to the loop thread (event_base_once,
+ * which wakes the loop like event_active does), runs there between two event callbacks, copies
+ * what was asked into the caller's buffer and signals a condition variable. Each request is
+ * bounded by its caller's buffer (a page of at most RL_INSPECT_MAX devices, each one registry
+ * lookup), never a walk of the whole registry, so the loop is held for microseconds. The
+ * caller waits at most `timeout_ms`; a request the loop never ran (stopping) is then
+ * abandoned, and whichever side finishes last frees it.
+ *
+ * The side table. rl_dev stays 56 bytes. Extras are kept only for devices that moved or were
+ * woken recently: at most RL_TRACK_MAX entries (allocated on first use, about 800 KiB), found
+ * through an open-addressing index on the registry's keyed ID hash. When full, the entry
+ * created longest ago is evicted (FIFO), so a device's address_changes count what happened
+ * since it entered the table (the relay-wide relay_address_changes_total counts everything).
+ * Loop thread only.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "internal.h"
+
+static uint32_t slot_of(uint64_t h) {
+    return (uint32_t)(h ^ (h >> 29)) & (RL_TRACK_SLOTS - 1);
+}
+
+static int find_slot(const struct rl_track_table *t, uint64_t h) {
+    for (uint32_t i = slot_of(h), n = 0; n < RL_TRACK_SLOTS; i = (i + 1) & (RL_TRACK_SLOTS - 1), n++) {
+        uint16_t s = t->slots[i];
+        if (!s) return -1;
+        if (t->entries[s - 1].id_hash == h) return (int)i;
+    }
+    return -1;
+}
+
+/* Backward-shift deletion keeps linear probing free of tombstones. */
+static void delete_slot(struct rl_track_table *t, uint32_t i) {
+    uint32_t mask = RL_TRACK_SLOTS - 1, j = i;
+    t->slots[i] = 0;
+    for (;;) {
+        j = (j + 1) & mask;
+        uint16_t s = t->slots[j];
+        if (!s) return;
+        uint32_t home = slot_of(t->entries[s - 1].id_hash);
+        /* Move s back into the hole when its home is not in (i, j]. */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            t->slots[i] = s;
+            t->slots[j] = 0;
+            i = j;
+        }
+    }
+}
+
+static rl_track *track_find(rl_core *core, uint64_t h) {
+    if (!core->track) return NULL;
+    int i = find_slot(core->track, h);
+    return i < 0 ? NULL : &core->track->entries[core->track->slots[i] - 1];
+}
+
+static rl_track *track_get(rl_core *core, uint64_t h) {
+    rl_track *e = track_find(core, h);
+    if (e) return e;
+    if (!core->track) {
+        core->track = calloc(1, sizeof *core->track);
+        if (!core->track) return NULL;
+    }
+    struct rl_track_table *t = core->track;
+    uint32_t idx = t->next;
+    t->next = (t->next + 1) % RL_TRACK_MAX;
+    e = &t->entries[idx];
+    if (e->id_hash) { /* full: the oldest entry goes */
+        int s = find_slot(t, e->id_hash);
+        if (s >= 0) delete_slot(t, (uint32_t)s);
+        t->count--;
+    }
+    memset(e, 0, sizeof *e);
+    e->id_hash = h;
+    uint32_t i = slot_of(h);
+    while (t->slots[i]) i = (i + 1) & (RL_TRACK_SLOTS - 1);
+    t->slots[i] = (uint16_t)(idx + 1);
+    t->count++;
+    return e;
+}
+
+void rl_inspect_moved(rl_core *core, const rl_dev *dev, const uint8_t addr[16], uint16_t port) {
+    rl_track *e = track_get(core, dev->id_hash);
+    if (!e) return;
+    e->address_changes++;
+    uint8_t k = e->addr_next;
+    e->addrs[k].at_unix = (uint64_t)time(NULL);
+    memcpy(e->addrs[k].addr, addr, 16);
+    e->addrs[k].port = port;
+    e->addr_next = (uint8_t)((k + 1) % RL_TRACK_HIST);
+    if (e->n_addr < RL_TRACK_HIST) e->n_addr++;
+}
+
+void rl_inspect_wake(rl_core *core, uint64_t id_hash, uint32_t outcome, uint64_t latency_us) {
+    rl_track *e = track_get(core, id_hash);
+    if (!e) return;
+    uint8_t k = e->wake_next;
+    e->wakes[k].at_unix = (uint64_t)time(NULL);
+    e->wakes[k].latency_us = latency_us > UINT32_MAX ? UINT32_MAX : (uint32_t)latency_us;
+    e->wakes[k].outcome = outcome;
+    e->wake_next = (uint8_t)((k + 1) % RL_TRACK_HIST);
+    if (e->n_wake < RL_TRACK_HIST) e->n_wake++;
+}
+
+void rl_inspect_forget(rl_core *core, uint64_t id_hash) {
+    if (!core->track) return;
+    int s = find_slot(core->track, id_hash);
+    if (s < 0) return;
+    rl_track *e = &core->track->entries[core->track->slots[s] - 1];
+    delete_slot(core->track, (uint32_t)s);
+    memset(e, 0, sizeof *e);
+    core->track->count--;
+}
+
+void rl_inspect_free(rl_core *core) {
+    free(core->track);
+    core->track = NULL;
+}
+
+/* ---- requests queued to the loop thread ---- */
+
+enum { REQ_DEVICES, REQ_HISTORY, REQ_SESSIONS, REQ_END_SESSION, REQ_SUMMARY };
+
+typedef struct rl_inspect_req {
+    rl_core *core;
+    int kind;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, abandoned;
+    int result;
+    /* REQ_DEVICES */
+    rl_device_view *views;
+    size_t n;
+    /* REQ_HISTORY */
+    const char *id;
+    rl_device_history *history;
+    /* REQ_SESSIONS, REQ_END_SESSION */
+    const char *filter; /* device ID or session ID hex */
+    rl_session_view *sessions;
+    size_t max;
+    size_t *total_out;
+    /* REQ_SUMMARY */
+    rl_fleet_summary *summary;
+} rl_inspect_req;
+
+static void format_addr(const uint8_t addr[16], uint16_t port, char *out, size_t len) {
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    char host[INET6_ADDRSTRLEN];
+    if (memcmp(addr, v4mapped, 12) == 0) {
+        inet_ntop(AF_INET, addr + 12, host, sizeof host);
+        snprintf(out, len, "%s:%u", host, port);
+    } else {
+        inet_ntop(AF_INET6, addr, host, sizeof host);
+        snprintf(out, len, "[%s]:%u", host, port);
+    }
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void fill_view(rl_core *core, rl_device_view *v, uint32_t now_s) {
+    uint64_t h = rl_registry_hash(&core->reg, v->id, strnlen(v->id, RL_ID_MAX));
+    rl_dev *dev = rl_registry_find(&core->reg, h);
+    v->known = dev != NULL;
+    v->online = 0;
+    v->last_notify_a_age_s = -1;
+    v->address[0] = 0;
+    v->address_changes = 0;
+    v->sessions = 0;
+    v->last_wake_unix = 0;
+    v->last_wake_outcome = 0;
+    v->last_wake_latency_us = 0;
+    if (!dev) return;
+    if (dev->last_access) {
+        uint32_t age = now_s - (dev->last_access - 1);
+        v->last_notify_a_age_s = age;
+        v->online = dev->sock != RL_NO_SOCK && age <= core->cfg.period_s;
+    }
+    if (dev->sock != RL_NO_SOCK) format_addr(dev->addr, dev->port, v->address, sizeof v->address);
+    rl_track *e = track_find(core, h);
+    if (e) {
+        v->address_changes = e->address_changes;
+        if (e->n_wake) {
+            uint8_t k = (uint8_t)((e->wake_next + RL_TRACK_HIST - 1) % RL_TRACK_HIST);
+            v->last_wake_unix = e->wakes[k].at_unix;
+            v->last_wake_outcome = e->wakes[k].outcome;
+            v->last_wake_latency_us = e->wakes[k].latency_us;
+        }
+    }
+}
+
+static void run_devices(rl_inspect_req *r) {
+    rl_core *core = r->core;
+    uint32_t now_s = rl_core_now_s(core);
+    for (size_t i = 0; i < r->n; i++) fill_view(core, &r->views[i], now_s);
+    if (core->n_sessions == 0 || r->n == 0) return;
+    /* Sessions per device: one pass over the session table, each session's device found by
+     * binary search among the page's hashes (hash, index pairs sorted by hash). */
+    uint64_t *pairs = malloc(r->n * 2 * sizeof *pairs);
+    if (!pairs) return;
+    for (size_t i = 0; i < r->n; i++) {
+        pairs[2 * i] = rl_registry_hash(&core->reg, r->views[i].id, strnlen(r->views[i].id, RL_ID_MAX));
+        pairs[2 * i + 1] = i;
+    }
+    qsort(pairs, r->n, 2 * sizeof *pairs, cmp_u64);
+    for (uint32_t b = 0; b <= core->sess_mask; b++)
+        for (rl_session *s = core->sess_buckets[b]; s; s = s->next_in_bucket) {
+            size_t lo = 0, hi = r->n;
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (pairs[2 * mid] < s->id_hash) lo = mid + 1;
+                else hi = mid;
+            }
+            for (size_t k = lo; k < r->n && pairs[2 * k] == s->id_hash; k++) r->views[pairs[2 * k + 1]].sessions++;
+        }
+    free(pairs);
+}
+
+static void run_history(rl_inspect_req *r) {
+    rl_core *core = r->core;
+    rl_device_history *o = r->history;
+    memset(o, 0, sizeof *o);
+    uint64_t h = rl_registry_hash(&core->reg, r->id, strnlen(r->id, RL_ID_MAX));
+    if (!rl_registry_find(&core->reg, h)) {
+        r->result = -1;
+        return;
+    }
+    rl_track *e = track_find(core, h);
+    if (!e) return;
+    o->tracked = 1;
+    o->address_changes = e->address_changes;
+    /* Newest first. */
+    for (uint32_t i = 0; i < e->n_addr; i++) {
+        uint8_t k = (uint8_t)((e->addr_next + RL_TRACK_HIST - 1 - i) % RL_TRACK_HIST);
+        o->addresses[i].at_unix = e->addrs[k].at_unix;
+        format_addr(e->addrs[k].addr, e->addrs[k].port, o->addresses[i].address, sizeof o->addresses[i].address);
+    }
+    o->n_addresses = e->n_addr;
+    for (uint32_t i = 0; i < e->n_wake; i++) {
+        uint8_t k = (uint8_t)((e->wake_next + RL_TRACK_HIST - 1 - i) % RL_TRACK_HIST);
+        o->wakes[i].at_unix = e->wakes[k].at_unix;
+        o->wakes[i].latency_us = e->wakes[k].latency_us;
+        o->wakes[i].outcome = e->wakes[k].outcome;
+    }
+    o->n_wakes = e->n_wake;
+}
+
+static void session_view(const rl_session *s, rl_session_view *v, uint64_t now_us) {
+    memset(v, 0, sizeof *v);
+    memcpy(v->session_id, s->sid_hex, sizeof v->session_id);
+    memcpy(v->device_id, s->device_id, sizeof v->device_id);
+    v->state = s->state == SESS_WAKING ? RL_SESSION_WAKING : s->state == SESS_BOUND ? RL_SESSION_BOUND : RL_SESSION_IDLE;
+    v->age_ms = (now_us - s->wake_started_us) / 1000;
+    if (s->term) {
+        snprintf(v->terminal, sizeof v->terminal, "%s", s->term->peer);
+        v->bytes_to_device = s->term->bytes_to_device;
+        v->bytes_to_terminal = s->term->bytes_to_terminal;
+    }
+}
+
+static void run_sessions(rl_inspect_req *r) {
+    rl_core *core = r->core;
+    uint64_t now_us = rl_mono_us();
+    uint64_t want = 0;
+    if (r->filter) want = rl_registry_hash(&core->reg, r->filter, strnlen(r->filter, RL_ID_MAX));
+    size_t n = 0, total = 0;
+    for (uint32_t b = 0; b <= core->sess_mask; b++)
+        for (rl_session *s = core->sess_buckets[b]; s; s = s->next_in_bucket) {
+            if (r->filter && s->id_hash != want) continue;
+            if (n < r->max) session_view(s, &r->sessions[n++], now_us);
+            total++;
+        }
+    if (r->total_out) *r->total_out = total;
+    r->result = (int)n;
+}
+
+static void run_end_session(rl_inspect_req *r) {
+    rl_core *core = r->core;
+    uint8_t sid[RL_SESSION_ID_LEN];
+    if (strlen(r->filter) != 2 * RL_SESSION_ID_LEN || rl_unhex(r->filter, 2 * RL_SESSION_ID_LEN, sid, sizeof sid) != 0) {
+        r->result = -1;
+        return;
+    }
+    rl_session *s = rl_session_find(core, sid);
+    if (!s) {
+        r->result = -1;
+        return;
+    }
+    rl_session_free(s); /* its terminal is closed (outcome aborted), its link too */
+    r->result = 0;
+}
+
+/* Counting online devices reads every entry (as a /metrics scrape does): 56 bytes each,
+ * sequentially, about a millisecond per million devices. */
+static void run_summary(rl_inspect_req *r) {
+    rl_core *core = r->core;
+    rl_fleet_summary *o = r->summary;
+    memset(o, 0, sizeof *o);
+    uint32_t now = rl_core_now_s(core);
+    uint64_t online = 0, never = 0;
+    for (uint32_t i = 0; i < core->reg.count; i++) {
+        const rl_dev *d = &core->reg.devs[i];
+        if (!d->last_access) never++;
+        else if (d->sock != RL_NO_SOCK && now - (d->last_access - 1) <= core->cfg.period_s) online++;
+    }
+    o->devices = core->reg.count;
+    o->online = online;
+    o->never_notified = never;
+    o->capacity = core->reg.capacity;
+    o->sessions = core->n_sessions;
+    o->period_s = core->cfg.period_s;
+    o->tracked = core->track ? core->track->count : 0;
+}
+
+static void run_req(rl_inspect_req *r) {
+    switch (r->kind) {
+    case REQ_DEVICES: run_devices(r); break;
+    case REQ_HISTORY: run_history(r); break;
+    case REQ_SESSIONS: run_sessions(r); break;
+    case REQ_END_SESSION: run_end_session(r); break;
+    case REQ_SUMMARY: run_summary(r); break;
+    }
+}
+
+static void free_req(rl_inspect_req *r) {
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+/* The request runs holding its mutex: a caller that timed out can only give up before the
+ * run starts (then nothing is written) or after it finished, never while its buffers are
+ * being written. */
+static void on_req(evutil_socket_t fd, short what, void *arg) {
+    rl_inspect_req *r = arg;
+    pthread_mutex_lock(&r->mu);
+    int abandoned = r->abandoned;
+    if (!abandoned) run_req(r);
+    r->done = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (abandoned) free_req(r);
+}
+
+/* Runs `r` on the loop thread and waits for it; the result, or -2 on timeout or stop. The
+ * caller's buffers are written only while the caller still waits. */
+static int submit(rl_inspect_req *r, uint32_t timeout_ms) {
+    rl_core *core = r->core;
+    if (!core->started) { /* no loop thread yet: nothing else touches the registry */
+        run_req(r);
+        int res = r->result;
+        free_req(r);
+        return res;
+    }
+    struct timeval now_tv = {0, 0};
+    /* rl_core_stop ran (on this thread or before this one started asking): nobody would answer. */
+    if (core->stopped || event_base_once(core->base, -1, EV_TIMEOUT, on_req, r, &now_tv) != 0) {
+        free_req(r);
+        return -2;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->mu);
+    while (!r->done)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &deadline) != 0) break;
+    if (!r->done) { /* the loop frees it if it ever runs it (it then writes nothing) */
+        r->abandoned = 1;
+        pthread_mutex_unlock(&r->mu);
+        return -2;
+    }
+    pthread_mutex_unlock(&r->mu);
+    int res = r->result;
+    free_req(r);
+    return res;
+}
+
+static rl_inspect_req *new_req(rl_core *core, int kind) {
+    rl_inspect_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->core = core;
+    r->kind = kind;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    return r;
+}
+
+int rl_core_inspect_devices(rl_core *core, rl_device_view *views, size_t n, uint32_t timeout_ms) {
+    if (n > RL_INSPECT_MAX) return -1;
+    rl_inspect_req *r = new_req(core, REQ_DEVICES);
+    if (!r) return -1;
+    r->views = views;
+    r->n = n;
+    return submit(r, timeout_ms);
+}
+
+int rl_core_inspect_history(rl_core *core, const char *id, rl_device_history *out, uint32_t timeout_ms) {
+    rl_inspect_req *r = new_req(core, REQ_HISTORY);
+    if (!r) return -1;
+    r->id = id;
+    r->history = out;
+    return submit(r, timeout_ms);
+}
+
+int rl_core_inspect_sessions(rl_core *core, const char *device_id, rl_session_view *out, size_t max, size_t *total,
+                             uint32_t timeout_ms) {
+    rl_inspect_req *r = new_req(core, REQ_SESSIONS);
+    if (!r) return -1;
+    r->filter = device_id;
+    r->sessions = out;
+    r->max = max;
+    r->total_out = total;
+    return submit(r, timeout_ms);
+}
+
+int rl_core_end_session(rl_core *core, const char *session_id, uint32_t timeout_ms) {
+    rl_inspect_req *r = new_req(core, REQ_END_SESSION);
+    if (!r) return -1;
+    r->filter = session_id;
+    return submit(r, timeout_ms);
+}
+
+int rl_core_inspect_summary(rl_core *core, rl_fleet_summary *out, uint32_t timeout_ms) {
+    rl_inspect_req *r = new_req(core, REQ_SUMMARY);
+    if (!r) return -1;
+    r->summary = out;
+    return submit(r, timeout_ms);
+}
