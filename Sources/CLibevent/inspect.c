@@ -441,3 +441,16 @@ int rl_core_inspect_summary(rl_core *core, rl_fleet_summary *out, uint32_t timeo
     r->summary = out;
     return submit(r, timeout_ms);
 }
+
+/* ---- admin keys ---- */
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+void rl_admin_key_hash(const char *key, size_t len, uint8_t out[32]) {
+    SHA256((const unsigned char *)key, len, out);
+}
+
+int rl_const_time_equal(const uint8_t *a, const uint8_t *b, size_t len) {
+    return CRYPTO_memcmp(a, b, len) == 0;
+}

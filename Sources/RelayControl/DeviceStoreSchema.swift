@@ -40,6 +40,20 @@ enum DeviceStoreSchema {
                     CREATE INDEX tokens_revoked_seq ON tokens(revoked_seq);
                     """)
         }
+        migrator.registerMigration("v3 admin keys") { db in
+            // Keys of the admin API, by SHA-256 of their text (never the text). `local` marks
+            // the key a running relay makes for the CLI on the same machine (<data>/admin.json).
+            try db.execute(
+                sql: """
+                    CREATE TABLE admin_keys (
+                        id TEXT PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        hash BLOB NOT NULL,
+                        created_at DOUBLE NOT NULL,
+                        local INTEGER NOT NULL DEFAULT 0
+                    );
+                    """)
+        }
         return migrator
     }
 }

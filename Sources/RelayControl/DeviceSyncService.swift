@@ -3,25 +3,39 @@ import ServiceLifecycle
 
 /// Carries store changes into the running core, so that `relay device add/remove` and
 /// `relay token revoke` in another process take effect within about half a second, without
-/// a restart.
+/// a restart; or at once when the CLI asks the admin API to sync (`POST /api/v1/sync`).
 struct DeviceSyncService: Service {
-    let store: DeviceStore
-    let core: RelayCore
-    /// The change counter the core is already in step with (the initial load's).
-    let startSeq: Int64
-    let logger: Logger
+    let sync: DeviceSync
 
     static let interval = Duration.milliseconds(500)
 
     func run() async throws {
-        let cursor = SyncCursor(startSeq)
         await poll(every: Self.interval) {
-            await syncOnce(cursor)
+            _ = await sync.syncNow()
         }
     }
+}
 
-    private func syncOnce(_ cursor: SyncCursor) async {
-        let since = await cursor.seq
+/// One store-to-core sync at a time: the poll and the admin API's sync requests share it.
+actor DeviceSync {
+    let store: DeviceStore
+    let core: RelayCore
+    let logger: Logger
+    /// The change counter the core is in step with.
+    private(set) var seq: Int64
+    /// Whether the store reads are failing (logged once per change).
+    private var failing = false
+
+    init(store: DeviceStore, core: RelayCore, startSeq: Int64, logger: Logger) {
+        self.store = store
+        self.core = core
+        self.seq = startSeq
+        self.logger = logger
+    }
+
+    /// Applies what changed since the last sync; returns the change counter now applied.
+    func syncNow() -> Int64 {
+        let since = seq
         let changes: DeviceChanges
         do {
             changes = try store.changes(since: since)
@@ -29,16 +43,18 @@ struct DeviceSyncService: Service {
             // A busy or briefly unreadable store is retried on the next tick; /readyz says
             // 503 meanwhile.
             core.setStoreReadable(false)
-            if await cursor.setFailing(true) {
+            if !failing {
+                failing = true
                 logger.warning("device.sync.failed", metadata: ["error": "\(error)"])
             }
-            return
+            return seq
         }
         core.setStoreReadable(true)
-        if await cursor.setFailing(false) {
+        if failing {
+            failing = false
             logger.notice("device.sync.recovered")
         }
-        guard changes.seq != since else { return }
+        guard changes.seq != since else { return seq }
         // Removals first: an ID removed and added again is then left with its new key.
         for id in changes.removals {
             core.remove(id: id)
@@ -55,22 +71,7 @@ struct DeviceSyncService: Service {
             core.revoke(token)
             logger.info("token.revoked", metadata: ["token": "\(token.id)"])
         }
-        await cursor.advance(to: changes.seq)
-    }
-}
-
-/// The last change counter value applied; an actor because the polling closure is Sendable.
-actor SyncCursor {
-    private(set) var seq: Int64
-
-    init(_ seq: Int64) { self.seq = seq }
-
-    func advance(to seq: Int64) { self.seq = seq }
-
-    /// Whether the store reads are failing; true when that changed (logged once per change).
-    private var failing = false
-    func setFailing(_ now: Bool) -> Bool {
-        defer { failing = now }
-        return failing != now
+        seq = changes.seq
+        return seq
     }
 }

@@ -7,7 +7,7 @@ extension RelayConfiguration {
             "data", "domain", "period", "keepalive", "capacity", "max-sessions", "wake-timeout", "idle-link",
             "max-header-bytes", "header-timeout", "drain-timeout", "log-level", "max-conns-per-source",
             "conn-rate-per-source", "max-callbacks-per-source", "max-sessions-per-device", "wakes-per-device-minute", "idle-timeout",
-            "device-ca",
+            "device-ca", "admin",
         ],
         lists: ["http", "https", "udp", "tcp", "metrics", "tls-cert", "tls-key"])
 
@@ -28,6 +28,10 @@ extension RelayConfiguration {
             case .tcp: tcp = v.value
             case .metrics: metrics = v.value
             }
+        }
+        if let v = layers.string("admin") {
+            admin = Self.adminValue(v.value)
+            origins["admin"] = v.origin
         }
         if let v = layers.string("domain") { domain = v.value; origins["domain"] = v.origin }
         if let v = layers.list("tls-cert") { tlsCerts = v.value; origins["tls-cert"] = v.origin }
@@ -61,6 +65,12 @@ extension RelayConfiguration {
         for key in Self.schema.scalars where origins[key] == nil {
             if let v = layers.string(key) { origins[key] = v.origin }
         }
+    }
+
+    /// "off", "none" or "" turn the admin listener off.
+    public static func adminValue(_ text: String) -> String? {
+        let t = text.trimmingWhitespace()
+        return ["off", "none", ""].contains(t.lowercased()) ? nil : t
     }
 
     private static func duration(
@@ -139,7 +149,7 @@ extension RelayConfiguration {
         return [
             ("data", quoted(dataDirectory)),
             ("http", list(http)), ("https", list(effectiveHTTPS)), ("udp", list(udp)), ("tcp", list(tcp)),
-            ("metrics", list(metrics)),
+            ("metrics", list(metrics)), ("admin", quoted(admin ?? "off")),
             ("tls-cert", list(tlsCerts)), ("tls-key", list(tlsKeys)), ("device-ca", quoted(deviceCA ?? "")),
             ("domain", quoted(domain)),
             ("period", seconds(period)), ("keepalive", seconds(keepalive)),

@@ -35,6 +35,10 @@ extension RelayConfiguration {
     }
 
     private func validateAddresses() throws(ConfigurationError) {
+        if let admin, ListenAddress(admin) == nil {
+            throw ConfigurationError(
+                flag: "--admin", "'\(admin)' is not HOST:PORT or [IPV6]:PORT with a port from 0 to 65535, or off")
+        }
         for kind in ListenerKind.allCases {
             let addresses = self.addresses(kind)
             if addresses.isEmpty && kind != .metrics && kind != .https {

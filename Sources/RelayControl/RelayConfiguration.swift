@@ -18,6 +18,10 @@ public struct RelayConfiguration: Sendable {
     public var tcp: [String] = RelayConfiguration.defaultTCP
     /// Prometheus /metrics listeners. None by default: metrics are opt-in.
     public var metrics: [String] = RelayConfiguration.defaultMetrics
+    /// The admin API and console (HTTP + JSON, Bearer admin key). Default loopback with a
+    /// port picked at start ("127.0.0.1:0"), written to `<data>/admin.json` for the CLI; nil
+    /// (`off`) turns it off. TLS with the relay's certificate when it has one.
+    public var admin: String? = RelayConfiguration.defaultAdmin
     /// Terminal HTTPS listeners; by default 127.0.0.1:8443 and [::1]:8443 once a
     /// certificate is configured, none without.
     public var https: [String]? = nil
@@ -72,6 +76,7 @@ public struct RelayConfiguration: Sendable {
     public static let defaultUDP = ["127.0.0.1:4700", "[::1]:4700"]
     public static let defaultTCP = ["127.0.0.1:4701", "[::1]:4701"]
     public static let defaultMetrics: [String] = []
+    public static let defaultAdmin: String? = "127.0.0.1:0"
     public static let defaultHTTPS = ["127.0.0.1:8443", "[::1]:8443"]
 
     /// The HTTPS listeners in force: given ones, else the defaults when TLS is on.

@@ -7,6 +7,8 @@ import CLibevent
 /// from any thread, which is why this class can be shared between services.
 public final class RelayCore: @unchecked Sendable {
     private let core: OpaquePointer
+    /// The rl_core, for the inspection calls (RelayCore+Inspect.swift).
+    var pointer: OpaquePointer { core }
     // rl_core_config.domain points into this; it must outlive the core.
     private let domain: OwnedCString
 

@@ -17,10 +17,12 @@ public final class RelayServer: Sendable {
     let core: RelayCore
     private let group: ServiceGroup
     private let logger: Logger
+    /// The admin listener's bound address, once up (nil: off).
+    private let adminBinding: AdminBinding?
 
     private init(
         configuration: RelayConfiguration, listeners: BoundListeners, store: DeviceStore, core: RelayCore,
-        group: ServiceGroup, logger: Logger
+        group: ServiceGroup, logger: Logger, adminBinding: AdminBinding?
     ) {
         self.configuration = configuration
         self.listeners = listeners
@@ -28,6 +30,7 @@ public final class RelayServer: Sendable {
         self.core = core
         self.group = group
         self.logger = logger
+        self.adminBinding = adminBinding
     }
 
     /// `reload` gives the configuration to apply on SIGHUP (see ``ReloadService``); without
@@ -70,20 +73,35 @@ public final class RelayServer: Sendable {
         // Shutdown runs in reverse order: the core stops first, so the session log (first)
         // drains the records of the sessions that the stop ended.
         let live = LiveConfiguration(configuration)
+        let sync = DeviceSync(store: store, core: core, startSeq: loadedSeq, logger: logger)
         var services: [any Service] = [
             SessionLogService(core: core, logger: logger),
-            DeviceSyncService(store: store, core: core, startSeq: loadedSeq, logger: logger),
+            DeviceSyncService(sync: sync),
         ]
         if let reload {
             services.append(ReloadService(core: core, live: live, reload: reload, logger: logger))
         }
         services.append(CoreService(core: core, live: live, logger: logger))
+        // Last, so that it stops first: no admin request reaches a stopping core.
+        var adminBinding: AdminBinding? = nil
+        if let admin = configuration.admin, let address = ListenAddress(admin) {
+            let binding = AdminBinding()
+            adminBinding = binding
+            let api = AdminAPI(store: store, core: core, sync: sync, keys: AdminKeyCheck(store: store), logger: logger)
+            services.append(
+                AdminService(
+                    api: api, address: address,
+                    tls: configuration.tlsCerts.isEmpty ? nil : (configuration.tlsCerts, configuration.tlsKeys),
+                    dataDirectory: configuration.dataDirectory, store: store, binding: binding, logger: logger))
+        } else {
+            AdminEndpoint.remove(dataDirectory: configuration.dataDirectory)
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services, logger: logger))
         return RelayServer(
             configuration: configuration, listeners: listeners, store: store, core: core, group: group,
-            logger: logger)
+            logger: logger, adminBinding: adminBinding)
     }
 
     /// Marks the relay ready, prints the relay.ready line and serves until shutdown.
@@ -101,14 +119,28 @@ public final class RelayServer: Sendable {
             }
         }
         defer { watcher.cancel() }
+        let runner = Task { try await group.run() }
+        // Ready only once the admin listener is bound and admin.json written (the CLI reads it
+        // as soon as /healthz answers); a listener that cannot bind stops the relay.
+        var adminAddress: String? = nil
+        if let adminBinding {
+            do {
+                adminAddress = try await adminBinding.wait()
+            } catch {
+                await group.triggerGracefulShutdown()
+                _ = try? await runner.value
+                core.stop()
+                throw error
+            }
+        }
         core.setReady(true)
         warnIfReceiveBufferCapped()
         // Scripts and the integration tests wait for this line, so it is printed at any
         // --log-level (the copy's level does not change the shared logger's).
         var readyLogger = logger
         readyLogger.logLevel = .info
-        readyLogger.info("\(readyLine())")
-        try await group.run()
+        readyLogger.info("\(readyLine(admin: adminAddress))")
+        try await runner.value
         core.stop()
     }
 
@@ -136,10 +168,11 @@ public final class RelayServer: Sendable {
     /// " https=..." at the end when TLS is on.
     /// Integration tests and operators' scripts parse this line, so its shape is fixed; it is
     /// the one log message that carries values in its text.
-    public func readyLine() -> String {
+    public func readyLine(admin: String? = nil) -> String {
         let pairs = [ListenerKind.http, .udp, .tcp, .metrics].map { "\($0.name)=\(listeners.joined($0))" }
         let https = listeners.addresses(.https).isEmpty ? "" : " https=\(listeners.joined(.https))"
-        return "relay.ready " + pairs.joined(separator: " ") + " data=\(configuration.dataDirectory)" + https
+        let adminPart = admin.map { " admin=\($0)" } ?? ""
+        return "relay.ready " + pairs.joined(separator: " ") + " data=\(configuration.dataDirectory)" + https + adminPart
     }
 }
 

@@ -13,7 +13,8 @@ struct RelayCommand: AsyncParsableCommand {
             """,
         version: RelayVersion.description,
         subcommands: [
-            ServeCommand.self, CheckConfigCommand.self, DeviceCommand.self, TokenCommand.self, AgentCommand.self,
+            ServeCommand.self, CheckConfigCommand.self, DeviceCommand.self, TokenCommand.self, AdminKeyCommand.self,
+            AgentCommand.self,
         ]
     )
 }

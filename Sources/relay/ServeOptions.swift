@@ -23,6 +23,9 @@ struct ServeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Prometheus /metrics listener; repeatable (default: none).", valueName: "addr:port"))
     var metrics: [String] = []
 
+    @Option(help: ArgumentHelp("Admin API and console listener, or off. (default: 127.0.0.1:0, the port written to <data>/admin.json)", valueName: "addr:port"))
+    var admin: String?
+
     @Option(help: ArgumentHelp("Terminal HTTPS listener; repeatable (default with a certificate: 127.0.0.1:8443, [::1]:8443).", valueName: "addr:port"))
     var https: [String] = []
 
@@ -120,6 +123,7 @@ struct ServeOptions: ParsableArguments {
         flag(tcp.isEmpty ? nil : tcp, "tcp") { $0.tcp = $1 }
         flag(metrics.isEmpty ? nil : metrics, "metrics") { $0.metrics = $1 }
         flag(https.isEmpty ? nil : https, "https") { $0.https = $1 }
+        flag(admin, "admin") { $0.admin = RelayConfiguration.adminValue($1) }
         flag(tlsCert.isEmpty ? nil : tlsCert, "tls-cert") { $0.tlsCerts = $1 }
         flag(tlsKey.isEmpty ? nil : tlsKey, "tls-key") { $0.tlsKeys = $1 }
         flag(deviceCa, "device-ca") { $0.deviceCA = $1 }

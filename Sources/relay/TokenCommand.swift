@@ -98,6 +98,7 @@ struct TokenCommand: ParsableCommand {
             let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
             let revoked = try device.map { try store.revokeTokens(device: $0) } ?? store.revokeTokens(ids)
             for id in revoked { print(id) }
+            if !revoked.isEmpty { LiveRelay.syncNow(data.resolved) }
         }
     }
 }

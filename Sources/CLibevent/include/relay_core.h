@@ -232,18 +232,22 @@ typedef struct rl_device_view {
     uint32_t last_wake_latency_us; /* wake to callback (bound), or the time waited */
 } rl_device_view;
 
+typedef struct rl_address_seen {
+    uint64_t at_unix;
+    char address[RL_ADDR_TEXT];
+} rl_address_seen;
+
+typedef struct rl_wake_seen {
+    uint64_t at_unix;
+    uint32_t outcome, latency_us;
+} rl_wake_seen;
+
 typedef struct rl_device_history {
     uint32_t tracked;              /* 1 when the device is in the side table */
     uint32_t address_changes;
     uint32_t n_addresses, n_wakes; /* newest first */
-    struct {
-        uint64_t at_unix;
-        char address[RL_ADDR_TEXT];
-    } addresses[RL_TRACK_HIST];
-    struct {
-        uint64_t at_unix;
-        uint32_t outcome, latency_us;
-    } wakes[RL_TRACK_HIST];
+    rl_address_seen addresses[RL_TRACK_HIST];
+    rl_wake_seen wakes[RL_TRACK_HIST];
 } rl_device_history;
 
 enum { RL_SESSION_WAKING = 0, RL_SESSION_BOUND = 1, RL_SESSION_IDLE = 2 };
@@ -274,6 +278,11 @@ int rl_core_inspect_sessions(rl_core *core, const char *device_id, rl_session_vi
  * when there is none. */
 int rl_core_end_session(rl_core *core, const char *session_id, uint32_t timeout_ms);
 int rl_core_inspect_summary(rl_core *core, rl_fleet_summary *out, uint32_t timeout_ms);
+
+/* Admin keys are stored as SHA-256 of their text (they are 32 random bytes: no slow hash
+ * needed) and compared in constant time (CRYPTO_memcmp); 1 when equal. */
+void rl_admin_key_hash(const char *key, size_t len, uint8_t out[32]);
+int rl_const_time_equal(const uint8_t *a, const uint8_t *b, size_t len);
 
 /* ---- the device agent (transfer module) ---- */
 

@@ -1,0 +1,3 @@
+enum AdminOpenAPI {
+    static let document = "{}"
+}
