@@ -457,8 +457,8 @@ struct AdminAuthMiddleware: RouterMiddleware {
     }
 }
 
-/// The admin keys' hashes, read from the store and re-read (at most every 250 ms) when a key
-/// does not match, so that a key made by `relay admin-key create` works at once.
+/// The admin keys' hashes, read from the store and re-read when older than 250 ms, so that a
+/// key made by `relay admin-key create` works, and a revoked one stops, within that.
 final class AdminKeyCheck: @unchecked Sendable {
     private let store: DeviceStore
     private let lock = NSLock()
@@ -476,14 +476,15 @@ final class AdminKeyCheck: @unchecked Sendable {
 
     func check(_ key: String) -> Bool {
         let hash = DeviceStore.adminKeyHash(key)
-        if matches(hash, lock.withLock { hashes }) { return true }
+        // Re-read at most every 250 ms: a new key works, a revoked one stops, within that.
         let stale = lock.withLock { ContinuousClock.now - loadedAt > .milliseconds(250) }
-        guard stale, let fresh = try? store.adminKeyHashes() else { return false }
-        lock.withLock {
-            hashes = fresh
-            loadedAt = ContinuousClock.now
+        if stale, let fresh = try? store.adminKeyHashes() {
+            lock.withLock {
+                hashes = fresh
+                loadedAt = ContinuousClock.now
+            }
         }
-        return matches(hash, fresh)
+        return matches(hash, lock.withLock { hashes })
     }
 
     /// Every stored hash is compared, each in constant time.
