@@ -151,7 +151,7 @@ final class AdminAPI: Sendable {
         }
         let after = q.get("after").flatMap { $0.isEmpty ? nil : $0 }
         let search = q.get("search").flatMap { $0.isEmpty ? nil : $0 }
-        var out: [[String: Any]] = []
+        var out: [JSONValue] = []
         var cursor = after
         var scanned = 0
         var exhausted = false
@@ -169,7 +169,7 @@ final class AdminAPI: Sendable {
             for (device, view) in zip(page, views) {
                 cursor = device.id
                 if let online, view.online != online { continue }
-                out.append(Self.deviceJSON(device, view))
+                out.append(Self.deviceValue(device, view))
                 if out.count == limit { break }
             }
             if page.count < want {
@@ -178,11 +178,11 @@ final class AdminAPI: Sendable {
             }
         }
         // More may follow unless the store ran out exactly here.
-        var next: Any = NSNull()
+        var next: JSONValue = .null
         if !exhausted, let cursor {
-            if (try store.devicePage(after: cursor, limit: 1, search: search)).isEmpty == false { next = cursor }
+            if (try store.devicePage(after: cursor, limit: 1, search: search)).isEmpty == false { next = .string(cursor) }
         }
-        return Self.json(.ok, ["devices": out, "next": next, "scanned": scanned])
+        return Self.json(.ok, JSONValue.object([("devices", .array(out)), ("next", next), ("scanned", .int(Int64(scanned)))]))
     }
 
     func showDevice(_ id: String) throws -> Response {
@@ -332,6 +332,28 @@ final class AdminAPI: Sendable {
         ]
     }
 
+    /// The same fields as deviceJSON, for the list's hand-written JSON.
+    static func deviceValue(_ device: DeviceSummary, _ view: DeviceLiveView) -> JSONValue {
+        .object([
+            ("address", .optional(view.address)),
+            ("address_changes", .uint(UInt64(view.addressChanges))),
+            ("created", .string(JSONValue.iso8601(unix: Int64(device.createdAt.timeIntervalSince1970)))),
+            ("id", .string(device.id)),
+            ("last_notify_a_age_s", view.lastNotifyAAgeSeconds.map { .int($0) } ?? .null),
+            (
+                "last_wake",
+                view.lastWake.map {
+                    .object([
+                        ("at", .string(JSONValue.iso8601(unix: Int64($0.atUnix)))), ("latency_ms", .double(Double($0.latencyMicroseconds) / 1000)),
+                        ("outcome", .string($0.outcome)),
+                    ])
+                } ?? .null
+            ),
+            ("online", .bool(view.online)),
+            ("sessions", .uint(UInt64(view.sessions))),
+        ])
+    }
+
     static func wakeJSON(_ w: WakeRecord) -> [String: Any] {
         ["at": iso(w.atUnix), "outcome": w.outcome, "latency_ms": Double(w.latencyMicroseconds) / 1000]
     }
@@ -352,7 +374,7 @@ final class AdminAPI: Sendable {
     }
 
     static func iso(_ date: Date) -> String {
-        ISO8601DateFormatter().string(from: date)
+        JSONValue.iso8601(unix: Int64(date.timeIntervalSince1970))
     }
 
     static func iso(_ unix: UInt64) -> String { iso(Date(timeIntervalSince1970: TimeInterval(unix))) }
@@ -364,6 +386,18 @@ final class AdminAPI: Sendable {
         var buffer = ByteBufferAllocator().buffer(capacity: data.count + 1)
         buffer.writeBytes(data)
         buffer.writeString("\n")
+        return Response(
+            status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: .init(byteBuffer: buffer))
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ value: JSONValue) -> Response {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(4096)
+        value.write(into: &bytes)
+        bytes.append(UInt8(ascii: "\n"))
+        var buffer = ByteBufferAllocator().buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
         return Response(
             status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
             body: .init(byteBuffer: buffer))
