@@ -51,6 +51,16 @@ static void *reader(void *arg) {
         rl_stats st;
         rl_core_stats(core, &st);
         drained += rl_core_drain_records(core, recs, 64);
+        /* the admin API's reads: requests answered by the loop thread (inspect.c) */
+        rl_device_view views[4];
+        memset(views, 0, sizeof views);
+        for (int v = 0; v < 4; v++) snprintf(views[v].id, sizeof views[v].id, "dev-%d", v * 7);
+        rl_core_inspect_devices(core, views, 4, 2000);
+        rl_session_view sv[8];
+        size_t total = 0;
+        rl_core_inspect_sessions(core, NULL, sv, 8, &total, 2000);
+        rl_fleet_summary sum;
+        if (scrapes % 16 == 0) rl_core_inspect_summary(core, &sum, 2000);
         scrapes++;
         usleep(200);
     }
