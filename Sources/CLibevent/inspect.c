@@ -163,6 +163,8 @@ static void format_addr(const uint8_t addr[16], uint16_t port, char *out, size_t
     }
 }
 
+static void fill_page(rl_inspect_req *r);
+
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
@@ -200,6 +202,17 @@ static void fill_view(rl_core *core, rl_device_view *v, uint32_t now_s) {
 }
 
 static void run_devices(rl_inspect_req *r) {
+    rl_core *core = r->core;
+    uint64_t t0 = rl_mono_us();
+    fill_page(r);
+    uint64_t took = rl_mono_us() - t0;
+    if (r->n == 0) return; /* a barrier, not a page */
+    core->inspect_n++;
+    core->inspect_us_total += took;
+    if (took > core->inspect_us_max) core->inspect_us_max = took;
+}
+
+static void fill_page(rl_inspect_req *r) {
     rl_core *core = r->core;
     uint32_t now_s = rl_core_now_s(core);
     for (size_t i = 0; i < r->n; i++) fill_view(core, &r->views[i], now_s);
@@ -306,6 +319,7 @@ static void run_summary(rl_inspect_req *r) {
     rl_core *core = r->core;
     rl_fleet_summary *o = r->summary;
     memset(o, 0, sizeof *o);
+    uint64_t t0 = rl_mono_us();
     uint32_t now = rl_core_now_s(core);
     uint64_t online = 0, never = 0;
     for (uint32_t i = 0; i < core->reg.count; i++) {
@@ -320,6 +334,10 @@ static void run_summary(rl_inspect_req *r) {
     o->sessions = core->n_sessions;
     o->period_s = core->cfg.period_s;
     o->tracked = core->track ? core->track->count : 0;
+    o->page_requests = core->inspect_n;
+    o->page_loop_us_total = core->inspect_us_total;
+    o->page_loop_us_max = core->inspect_us_max;
+    o->summary_loop_us = rl_mono_us() - t0;
 }
 
 static void run_req(rl_inspect_req *r) {

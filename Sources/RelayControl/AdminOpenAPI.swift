@@ -1060,6 +1060,22 @@ enum AdminOpenAPI {
      },
      "unauthorized_requests": {
       "type": "integer"
+     },
+     "page_requests": {
+      "type": "integer",
+      "description": "Device page lookups the core answered"
+     },
+     "page_loop_us_total": {
+      "type": "integer",
+      "description": "Time they held the loop thread, microseconds"
+     },
+     "page_loop_us_max": {
+      "type": "integer",
+      "description": "Longest one, microseconds"
+     },
+     "summary_loop_us": {
+      "type": "integer",
+      "description": "This summary's pass over the registry, microseconds"
      }
     }
    }

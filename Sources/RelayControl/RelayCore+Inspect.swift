@@ -59,6 +59,12 @@ public struct FleetSummary: Sendable, Equatable {
     public let sessions: UInt64
     public let tracked: UInt64
     public let periodSeconds: UInt32
+    /// Device page requests answered, and how long they held the loop thread (microseconds).
+    public let pageRequests: UInt64
+    public let pageLoopMicrosecondsTotal: UInt64
+    public let pageLoopMicrosecondsMax: UInt64
+    /// How long this summary's pass over the registry took on the loop thread.
+    public let summaryLoopMicroseconds: UInt64
 }
 
 /// The core did not answer an inspection in time (it is stopping).
@@ -165,6 +171,8 @@ extension RelayCore {
         guard rl_core_inspect_summary(pointer, &s, Self.inspectTimeoutMs) == 0 else { throw CoreUnavailable() }
         return FleetSummary(
             devices: s.devices, online: s.online, neverNotified: s.never_notified, capacity: s.capacity,
-            sessions: s.sessions, tracked: s.tracked, periodSeconds: s.period_s)
+            sessions: s.sessions, tracked: s.tracked, periodSeconds: s.period_s, pageRequests: s.page_requests,
+            pageLoopMicrosecondsTotal: s.page_loop_us_total, pageLoopMicrosecondsMax: s.page_loop_us_max,
+            summaryLoopMicroseconds: s.summary_loop_us)
     }
 }

@@ -264,6 +264,9 @@ typedef struct rl_session_view {
 typedef struct rl_fleet_summary {
     uint64_t devices, online, never_notified, capacity, sessions, tracked;
     uint32_t period_s;
+    /* device page requests answered so far, and the time they held the loop thread */
+    uint64_t page_requests, page_loop_us_total, page_loop_us_max;
+    uint64_t summary_loop_us; /* this summary's own pass over the registry */
 } rl_fleet_summary;
 
 /* Fills views[0..n) (n <= RL_INSPECT_MAX; each view's `id` set by the caller). 0 or -1/-2. */
