@@ -325,3 +325,23 @@ def test_admin_off_and_bad_address(relay_factory, workdir):
     assert f"admin=127.0.0.1:{port}" in fixed.stderr()
     fixed.stop()
     assert not (fixed.data / "admin.json").exists(), "admin.json stays after the relay stopped"
+
+
+def test_admin_listener_uses_tls_with_the_relays_certificate(relay_factory, workdir):
+    from test_tls import CA
+    ca = CA(workdir, "admin-ca")
+    cert, key = ca.issue("relay", "relay.test", dns=["relay.test", "localhost"], ips=["127.0.0.1"])
+    relay = relay_factory("--https", f"127.0.0.1:{free_port()}", "--tls-cert", cert, "--tls-key", key)
+    info = endpoint(relay)
+    assert info["tls"] is True and info["url"].startswith("https://127.0.0.1:")
+    r = relay.cli("admin-key", "create")
+    key_text = r.stdout.strip()
+    ok = requests.get(info["url"] + "/api/v1/summary", headers={"Authorization": f"Bearer {key_text}"},
+                      verify=str(ca.path), timeout=10)
+    assert ok.status_code == 200 and ok.json()["devices"] == 0
+    with pytest.raises(requests.RequestException):
+        requests.get(info["url"].replace("https://", "http://") + "/api/v1/summary", timeout=5)
+    # The CLI does not speak TLS to it: it uses the store, as without a relay.
+    relay.add_device("tls-1", wait=False)
+    out = relay.cli("device", "list").stdout.splitlines()
+    assert [l.split("\t")[0] for l in out] == ["tls-1"]
