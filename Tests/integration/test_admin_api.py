@@ -345,3 +345,20 @@ def test_admin_listener_uses_tls_with_the_relays_certificate(relay_factory, work
     relay.add_device("tls-1", wait=False)
     out = relay.cli("device", "list").stdout.splitlines()
     assert [l.split("\t")[0] for l in out] == ["tls-1"]
+
+
+def test_admin_port_in_use_stops_the_relay_with_a_message(workdir):
+    import socket
+    import subprocess
+    from conftest import relay_bin
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = subprocess.run([str(relay_bin()), "serve", "--data", str(workdir / "d"), "--http", "127.0.0.1:0",
+                            "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--admin", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode != 0
+    assert f"--admin 127.0.0.1:{port}" in p.stderr and "in use" in p.stderr, p.stderr[-2000:]
+    assert "relay.ready" not in p.stderr
+    assert not (workdir / "d" / "admin.json").exists()
