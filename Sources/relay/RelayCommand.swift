@@ -13,7 +13,7 @@ struct RelayCommand: AsyncParsableCommand {
             """,
         version: RelayVersion.description,
         subcommands: [
-            ServeCommand.self, CheckConfigCommand.self, DeviceCommand.self, TokenCommand.self, AdminKeyCommand.self,
+            ServeCommand.self, CheckConfigCommand.self, DeviceCommand.self, TokenCommand.self, AdminKeyCommand.self, ConsoleCommand.self,
             AgentCommand.self,
         ]
     )

@@ -131,3 +131,16 @@ def test_readme_quick_start_as_one_block(relay_factory, workdir):
     assert p.returncode == 0, f"{out}\n--- stderr ---\n{err}\n--- script ---\n{script}"
     assert out.count("<h1>hello from cam-1</h1>") == 2, f"{out}\n--- stderr ---\n{err}"
     assert f"http://cam-1.localhost:{relay.http_port}/?relay_token=" in out
+
+
+def test_console_command_prints_a_login_link(relay_factory):
+    relay = relay_factory()
+    r = relay.cli("console")
+    assert r.returncode == 0, r.stderr
+    url, _, key = r.stdout.strip().partition("/#key=")
+    assert url == json.loads((relay.data / "admin.json").read_text())["url"]
+    assert requests.get(url + "/api/v1/summary", headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code == 200
+    assert "<title>relay console</title>" in requests.get(url + "/", timeout=5).text
+    relay.stop()
+    r = relay.cli("console")
+    assert r.returncode == 1 and "no running relay" in r.stderr
