@@ -68,54 +68,67 @@ final class AdminAPI: Sendable {
     func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: AdminAuthMiddleware(keys: keys, logger: logger))
+        // Every API route goes through here, so that the table the OpenAPI document is checked
+        // against (`routes`) cannot miss one.
+        var registered: [String] = []
+        func route(
+            _ method: HTTPRequest.Method, _ path: String,
+            _ handler: @escaping @Sendable (Request, BasicRequestContext) async throws -> Response
+        ) {
+            registered.append("\(method) \(path)")
+            router.on(RouterPath(path), method: method, use: handler)
+        }
         router.get("/") { _, _ in Self.html(ConsolePage.html) }
         router.get("/console") { _, _ in Self.html(ConsolePage.html) }
-        router.get("/api/v1/openapi.json") { _, _ in
+        route(.get, "/api/v1/openapi.json") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: AdminOpenAPI.document)))
         }
-        router.get("/api/v1/summary") { _, _ in try self.guarded { try self.summary() } }
-        router.get("/api/v1/devices") { request, _ in try self.guarded { try self.listDevices(request) } }
-        router.post("/api/v1/devices") { request, _ in
+        route(.get, "/api/v1/summary") { _, _ in try self.guarded { try self.summary() } }
+        route(.get, "/api/v1/devices") { request, _ in try self.guarded { try self.listDevices(request) } }
+        route(.post, "/api/v1/devices") { request, _ in
             let body = try await Self.body(request)
             return try self.guarded { try self.addDevice(body) }
         }
-        router.get("/api/v1/devices/{id}") { _, context in
+        route(.get, "/api/v1/devices/{id}") { _, context in
             try self.guarded { try self.showDevice(try Self.param(context, "id")) }
         }
-        router.delete("/api/v1/devices/{id}") { _, context in
+        route(.delete, "/api/v1/devices/{id}") { _, context in
             try self.guarded { try self.removeDevice(try Self.param(context, "id")) }
         }
-        router.post("/api/v1/devices/{id}/secret") { _, context in
+        route(.post, "/api/v1/devices/{id}/secret") { _, context in
             try self.guarded { try self.rotateSecret(try Self.param(context, "id")) }
         }
-        router.get("/api/v1/devices/{id}/tokens") { request, context in
+        route(.get, "/api/v1/devices/{id}/tokens") { request, context in
             try self.guarded { try self.listTokens(device: try Self.param(context, "id"), request) }
         }
-        router.post("/api/v1/devices/{id}/tokens") { request, context in
+        route(.post, "/api/v1/devices/{id}/tokens") { request, context in
             let body = try await Self.body(request, allowEmpty: true)
             return try self.guarded { try self.mintToken(try Self.param(context, "id"), body) }
         }
-        router.get("/api/v1/tokens") { request, _ in
+        route(.get, "/api/v1/tokens") { request, _ in
             try self.guarded { try self.listTokens(device: request.uri.queryParameters.get("device"), request) }
         }
-        router.delete("/api/v1/tokens/{tid}") { _, context in
+        route(.delete, "/api/v1/tokens/{tid}") { _, context in
             try self.guarded { try self.revokeToken(try Self.param(context, "tid")) }
         }
-        router.get("/api/v1/sessions") { request, _ in
+        route(.get, "/api/v1/sessions") { request, _ in
             try self.guarded { try self.listSessions(request) }
         }
-        router.delete("/api/v1/sessions/{sid}") { _, context in
+        route(.delete, "/api/v1/sessions/{sid}") { _, context in
             try self.guarded { try self.endSession(try Self.param(context, "sid")) }
         }
-        router.post("/api/v1/sync") { _, _ in
+        route(.post, "/api/v1/sync") { _, _ in
             let seq = await self.sync.syncNow()
             return try self.guarded {
                 try self.core.barrier()
                 return Self.json(.ok, ["seq": seq])
             }
         }
+        precondition(
+            registered.sorted() == Self.routes.map { "\($0.0) \($0.1)" }.sorted(),
+            "AdminAPI.routes and the registered routes differ")
         return router
     }
 

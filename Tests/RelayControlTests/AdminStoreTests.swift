@@ -71,3 +71,26 @@ final class AdminStoreTests: XCTestCase {
         }
     }
 }
+
+final class AdminOpenAPITests: XCTestCase {
+    /// Every registered route is documented and every documented operation is a route
+    /// (router() itself checks that it registers exactly AdminAPI.routes).
+    func testTheDocumentListsExactlyTheRoutes() throws {
+        let doc = try JSONSerialization.jsonObject(with: Data(AdminOpenAPI.document.utf8)) as? [String: Any]
+        let paths = try XCTUnwrap(doc?["paths"] as? [String: [String: Any]])
+        let methods: Set<String> = ["get", "post", "put", "patch", "delete"]
+        let documented = Set(paths.flatMap { path, item in item.keys.filter(methods.contains).map { "\($0.uppercased()) \(path)" } })
+        let routes = Set(AdminAPI.routes.map { "\($0.0) \($0.1)" })
+        XCTAssertEqual(documented, routes)
+    }
+
+    func testRouterRegistersTheTable() throws {
+        let store = try DeviceStore(directory: try makeTemporaryDirectory(self) + "/data")
+        var configuration = RelayConfiguration(environment: [:])
+        configuration.capacity = 16
+        let core = try RelayCore(configuration: configuration, tokenKey: try store.tokenKey())
+        let sync = DeviceSync(store: store, core: core, startSeq: 0, logger: .init(label: "test"))
+        let api = AdminAPI(store: store, core: core, sync: sync, keys: AdminKeyCheck(store: store), logger: .init(label: "test"))
+        _ = api.router()  // traps when the registrations and AdminAPI.routes differ
+    }
+}
