@@ -472,3 +472,7 @@ void rl_admin_key_hash(const char *key, size_t len, uint8_t out[32]) {
 int rl_const_time_equal(const uint8_t *a, const uint8_t *b, size_t len) {
     return CRYPTO_memcmp(a, b, len) == 0;
 }
+
+void rl_core_admin_refused(rl_core *core) {
+    atomic_fetch_add_explicit(&core->admin_unauthorized, 1, memory_order_relaxed);
+}

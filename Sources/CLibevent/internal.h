@@ -153,6 +153,7 @@ struct rl_core {
     rl_revoked revoked;      /* revoked token IDs until their expiry (rl_core_token_revoke) */
     struct rl_track_table *track; /* per-device extras for the admin API (inspect.c), or NULL */
     uint64_t inspect_n, inspect_us_total, inspect_us_max; /* device page requests: time on the loop */
+    _Atomic uint64_t admin_unauthorized; /* any thread: admin API requests refused for their key */
     /* timer settings from rl_core_reconfigure, applied on the loop thread (cmd_mu) */
     rl_core_config pending_cfg;
     int has_pending_cfg;

@@ -170,6 +170,8 @@ static void render(rl_core *core, struct evbuffer *b) {
     family(b, "relay_accept_paused_total", "counter",
            "Times the listeners paused accepting because the process ran out of file descriptors.");
     sample(b, "relay_accept_paused_total", "", CTR_GET(c->accept_paused));
+    family(b, "relay_admin_unauthorized_total", "counter", "Admin API requests refused for a missing or wrong key.");
+    sample(b, "relay_admin_unauthorized_total", "", atomic_load_explicit(&core->admin_unauthorized, memory_order_relaxed));
     family(b, "relay_limit_tracked_keys", "gauge",
            "Terminal addresses, devices and device callback addresses the abuse limits currently track.");
     sample(b, "relay_limit_tracked_keys", "{scope=\"source\"}", core->sources.count);

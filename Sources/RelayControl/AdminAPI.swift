@@ -42,6 +42,7 @@ final class AdminAPI: Sendable {
         self.core = core
         self.sync = sync
         self.keys = keys
+        keys.core = core
         self.logger = logger
     }
 
@@ -521,7 +522,17 @@ final class AdminKeyCheck: @unchecked Sendable {
 
     var refusedCount: UInt64 { lock.withLock { refusals } }
 
-    func refused() { lock.withLock { refusals += 1 } }
+    /// Set once by AdminAPI: refusals are counted in the core's metrics too.
+    var core: RelayCore? {
+        get { lock.withLock { _core } }
+        set { lock.withLock { _core = newValue } }
+    }
+    private var _core: RelayCore?
+
+    func refused() {
+        lock.withLock { refusals += 1 }
+        core?.adminRefused()
+    }
 
     func check(_ key: String) -> Bool {
         let hash = DeviceStore.adminKeyHash(key)

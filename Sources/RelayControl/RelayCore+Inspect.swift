@@ -113,6 +113,11 @@ extension RelayCore {
         return result
     }
 
+    /// An admin request refused for its key (relay_admin_unauthorized_total).
+    public func adminRefused() {
+        rl_core_admin_refused(pointer)
+    }
+
     /// Returns once the loop thread applied every device change queued before the call.
     public func barrier() throws {
         guard rl_core_inspect_devices(pointer, nil, 0, Self.inspectTimeoutMs) == 0 else { throw CoreUnavailable() }

@@ -85,6 +85,7 @@ def test_admin_key_required_and_checked(relay, admin):
     r = requests.get(admin.url + "/api/v1/devices", headers={"Authorization": f"Basic {admin.key}"}, timeout=5)
     assert r.status_code == 401
     assert admin.ok("GET", "/api/v1/summary")["unauthorized_requests"] == before + 6
+    assert relay.metrics()("relay_admin_unauthorized_total") == before + 6
     assert "admin.unauthorized" in relay.stderr()
     assert admin.key not in relay.stderr()
     # The console page and the OpenAPI document need no key; the key is never in them.

@@ -285,6 +285,9 @@ int rl_core_inspect_summary(rl_core *core, rl_fleet_summary *out, uint32_t timeo
 /* Admin keys are stored as SHA-256 of their text (they are 32 random bytes: no slow hash
  * needed) and compared in constant time (CRYPTO_memcmp); 1 when equal. */
 void rl_admin_key_hash(const char *key, size_t len, uint8_t out[32]);
+/* Counts an admin API request refused for a missing or wrong key (relay_admin_unauthorized_total
+ * in /metrics); any thread. */
+void rl_core_admin_refused(rl_core *core);
 int rl_const_time_equal(const uint8_t *a, const uint8_t *b, size_t len);
 
 /* ---- the device agent (transfer module) ---- */
