@@ -363,3 +363,17 @@ def test_admin_port_in_use_stops_the_relay_with_a_message(workdir):
     assert f"--admin 127.0.0.1:{port}" in p.stderr and "in use" in p.stderr, p.stderr[-2000:]
     assert "relay.ready" not in p.stderr
     assert not (workdir / "d" / "admin.json").exists()
+
+
+def test_a_wake_that_binds_is_the_last_wake_with_its_latency(relay, admin, static_server, agent_factory):
+    root, port, _ = static_server()
+    (root / "index.html").write_text("<h1>woken</h1>")
+    agent_factory(relay, "wk-1", port)
+    r = requests.get(relay.dev_url("wk-1"), headers=relay.auth("wk-1"), timeout=10)
+    assert r.status_code == 200 and "woken" in r.text
+    d = admin.wait_device("wk-1", lambda d: d["last_wake"] is not None, timeout=5)
+    w = d["last_wake"]
+    assert w["outcome"] == "bound" and 0 < w["latency_ms"] < 5000, w
+    assert d["online"] and d["wakes"][0] == w and d["tracked"] is True
+    listed = next(x for x in admin.ok("GET", "/api/v1/devices")["devices"] if x["id"] == "wk-1")
+    assert listed["last_wake"] == w
