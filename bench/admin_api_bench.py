@@ -183,7 +183,7 @@ def main() -> int:
         s2 = s.get(base + "/api/v1/summary", headers=hdr, timeout=10).json()
         print(f"loop thread held by device page lookups: {s2['page_requests']} requests, "
               f"mean {s2['page_loop_us_total'] / max(1, s2['page_requests']):.0f} us, max {s2['page_loop_us_max']} us; "
-              f"summary pass over {s2['devices']} entries {s2['summary_loop_us']} us")
+              f"summary pass over {s2['devices']} entries {s2['summary_loop_us']} us in {s2['summary_chunks']} chunks")
         print(f"datagram round trip idle: p50 {pct(idle, 50):.0f} us, p99 {pct(idle, 99):.0f} us")
         print(f"datagram round trip while 2 processes list devices ({pages:.0f} pages of 1000/s): "
               f"p50 {pct(loaded, 50):.0f} us, p99 {pct(loaded, 99):.0f} us")

@@ -147,8 +147,10 @@ typedef struct rl_inspect_req {
     rl_session_view *sessions;
     size_t max;
     size_t *total_out;
-    /* REQ_SUMMARY */
+    /* REQ_SUMMARY: the pass so far */
     rl_fleet_summary *summary;
+    uint32_t pos, chunks;
+    uint64_t acc_online, acc_never, acc_us;
 } rl_inspect_req;
 
 static void format_addr(const uint8_t addr[16], uint16_t port, char *out, size_t len) {
@@ -314,22 +316,31 @@ static void run_end_session(rl_inspect_req *r) {
 }
 
 /* Counting online devices reads every entry (as a /metrics scrape does): 56 bytes each,
- * sequentially, about a millisecond per million devices. */
-static void run_summary(rl_inspect_req *r) {
+ * sequentially. The pass is cut into chunks of RL_SUMMARY_CHUNK entries, each its own loop
+ * callback (about 150 us), so that a million devices never hold the loop for milliseconds;
+ * the counts are then consistent to within the changes made while the pass ran. Returns 1
+ * while entries are left. */
+#define RL_SUMMARY_CHUNK 65536u
+static int run_summary(rl_inspect_req *r) {
     rl_core *core = r->core;
-    rl_fleet_summary *o = r->summary;
-    memset(o, 0, sizeof *o);
     uint64_t t0 = rl_mono_us();
     uint32_t now = rl_core_now_s(core);
-    uint64_t online = 0, never = 0;
-    for (uint32_t i = 0; i < core->reg.count; i++) {
+    uint32_t end = core->reg.count;
+    if (end - r->pos > RL_SUMMARY_CHUNK && r->pos < end) end = r->pos + RL_SUMMARY_CHUNK;
+    for (uint32_t i = r->pos; i < end; i++) {
         const rl_dev *d = &core->reg.devs[i];
-        if (!d->last_access) never++;
-        else if (d->sock != RL_NO_SOCK && now - (d->last_access - 1) <= core->cfg.period_s) online++;
+        if (!d->last_access) r->acc_never++;
+        else if (d->sock != RL_NO_SOCK && now - (d->last_access - 1) <= core->cfg.period_s) r->acc_online++;
     }
+    r->pos = end;
+    r->acc_us += rl_mono_us() - t0;
+    r->chunks++;
+    if (r->pos < core->reg.count) return 1;
+    rl_fleet_summary *o = r->summary;
+    memset(o, 0, sizeof *o);
     o->devices = core->reg.count;
-    o->online = online;
-    o->never_notified = never;
+    o->online = r->acc_online;
+    o->never_notified = r->acc_never;
     o->capacity = core->reg.capacity;
     o->sessions = core->n_sessions;
     o->period_s = core->cfg.period_s;
@@ -337,17 +348,21 @@ static void run_summary(rl_inspect_req *r) {
     o->page_requests = core->inspect_n;
     o->page_loop_us_total = core->inspect_us_total;
     o->page_loop_us_max = core->inspect_us_max;
-    o->summary_loop_us = rl_mono_us() - t0;
+    o->summary_loop_us = r->acc_us;
+    o->summary_chunks = r->chunks;
+    return 0;
 }
 
-static void run_req(rl_inspect_req *r) {
+/* 1 when the request has more to do in a later loop callback. */
+static int run_req(rl_inspect_req *r) {
     switch (r->kind) {
     case REQ_DEVICES: run_devices(r); break;
     case REQ_HISTORY: run_history(r); break;
     case REQ_SESSIONS: run_sessions(r); break;
     case REQ_END_SESSION: run_end_session(r); break;
-    case REQ_SUMMARY: run_summary(r); break;
+    case REQ_SUMMARY: return run_summary(r);
     }
+    return 0;
 }
 
 static void free_req(rl_inspect_req *r) {
@@ -363,7 +378,15 @@ static void on_req(evutil_socket_t fd, short what, void *arg) {
     rl_inspect_req *r = arg;
     pthread_mutex_lock(&r->mu);
     int abandoned = r->abandoned;
-    if (!abandoned) run_req(r);
+    if (!abandoned && run_req(r)) {
+        /* more to do: after the events that are waiting now */
+        struct timeval zero = {0, 0};
+        if (event_base_once(r->core->base, -1, EV_TIMEOUT, on_req, r, &zero) == 0) {
+            pthread_mutex_unlock(&r->mu);
+            return;
+        }
+        r->result = -1;
+    }
     r->done = 1;
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
@@ -375,7 +398,8 @@ static void on_req(evutil_socket_t fd, short what, void *arg) {
 static int submit(rl_inspect_req *r, uint32_t timeout_ms) {
     rl_core *core = r->core;
     if (!core->started) { /* no loop thread yet: nothing else touches the registry */
-        run_req(r);
+        while (run_req(r)) {
+        }
         int res = r->result;
         free_req(r);
         return res;

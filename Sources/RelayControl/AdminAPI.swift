@@ -144,7 +144,7 @@ final class AdminAPI: Sendable {
                 "capacity": s.capacity, "sessions": s.sessions, "tracked": s.tracked,
                 "period_s": s.periodSeconds, "unauthorized_requests": keys.refusedCount,
                 "page_requests": s.pageRequests, "page_loop_us_total": s.pageLoopMicrosecondsTotal,
-                "page_loop_us_max": s.pageLoopMicrosecondsMax, "summary_loop_us": s.summaryLoopMicroseconds,
+                "page_loop_us_max": s.pageLoopMicrosecondsMax, "summary_loop_us": s.summaryLoopMicroseconds, "summary_chunks": s.summaryChunks,
             ])
     }
 

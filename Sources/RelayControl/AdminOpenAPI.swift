@@ -1076,6 +1076,10 @@ enum AdminOpenAPI {
      "summary_loop_us": {
       "type": "integer",
       "description": "This summary's pass over the registry, microseconds"
+     },
+     "summary_chunks": {
+      "type": "integer",
+      "description": "Loop callbacks that pass took (65536 registry entries each)"
      }
     }
    }

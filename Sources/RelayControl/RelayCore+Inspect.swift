@@ -65,6 +65,8 @@ public struct FleetSummary: Sendable, Equatable {
     public let pageLoopMicrosecondsMax: UInt64
     /// How long this summary's pass over the registry took on the loop thread.
     public let summaryLoopMicroseconds: UInt64
+    /// Loop callbacks that pass took (65536 entries each).
+    public let summaryChunks: UInt64
 }
 
 /// The core did not answer an inspection in time (it is stopping).
@@ -178,6 +180,6 @@ extension RelayCore {
             devices: s.devices, online: s.online, neverNotified: s.never_notified, capacity: s.capacity,
             sessions: s.sessions, tracked: s.tracked, periodSeconds: s.period_s, pageRequests: s.page_requests,
             pageLoopMicrosecondsTotal: s.page_loop_us_total, pageLoopMicrosecondsMax: s.page_loop_us_max,
-            summaryLoopMicroseconds: s.summary_loop_us)
+            summaryLoopMicroseconds: s.summary_loop_us, summaryChunks: s.summary_chunks)
     }
 }

@@ -158,8 +158,33 @@ static void test_running_core(void) {
     rl_core_free(core);
 }
 
+/* The summary's pass over a large registry runs in chunks, one loop callback each. */
+static void test_summary_in_chunks(void) {
+    uint32_t n = 140000;
+    rl_core *core = new_core(n);
+    char err[256], id[32];
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "d-%u", i);
+        rl_core_device_put(core, id, key_a);
+    }
+    anchor(core, "d-7", 1000);
+    anchor(core, "d-139999", 1001);
+    rl_fleet_summary sum;
+    CHECK(rl_core_inspect_summary(core, &sum, 2000) == 0);
+    CHECK(sum.devices == n && sum.online == 2 && sum.never_notified == n - 2 && sum.summary_chunks == 3);
+    CHECK(rl_core_listen(core, RL_LISTEN_UDP, "127.0.0.1:0", err, sizeof err) == 0);
+    CHECK(rl_core_listen(core, RL_LISTEN_TCP, "127.0.0.1:0", err, sizeof err) == 0);
+    CHECK(rl_core_listen(core, RL_LISTEN_HTTP, "127.0.0.1:0", err, sizeof err) == 0);
+    CHECK(rl_core_start(core, err, sizeof err) == 0);
+    memset(&sum, 0, sizeof sum);
+    CHECK(rl_core_inspect_summary(core, &sum, 5000) == 0);
+    CHECK(sum.devices == n && sum.online == 2 && sum.summary_chunks == 3);
+    rl_core_free(core);
+}
+
 int main(void) {
     test_views();
+    test_summary_in_chunks();
     test_side_table_bounded();
     test_running_core();
     printf("inspect: %d passed, %d failed\n", passed, failed);

@@ -208,8 +208,9 @@ size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max);
  * caller's buffers between two events and signals; the caller waits at most `timeout_ms`.
  * They return -2 when the loop did not answer in time (stopping), -1 on bad input. A page is
  * at most RL_INSPECT_MAX devices: each is one registry lookup, so the loop is never held for
- * a walk of the registry (except rl_core_inspect_summary, which reads every entry as a
- * /metrics scrape does). Per-device extras (address changes and history, last wakes) come
+ * a walk of the registry (rl_core_inspect_summary reads every entry, as a /metrics scrape
+ * does, in chunks of 65536 entries, one loop callback each). Per-device extras (address
+ * changes and history, last wakes) come
  * from a bounded side table (RL_TRACK_MAX devices that moved or were woken most recently,
  * the oldest evicted first); the registry entry itself stays 56 bytes. */
 #define RL_INSPECT_MAX 1024
@@ -266,7 +267,8 @@ typedef struct rl_fleet_summary {
     uint32_t period_s;
     /* device page requests answered so far, and the time they held the loop thread */
     uint64_t page_requests, page_loop_us_total, page_loop_us_max;
-    uint64_t summary_loop_us; /* this summary's own pass over the registry */
+    uint64_t summary_loop_us; /* this summary's own pass over the registry, all chunks */
+    uint64_t summary_chunks;  /* loop callbacks it took (65536 entries each) */
 } rl_fleet_summary;
 
 /* Fills views[0..n) (n <= RL_INSPECT_MAX; each view's `id` set by the caller). 0 or -1/-2. */
