@@ -146,7 +146,8 @@ def main() -> int:
 
         cases = [
             ("first page (limit=100)", "/api/v1/devices?limit=100"),
-            ("middle page (after=dev-0050000, limit=100)", f"/api/v1/devices?limit=100&after=dev-{args.devices // 2:07d}"),
+            (f"middle page (after=dev-{args.devices // 2:07d}, limit=100)",
+             f"/api/v1/devices?limit=100&after=dev-{args.devices // 2:07d}"),
             ("first page of 1000 (limit=1000)", "/api/v1/devices?limit=1000"),
             ("online=true, limit=100", "/api/v1/devices?online=true&limit=100"),
             ("online=false, limit=100", "/api/v1/devices?online=false&limit=100"),
