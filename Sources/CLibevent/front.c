@@ -468,17 +468,8 @@ static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
     }
 
     /* Fast liveness verdict [claims 4, 5, 18]: nothing is sent to a stale address. */
-    uint32_t now_s = rl_core_now_s(core);
-    if (dev->last_access == 0 || dev->sock == RL_NO_SOCK) {
-        set_body(r, 503, "device %s is offline: it has not notified the relay since the relay started\n", r->device);
-        return;
-    }
-    uint32_t age = now_s - (dev->last_access - 1);
-    if (age > core->cfg.period_s) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%s is offline: last notify %u s ago, max access period %u s", r->device, age,
-                 core->cfg.period_s);
-        set_body(r, 503, "device %s\n", msg);
+    if ((r->status = rl_liveness_verdict(core, dev, r->device, r->body_buf, sizeof r->body_buf)) != 0) {
+        r->body = r->body_buf;
         return;
     }
     rl_span sid = rl_head_get(h, "x-relay-session");

@@ -94,6 +94,13 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
     uint64_t elapsed_ms = (rl_mono_us() - s->wake_started_us) / 1000;
     if (elapsed_ms >= core->cfg.wake_timeout_ms) {
         CTR_INC(core->ctr.wakes_timeout);
+        /* Offline until it notifies again: the next terminal gets 503 at once, not this wait. */
+        rl_dev *dev = rl_registry_find(&core->reg, s->id_hash);
+        if (dev && !(dev->flags & RL_DEV_UNANSWERED)) {
+            rl_device_went_offline(core, dev, RL_DEV_UNANSWERED);
+            rl_core_push_event(core, RL_EVENT_WAKE_UNANSWERED, s->device_id, strlen(s->device_id),
+                               "no callback within %u ms: offline until it notifies again", core->cfg.wake_timeout_ms);
+        }
         rl_term *t = s->term;
         char body[160];
         snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id, core->cfg.wake_timeout_ms);

@@ -86,10 +86,12 @@ static void test_datagrams(void) {
     buf[0] = 0x53;
     CHECK(rl_dgram_parse(buf, n, &d) != 0);
     buf[0] = RL_MAGIC;
-    buf[1] = 2;
+    buf[1] = RL_VERSION_OLD;
+    CHECK(rl_dgram_parse(buf, n, &d) != 0);
+    buf[1] = RL_VERSION + 1;
     CHECK(rl_dgram_parse(buf, n, &d) != 0);
     buf[1] = RL_VERSION;
-    buf[2] = 9;
+    buf[2] = 10;
     CHECK(rl_dgram_parse(buf, n, &d) != 0);
     /* lengths per type, as docs/PROTOCOL.md says */
     CHECK(rl_dgram_len(RL_T_PERIOD_REQUEST, 5) == 49);
@@ -98,6 +100,12 @@ static void test_datagrams(void) {
     CHECK(rl_dgram_len(RL_T_RESYNC, 5) == 37);
     CHECK(rl_dgram_len(RL_T_CONNECT, 5) == 61);
     CHECK(rl_dgram_len(RL_T_CONNECT, 0) == 0 && rl_dgram_len(RL_T_CONNECT, 64) == 0);
+    CHECK(rl_dgram_len(RL_T_NOTIFY_ACK, 5) == 37 && rl_dgram_len(RL_T_LEAVE, 5) == 37);
+    CHECK(rl_dgram_len(RL_T_REJECT, 5) == 49);
+    /* answers are never larger than what they answer */
+    CHECK(rl_dgram_len(RL_T_NOTIFY_ACK, 63) <= rl_dgram_len(RL_T_NOTIFY_B, 63));
+    CHECK(rl_dgram_len(RL_T_NOTIFY_ACK, 63) <= rl_dgram_len(RL_T_LEAVE, 63));
+    CHECK(rl_dgram_len(RL_T_REJECT, 63) <= rl_dgram_len(RL_T_PERIOD_REQUEST, 63));
     /* replies are never larger than what caused them */
     CHECK(rl_dgram_len(RL_T_PERIOD_INFO, 63) <= rl_dgram_len(RL_T_PERIOD_REQUEST, 63));
     CHECK(rl_dgram_len(RL_T_RESYNC, 63) <= rl_dgram_len(RL_T_NOTIFY_A, 63));

@@ -155,7 +155,7 @@ typedef struct rl_stats {
     uint64_t notify_a_ok, notify_b_ok;
     uint64_t period_requests;
     uint64_t dgram_malformed, dgram_unknown_device, dgram_bad_auth, dgram_replay,
-        dgram_stale_epoch;           /* drops by reason, every kind summed */
+        dgram_stale_epoch, dgram_old_version; /* drops by reason, every kind summed */
     uint64_t address_changes;
     uint64_t conn_requests_sent;     /* including retransmissions */
     uint64_t wakes_started, wakes_bound, wakes_timeout;
@@ -202,6 +202,21 @@ enum {
 /* Copies up to `max` pending records into `out`; returns how many. Any thread. */
 size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max);
 
+/* Operator events the core notices on its own, for the log. */
+enum {
+    RL_EVENT_OLD_VERSION = 1,     /* a genuine datagram of protocol version 1: upgrade that agent */
+    RL_EVENT_ANCHOR_FLAP = 2,     /* the anchor alternates between two sources: two agents, one ID? */
+    RL_EVENT_DEVICE_LEFT = 3,     /* the agent said it was stopping */
+    RL_EVENT_WAKE_UNANSWERED = 4, /* no callback within the wake timeout: offline until it notifies */
+};
+typedef struct rl_core_event {
+    uint32_t kind;
+    char device_id[RL_ID_MAX + 1];
+    char detail[160];
+} rl_core_event;
+/* Copies up to `max` pending events into `out`; returns how many. Any thread. */
+size_t rl_core_drain_events(rl_core *core, rl_core_event *out, size_t max);
+
 /* ---- the device agent (transfer module) ---- */
 
 typedef struct rl_agent rl_agent;
@@ -215,20 +230,29 @@ typedef struct rl_agent_config {
      * relay's certificate must carry (NULL: the host of `relay`), and this device's
      * certificate and key when the relay asks for one. */
     const char *tls_ca, *tls_name, *tls_cert, *tls_key;
+    /* What the agent sees and the likely cause, as it happens (registered, no answer, relay
+     * rejects the device, relay lost, a forward or callback that failed): called on the
+     * agent's loop thread with an event name and a sentence. NULL: silent. */
+    void (*log)(void *ctx, int level, const char *event, const char *text);
+    void *log_ctx;
 } rl_agent_config;
+
+/* rl_agent_config.log levels. */
+enum { RL_LOG_DEBUG = 0, RL_LOG_INFO = 1, RL_LOG_NOTICE = 2, RL_LOG_WARNING = 3, RL_LOG_ERROR = 4 };
 
 /* Agent state as seen by the control layer. */
 typedef struct rl_agent_stats {
     uint32_t registered;       /* period info received for the current epoch */
     uint32_t period_s, keepalive_s;
     uint64_t notify_a_sent, notify_b_sent, conn_requests, conn_requests_rejected,
-        links_opened, links_failed, resyncs;
+        links_opened, links_failed, resyncs, acks;
 } rl_agent_stats;
 
 rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len);
 /* Runs the agent loop on the calling thread until rl_agent_stop. */
 int rl_agent_run(rl_agent *agent);
-/* Safe from any thread or a signal-driven task. */
+/* Safe from any thread or a signal-driven task. A registered agent first tells the relay
+ * it is leaving (LEAVE, re-sent until answered, at most about a second), then returns. */
 void rl_agent_stop(rl_agent *agent);
 void rl_agent_stats_get(const rl_agent *agent, rl_agent_stats *out);
 void rl_agent_free(rl_agent *agent);
