@@ -14,8 +14,8 @@ KEY_A = bytes(range(1, 17))
 KEY_B = bytes(range(16, 0, -1))
 
 
-def dgram(t, dev, body, key=KEY_A, tag=None):
-    d = bytes([0x52, 1, t, len(dev)]) + dev.encode() + body
+def dgram(t, dev, body, key=KEY_A, tag=None, version=2):
+    d = bytes([0x52, version, t, len(dev)]) + dev.encode() + body
     return d + (tag if tag is not None else hmac.new(key, d, hashlib.sha256).digest()[:16])
 
 
@@ -48,6 +48,12 @@ def dgram_seeds():
         "replay_b_elsewhere": rec(3, na) + rec(3, nb) + rec(0 | 8, nb) + rec(0 | 64, nb),
         "replay_period": rec(1, pr) + rec(0 | 8, pr) + rec(0 | 128, pr) + rec(3, na) + rec(1, pr_later),
         "replay_stale_epoch": rec(1, na) + rec(0, na) + rec(0 | 16, na),
+        "leave_then_notify": rec(3, na) + rec(3, dgram(8, "cam-1", struct.pack(">IQ", 0, 4))) + rec(3, nb) +
+        rec(3 | 8, dgram(8, "cam-1", struct.pack(">IQ", 0, 4))),
+        "old_version": rec(0, dgram(3, "cam-1", struct.pack(">IQ", 0, 1), version=1)) +
+        rec(0, dgram(1, "b", b"nonce-08" + bytes(16), KEY_B, version=1)),
+        "reject_unknown": rec(0, dgram(1, "nobody", b"nonce-08" + struct.pack(">Q", 1) + bytes(8))) +
+        rec(0, dgram(1, "cam-1", b"nonce-08" + struct.pack(">Q", 1) + bytes(8), tag=bytes(16))),
         "forged_high_counter": rec(2, dgram(3, "cam-1", struct.pack(">IQ", 0, 2**64 - 1), tag=bytes(16))) + rec(3, na),
     }
 
