@@ -19,7 +19,7 @@
 #define RB_VERSION 2
 #define RB_TAG 16
 enum { RB_T_PERIOD_REQUEST = 1, RB_T_PERIOD_INFO = 2, RB_T_NOTIFY_A = 3, RB_T_NOTIFY_B = 4, RB_T_RESYNC = 5,
-       RB_T_CONNECT = 6, RB_T_NOTIFY_ACK = 7 };
+       RB_T_CONNECT = 6, RB_T_NOTIFY_ACK = 7, RB_T_NOTIFY_ACK_MOVED = 10 };
 #define RB_ACK (-2) /* rb_parse_verify: a NOTIFY_ACK, counted by its type byte alone (not verified) */
 #define RB_LEN_PERIOD (44 + RB_ID_LEN)
 #define RB_LEN_NOTIFY (32 + RB_ID_LEN)

@@ -24,6 +24,7 @@
 #define ATTEMPTS_PER_SESSION 3 /* callbacks of one session in flight (a lost SYN: try again) */
 #define NO_ANSWER_AFTER 3      /* period requests, or notifies without a NOTIFY_ACK */
 #define LEAVE_TRIES 4          /* LEAVE re-sent every 250 ms until its ACK */
+#define CONFIRM_AFTER_S 3      /* NOTIFY_B this long after a notify moved the anchor */
 
 typedef struct agent_link agent_link;
 
@@ -216,10 +217,10 @@ static void reregister(rl_agent *a) {
     on_period_timer(-1, 0, a);
 }
 
-/* A NOTIFY_ACK for a counter we sent (and did not hear answered yet). */
-static void on_ack(rl_agent *a, const rl_dgram *d) {
+/* A NOTIFY_ACK for a counter we sent (and did not hear answered yet): 0, else -1. */
+static int on_ack(rl_agent *a, const rl_dgram *d) {
     uint64_t echoed = rl_get64(d->body);
-    if (echoed <= a->acked || echoed > a->counter || rl_get32(d->body + 8) != a->epoch) return;
+    if (echoed <= a->acked || echoed > a->counter || rl_get32(d->body + 8) != a->epoch) return -1;
     a->acked = echoed;
     a->unanswered = 0;
     CTR_INC(a->acks);
@@ -228,6 +229,7 @@ static void on_ack(rl_agent *a, const rl_dgram *d) {
         say(a, RL_LOG_NOTICE, "agent.relay_back", "the relay at %s answers again", a->relay_text);
     }
     if (a->leaving && echoed >= a->leave_from) event_base_loopbreak(a->base);
+    return 0;
 }
 
 static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port);
@@ -271,6 +273,13 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             break;
         case RL_T_NOTIFY_ACK:
             on_ack(a, &d);
+            break;
+        case RL_T_NOTIFY_ACK_MOVED:
+            /* A new NAT mapping as the relay sees it: confirm it soon, while it still has its
+             * short unanswered timeout, so the NAT keeps it for its long one (PROTOCOL.md,
+             * "Keepalive arithmetic"). */
+            if (on_ack(a, &d) == 0 && a->registered && !a->leaving && a->keepalive_s > CONFIRM_AFTER_S)
+                arm_s(a->b_timer, CONFIRM_AFTER_S);
             break;
         case RL_T_RESYNC: {
             /* Only an answer to a notify sent under the epoch we hold now: a replayed older

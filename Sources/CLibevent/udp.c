@@ -257,9 +257,9 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
         if (kind != RL_DK_LEAVE) answer_counter(core, u, RL_T_RESYNC, d, counter, dev, from, from_len);
         return;
     }
-    answer_counter(core, u, RL_T_NOTIFY_ACK, d, counter, dev, from, from_len);
     CTR_INC(core->ctr.notify_acks);
     if (kind == RL_DK_LEAVE) {
+        answer_counter(core, u, RL_T_NOTIFY_ACK, d, counter, dev, from, from_len);
         CTR_INC(core->ctr.leaves);
         rl_device_went_offline(core, dev, RL_DEV_LEFT);
         rl_core_push_event(core, RL_EVENT_DEVICE_LEFT, d->id, d->id_len, "its agent said it was stopping");
@@ -269,7 +269,12 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
     uint8_t addr[16];
     uint16_t port;
     rl_addr_to_v6(from, addr, &port);
-    if (dev->sock != u->index || dev->port != port || memcmp(dev->addr, addr, 16) != 0) {
+    int moved = dev->sock != u->index || dev->port != port || memcmp(dev->addr, addr, 16) != 0;
+    /* A new anchor is usually a new NAT mapping: the device then confirms it a few seconds
+     * later, so that a NAT which promotes answered mappings only after they lived 2 s
+     * (Linux conntrack) keeps this one for its long timeout. */
+    answer_counter(core, u, moved ? RL_T_NOTIFY_ACK_MOVED : RL_T_NOTIFY_ACK, d, counter, dev, from, from_len);
+    if (moved) {
         if (dev->sock != RL_NO_SOCK) {
             CTR_INC(core->ctr.address_changes);
             anchor_moved(core, d, dev, addr, port, u->index);

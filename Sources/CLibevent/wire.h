@@ -28,6 +28,7 @@ enum rl_dgram_type {
     RL_T_NOTIFY_ACK = 7, /* relay -> device: a notify or LEAVE was accepted */
     RL_T_LEAVE = 8,      /* device -> relay: the agent is stopping */
     RL_T_REJECT = 9,     /* relay -> device: a PERIOD_REQUEST for an unknown ID or with a bad tag */
+    RL_T_NOTIFY_ACK_MOVED = 10, /* NOTIFY_ACK of a notify that moved the anchor (a new NAT mapping) */
 };
 
 /* Body sizes by type (the frame adds 4 + id length + tag). */

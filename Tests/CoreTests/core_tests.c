@@ -91,7 +91,7 @@ static void test_datagrams(void) {
     buf[1] = RL_VERSION + 1;
     CHECK(rl_dgram_parse(buf, n, &d) != 0);
     buf[1] = RL_VERSION;
-    buf[2] = 10;
+    buf[2] = 11;
     CHECK(rl_dgram_parse(buf, n, &d) != 0);
     /* lengths per type, as docs/PROTOCOL.md says */
     CHECK(rl_dgram_len(RL_T_PERIOD_REQUEST, 5) == 49);

@@ -34,6 +34,7 @@ CONNECT_REQUEST = 0x06
 NOTIFY_ACK = 0x07
 LEAVE = 0x08
 REJECT = 0x09
+NOTIFY_ACK_MOVED = 0x0A  # NOTIFY_ACK of a notify that moved the anchor: confirm the mapping soon
 
 TYPE_NAMES = {
     PERIOD_REQUEST: "PERIOD_REQUEST",
@@ -45,6 +46,7 @@ TYPE_NAMES = {
     NOTIFY_ACK: "NOTIFY_ACK",
     LEAVE: "LEAVE",
     REJECT: "REJECT",
+    NOTIFY_ACK_MOVED: "NOTIFY_ACK_MOVED",
 }
 
 # Body length per type (between the device ID and the 16-byte tag).
@@ -58,6 +60,7 @@ BODY_LEN = {
     NOTIFY_ACK: 12,  # echoed counter 8, current epoch 4
     LEAVE: 12,  # epoch 4, counter 8
     REJECT: 24,  # echoed client nonce 8, 16 zero bytes (and a zero tag)
+    NOTIFY_ACK_MOVED: 12,
 }
 TAG_LEN = 16
 HEADER_LEN = 4  # magic, version, type, n
@@ -290,7 +293,7 @@ def leave(device_id: str, key: bytes, epoch: int, counter: int, **kw) -> bytes:
 def parse_ack(data: bytes, key: bytes) -> Resync:
     """NOTIFY_ACK: the echoed counter and the relay's epoch (the same layout as RESYNC)."""
     d = decode(data, key)
-    if d.dtype != NOTIFY_ACK:
+    if d.dtype not in (NOTIFY_ACK, NOTIFY_ACK_MOVED):
         raise ProtocolError(f"expected NOTIFY_ACK, got type {d.dtype}")
     c, e = struct.unpack(">QI", d.body)
     return Resync(c, e)
@@ -573,7 +576,7 @@ class FakeDevice:
 
     def _is_ack(self, data: bytes) -> bool:
         try:
-            return decode(data, self.key).dtype == NOTIFY_ACK
+            return decode(data, self.key).dtype in (NOTIFY_ACK, NOTIFY_ACK_MOVED)
         except ProtocolError:
             return False
 

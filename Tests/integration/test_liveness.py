@@ -29,7 +29,8 @@ def ask(relay, device_id, path="/"):
 def test_every_accepted_notify_gets_one_ack_of_its_size_and_nothing_else_does(relay, fake_devices):
     dev = relay.fake_device("ack1", nsockets=2)
     fake_devices.append(dev)
-    for kind in ("A", "B"):
+    # the first notify gives the device its anchor: a new mapping, answered as such
+    for kind, moved in (("A", True), ("B", False), ("A", False)):
         c = dev.next_counter()
         sent = dev.notify(kind, sock=0, counter=c)
         got = dev.drain(0, 0.5, acks=True)
@@ -37,6 +38,7 @@ def test_every_accepted_notify_gets_one_ack_of_its_size_and_nothing_else_does(re
         data, src = got[0]
         ack = rp.parse_ack(data, dev.key)
         assert (ack.counter, ack.epoch, src, len(data)) == (c, dev.epoch, relay.udp_addr, len(sent))
+        assert data[2] == (rp.NOTIFY_ACK_MOVED if moved else rp.NOTIFY_ACK), (kind, data[2])
     before = relay.metrics()
     dev.send_raw(sent, sock=1)  # a replay
     dev.notify_a(sock=1, key=rp.derive_key(b"x" * 32))  # a forgery
@@ -47,6 +49,18 @@ def test_every_accepted_notify_gets_one_ack_of_its_size_and_nothing_else_does(re
 
 
 # ---------------------------------------------------------------- offline at once
+
+
+def test_agent_confirms_a_new_mapping_soon(relay_factory, recording_server, agent_factory):
+    """NOTIFY_ACK_MOVED (the notify moved the anchor) makes the agent send a NOTIFY_B 3 s later,
+    long before its keepalive: a NAT that promotes answered mappings only once they are 2 s old
+    (Linux conntrack) then keeps the mapping for its long timeout."""
+    relay = relay_factory("--period", "120", "--keepalive", "60")
+    agent = agent_factory(relay, "confirm1", recording_server().port)
+    before = relay.metrics()
+    relay.wait_delta(before, "relay_notify_total", 1, timeout=8, kind="b")
+    assert relay.metrics()("relay_notify_total", kind="b") == before("relay_notify_total", kind="b") + 1
+    assert agent.alive()
 
 
 def test_stopped_agent_is_offline_at_once(relay_factory, recording_server, agent_factory):
@@ -205,3 +219,50 @@ def test_agent_notices_the_relay_gone_and_registers_when_it_is_back(relay_factor
     relay.start()  # same ports and store, new epoch
     assert wait_until(lambda: agent.stderr().count("agent.registered") > registered, 40), agent.describe()
     assert wait_until(lambda: ask(relay, "back1")[0].status_code == 200, 10)
+
+
+@pytest.mark.timeout(60)
+def test_agent_retries_a_callback_whose_syn_was_lost(workdir, cleanup):
+    """A relay (played here) whose callback port drops the agent's first SYN (its accept queue
+    is full): the resent CONNECT_REQUEST gets a fresh attempt that connects at once, instead of
+    waiting for TCP's own SYN retry a second later."""
+    secret = bytes(range(32))
+    key = rp.derive_key(secret)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(10)
+    cb = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cb.bind(("127.0.0.1", 0))
+    cb.listen(0)  # an accept queue of one
+    filler = socket.create_connection(cb.getsockname(), timeout=5)  # fills it: later SYNs are dropped
+    web = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # the device's local server: connects suffice
+    web.bind(("127.0.0.1", 0))
+    web.listen(16)
+    cleanup += [udp.close, cb.close, filler.close, web.close]
+    agent = agent_proc(workdir, cleanup, f"127.0.0.1:{udp.getsockname()[1]}", "syn1", secret.hex(),
+                       web.getsockname()[1], "syn")
+    data, agent_addr = udp.recvfrom(512)
+    d = rp.decode(data, key)
+    assert d.dtype == rp.PERIOD_REQUEST
+    udp.sendto(rp.period_info("syn1", key, d.body[:8], 7, 300, 25, cb.getsockname()[1]), agent_addr)
+    sid, nonce = bytes(range(16)), bytes(range(16, 32))
+    request = rp.connect_request("syn1", key, sid, nonce, cb.getsockname()[1])
+    udp.sendto(request, agent_addr)  # the agent's callback SYN meets the full queue
+    time.sleep(0.3)
+    queued, _ = cb.accept()  # the filler: the queue has room again
+    queued.close()
+    resent_at = time.monotonic()
+    udp.sendto(request, agent_addr)  # the relay's resend
+    cb.settimeout(5)
+    try:
+        link, _ = cb.accept()
+    except socket.timeout:
+        pytest.fail(f"no callback after the resend\n{agent.describe()}")
+    link.settimeout(5)
+    hello = link.recv(256)
+    took = time.monotonic() - resent_at
+    print(f"\nhello {took * 1000:.0f} ms after the resend (TCP's own SYN retry comes 1 s after the first)")
+    assert rp.parse_hello(hello)[1] == sid
+    assert took < 0.8, "the callback waited for the lost SYN's retry instead of trying again"
+    link.close()
+    assert agent.alive(), agent.describe()
