@@ -1,5 +1,6 @@
 /* flow.c: see flow.h. */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include "internal.h"
@@ -204,6 +205,19 @@ static const char *check_request_fields(const rl_head *h) {
     return NULL;
 }
 
+/* The body framing http-parser will follow is the one the fields above say, and so the one a
+ * device reads: chunked exactly when Transfer-Encoding is, else the Content-Length, else none. */
+static const char *check_request_framing(const rl_head *h, const http_parser *p, int done) {
+    rl_span cl = {NULL, 0}, te = {NULL, 0};
+    int n_cl = count_header(h, "content-length", &cl), n_te = count_header(h, "transfer-encoding", &te);
+    int chunked = (p->flags & F_CHUNKED) != 0;
+    if (chunked != (n_te == 1)) return "Transfer-Encoding not read as chunked";
+    unsigned long long sent = n_cl ? strtoull(cl.p, NULL, 10) : 0;
+    unsigned long long framed = done || p->content_length == ULLONG_MAX ? 0 : (unsigned long long)p->content_length;
+    if (!chunked && sent != framed) return "Content-Length not read as sent";
+    return NULL;
+}
+
 int rl_flow_head(rl_flow *f, enum http_parser_type type, const char *p, size_t n, rl_head *h) {
     parse_ctx c = {.flow = f, .head = h};
     memset(h, 0, sizeof *h);
@@ -232,6 +246,7 @@ int rl_flow_head(rl_flow *f, enum http_parser_type type, const char *p, size_t n
     h->error = NULL;
     if (type == HTTP_REQUEST) {
         if ((h->error = check_request_fields(h)) != NULL) return -1;
+        if ((h->error = check_request_framing(h, &f->parser, f->done)) != NULL) return -1;
         /* An Upgrade request is framed like any other: its own body (Content-Length,
          * chunked or none) ends it. The stream turns opaque only on the device's 101. */
         h->upgrade = f->parser.upgrade;

@@ -554,7 +554,8 @@ static void redirect_to_https(rl_term *t, rl_route *r) {
     }
     memset(&r->extra, 0, sizeof r->extra);
     r->status = 0;
-    if (!n || n > 255 || target.n > 2048 || !rl_authority_valid((rl_span){host.p, n})) {
+    int origin_form = target.n == 0 || target.p[0] == '/' || target.p[0] == '?';
+    if (!n || n > 255 || target.n > 2048 || !origin_form || !rl_authority_valid((rl_span){host.p, n})) {
         set_body(r, 400, "%s", "this port redirects to HTTPS and needs a Host header\n");
         r->own_endpoint = 0;
         term_refuse(t, r);
@@ -736,8 +737,9 @@ static int term_restart_head(rl_term *t) {
     return term_on_head(t);
 }
 
-/* Forwards the next complete head of `in`. 1: forwarded, 0: nothing to do now (wait),
- * -1: `t` was closed or handed to term_on_head. */
+/* Forwards the next complete head of `in`. 1: forwarded, 0: no complete head yet, 2: a
+ * complete head waits (for a free pipeline slot, or for the responses in flight to finish
+ * before it is refused), -1: `t` was closed or handed to term_on_head. */
 static int forward_next_head(rl_term *t, rl_session *s, struct evbuffer *in, struct evbuffer *out) {
     size_t head_len = rl_flow_find_head(in);
     if (!head_len) {
@@ -751,7 +753,7 @@ static int forward_next_head(rl_term *t, rl_session *s, struct evbuffer *in, str
         }
         return 0;
     }
-    if (s->pend_count == RL_MAX_PIPELINE) return 0;
+    if (s->pend_count == RL_MAX_PIPELINE) return 2;
     rl_head h;
     rl_route r;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
@@ -760,7 +762,7 @@ static int forward_next_head(rl_term *t, rl_session *s, struct evbuffer *in, str
     if (!parsed || r.status || r.id_hash != s->id_hash) {
         rl_flow_next(&t->req);
         /* First let the responses in flight finish; term_on_head answers it then. */
-        if (s->pend_count > 0 || !rl_session_at_boundary(s)) return 0;
+        if (s->pend_count > 0 || !rl_session_at_boundary(s)) return 2;
         term_restart_head(t);
         return -1;
     }
@@ -795,6 +797,7 @@ int rl_term_pump_request(rl_term *t) {
     }
     struct evbuffer *in = t->st->in, *out = s->link->out;
     size_t before = evbuffer_get_length(out);
+    int waiting = 0; /* a complete head waits: read no more meanwhile (bytes stay in the kernel) */
     while (evbuffer_get_length(in) > 0 && !rl_stream_out_high(s->link)) {
         if (t->req.raw || t->req.in_body) {
             long n = rl_flow_body(&t->req, in, out);
@@ -810,14 +813,15 @@ int rl_term_pump_request(rl_term *t) {
         if (term_heads_held(t)) break;
         int got = forward_next_head(t, s, in, out);
         if (got < 0) return -1;
-        if (got == 0) break;
+        waiting = got == 2;
+        if (got != 1) break;
     }
     size_t moved = evbuffer_get_length(out) - before;
     if (moved) t->last_active_s = rl_core_now_s(t->core);
     t->bytes_to_device += moved;
     CTR_ADD(t->core->ctr.bytes_to_device, moved);
     rl_stream_flush(s->link);
-    int held = term_heads_held(t) && !t->req.raw && !t->req.in_body;
+    int held = waiting || (term_heads_held(t) && !t->req.raw && !t->req.in_body);
     rl_stream_read(t->st, !rl_stream_out_high(s->link) && !t->st->eof && !held);
     if (t->st->eof && evbuffer_get_length(in) == 0 && t->req.raw) rl_stream_shutdown_after_flush(s->link);
     return 0;

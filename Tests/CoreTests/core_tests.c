@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include "internal.h"
 #include "flow.h"
+#include "rewrite.h"
 
 static int passed, failed;
 #define CHECK(cond)                                                                 \
@@ -504,6 +505,108 @@ static void test_revoked_token_refused(void) {
     rl_core_free(core);
 }
 
+/* Request heads the relay and a device could read differently are refused (RFC 9112);
+ * ordinary ones still parse, and an Upgrade request is framed like any other. */
+static void test_request_heads_one_reading(void) {
+    const char *bad[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n continued\r\n\r\n",                 /* obs-fold */
+        "GET / HTTP/1.1\r\n\tX-A: 1\r\n\r\n",                                       /* fold first */
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET / HTTP/1.1\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-A : 1\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-A: \x01\r\n\r\n",
+        "GET /a\tb HTTP/1.1\r\n\r\n",
+        "GET /#f HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.2\r\n\r\n",
+        "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n",
+        "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    };
+    rl_flow f;
+    rl_head h;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&f, 0, sizeof f);
+        int rc = rl_flow_head(&f, HTTP_REQUEST, bad[i], strlen(bad[i]), &h);
+        CHECK(rc != 0 && h.error != NULL);
+        if (rc == 0) fprintf(stderr, "accepted: %s\n", bad[i]);
+    }
+    const char *good[] = {
+        "GET http://cam-1.example:8080/p?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [::1]:80\r\nX-Empty:\r\nX-Obs: caf\xc3\xa9\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        memset(&f, 0, sizeof f);
+        CHECK(rl_flow_head(&f, HTTP_REQUEST, good[i], strlen(good[i]), &h) == 0);
+    }
+    CHECK(h.keep_alive == 0); /* HTTP/1.0 without keep-alive is a last request */
+    const char *up = "POST /ws HTTP/1.1\r\nUpgrade: foo\r\nConnection: Upgrade\r\nContent-Length: 2\r\n\r\n";
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, up, strlen(up), &h) == 0 && h.upgrade && !f.raw && f.in_body);
+    const char *close_req = "GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, close_req, strlen(close_req), &h) == 0 && !h.keep_alive);
+}
+
+static int buf_is(struct evbuffer *b, const char *want) {
+    size_t n = evbuffer_get_length(b);
+    int ok = n == strlen(want) && (n == 0 || memcmp(evbuffer_pullup(b, -1), want, n) == 0);
+    if (!ok) fprintf(stderr, "got \"%.*s\", want \"%s\"\n", (int)n, (const char *)evbuffer_pullup(b, -1), want);
+    evbuffer_drain(b, n);
+    return ok;
+}
+
+static rl_span span_of(const char *s) {
+    return (rl_span){s, strlen(s)};
+}
+
+/* The relay's credentials are removed in every spelling; its redirects stay on the origin. */
+static void test_rewrite(void) {
+    struct evbuffer *b = evbuffer_new();
+    rl_add_target_without_tokens(b, span_of("/p?relay_token=a&x=1&relay%5ftoken=b&relay_token&y=2"));
+    CHECK(buf_is(b, "/p?x=1&y=2"));
+    rl_add_target_without_tokens(b, span_of("/p?relay_token=a"));
+    CHECK(buf_is(b, "/p"));
+    CHECK(rl_span_ieq(rl_query_token(span_of("/p?x=1&relay_token=tok&relay_token=2")), "tok"));
+    CHECK(rl_query_token(span_of("/p?xrelay_token=1")).p == NULL);
+    rl_add_same_origin_path(b, span_of("//evil.example/x?relay_token=t&k=1"));
+    CHECK(buf_is(b, "/evil.example/x?k=1"));
+    rl_add_same_origin_path(b, span_of("/\\/\\evil.example"));
+    CHECK(buf_is(b, "/evil.example"));
+    rl_add_cookie_without_tokens(b, span_of("Cookie"), span_of("a=1; relay_token=x;b=2 ; RELAY_TOKEN = y"));
+    CHECK(buf_is(b, "Cookie: a=1; b=2\r\n"));
+    rl_add_cookie_without_tokens(b, span_of("Cookie"), span_of("relay_token=x; relay_token=y"));
+    CHECK(buf_is(b, ""));
+    rl_span cred;
+    CHECK(rl_bearer(span_of("bearer abc"), &cred) && rl_span_ieq(cred, "abc"));
+    CHECK(!rl_bearer(span_of("Bearerabc"), &cred) && !rl_bearer(span_of("Basic abc"), &cred));
+    CHECK(rl_relay_owned_header(span_of("X-Forwarded-Prefix")) && rl_relay_owned_header(span_of("forwarded")));
+    CHECK(!rl_relay_owned_header(span_of("X-Forwarded")));
+    rl_flow f;
+    rl_head h;
+    const char *req = "GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.2\r\n"
+                      "X-Forwarded-For: 10.0.0.3\r\n\r\n";
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, req, strlen(req), &h) == 0);
+    rl_add_forwarding_headers(b, &h, "::1", 1, span_of("cam-1.example:8443"), "cam-1");
+    CHECK(buf_is(b, "X-Forwarded-For: 10.0.0.1, 10.0.0.3, ::1\r\n"
+                    "Forwarded: for=10.0.0.2, for=\"[::1]\";proto=https;host=\"cam-1.example:8443\"\r\n"
+                    "X-Forwarded-Proto: https\r\nX-Forwarded-Host: cam-1.example:8443\r\n"
+                    "X-Forwarded-Prefix: /d/cam-1\r\nX-Real-IP: ::1\r\n"));
+    CHECK(rl_authority_valid(span_of("a.b:80")) && rl_authority_valid(span_of("[::1]")));
+    CHECK(!rl_authority_valid(span_of("a:b")) && !rl_authority_valid(span_of("a\\b")) && !rl_authority_valid(span_of("[]")));
+    evbuffer_free(b);
+}
+
 int main(void) {
     test_device_ids();
     test_datagrams();
@@ -516,6 +619,8 @@ int main(void) {
     test_callback_bind_ends_session();
     test_healthz_is_not_a_refusal();
     test_revoked_token_refused();
+    test_request_heads_one_reading();
+    test_rewrite();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
