@@ -12,6 +12,7 @@ import pytest
 
 import relayproto as rp
 from helpers import connect
+from test_tls import pki  # noqa: F401  (fixture)
 
 T = 10
 HOST_ID = "h1"
@@ -391,3 +392,21 @@ def test_forged_token_for_an_existing_other_device_is_401_not_403(hrelay, dev):
     assert answers["genuine"][0] == 403
     assert answers["forged"] == answers["ghost"] == (401, b"invalid token\n")
     no_wake(dev)
+
+
+@pytest.mark.parametrize("host", ["evil.example/x", "evil.example\\x", "user@evil.example", "a b"])
+def test_https_redirect_names_only_a_checked_host(relay_factory, pki, host):
+    from test_tls import DOMAIN, tls_relay
+    relay = tls_relay(relay_factory, pki)
+    s = connect(relay.host, relay.http_port, T)
+    try:
+        s.sendall(f"GET /a HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        r = rp.read_http_message(rp.StreamReader(s), is_response=True)
+        assert r is not None and r.status == 400 and r.header("location") is None, (host, r and r.start_line)
+        s2 = connect(relay.host, relay.http_port, T)
+        s2.sendall(f"GET //evil.example/x HTTP/1.1\r\nHost: cam1.{DOMAIN}\r\n\r\n".encode())
+        r = rp.read_http_message(rp.StreamReader(s2), is_response=True)
+        s2.close()
+        assert r.status == 308 and r.header("location").startswith(f"https://cam1.{DOMAIN}:"), r.header("location")
+    finally:
+        s.close()
