@@ -179,12 +179,43 @@ int rl_relay_owned_header(rl_span name) {
     return 0;
 }
 
-/* Every instance of a list header, in order, joined with ", " (empty ones skipped). */
+static int is_tchar(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* RFC 7239 4: forwarded-element *( OWS "," OWS forwarded-element ), each element pairs
+ * token "=" ( token / quoted-string ) joined by ";". A terminal's value that is not exactly
+ * that (an open quote, say) could swallow the element the relay appends: it is dropped. */
+static int forwarded_well_formed(rl_span v) {
+    const char *p = v.p, *end = v.p + v.n;
+    for (;;) {
+        const char *name = p;
+        while (p < end && is_tchar(*p)) p++;
+        if (p == name || p == end || *p++ != '=') return 0;
+        if (p < end && *p == '"') {
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\' && ++p == end) return 0;
+            if (p++ == end) return 0;
+        } else {
+            const char *value = p;
+            while (p < end && is_tchar(*p)) p++;
+            if (p == value) return 0;
+        }
+        while (p < end && (*p == ' ' || *p == '\t')) p++;
+        if (p == end) return 1;
+        if (*p != ';' && *p != ',') return 0;
+        for (p++; p < end && (*p == ' ' || *p == '\t' || *p == ','); p++) {}
+    }
+}
+
+/* Every instance of a list header, in order, joined with ", " (empty ones skipped; for
+ * Forwarded, malformed ones too). */
 static int add_joined(struct evbuffer *out, const rl_head *h, const char *name) {
-    int n = 0;
+    int n = 0, forwarded = strcmp(name, "forwarded") == 0;
     for (int i = 0; i < h->n_headers; i++) {
         rl_span v = rl_span_trim(h->values[i]);
-        if (!rl_span_ieq(h->names[i], name) || !v.n) continue;
+        if (!rl_span_ieq(h->names[i], name) || !v.n || (forwarded && !forwarded_well_formed(v))) continue;
         if (n++) evbuffer_add(out, ", ", 2);
         evbuffer_add(out, v.p, v.n);
     }

@@ -602,6 +602,12 @@ static void test_rewrite(void) {
                     "Forwarded: for=10.0.0.2, for=\"[::1]\";proto=https;host=\"cam-1.example:8443\"\r\n"
                     "X-Forwarded-Proto: https\r\nX-Forwarded-Host: cam-1.example:8443\r\n"
                     "X-Forwarded-Prefix: /d/cam-1\r\nX-Real-IP: ::1\r\n"));
+    const char *open_quote = "GET / HTTP/1.1\r\nForwarded: for=\"1.2.3.4\r\nForwarded: for=a;by=\"x\\\"y\", for=b\r\n\r\n";
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, open_quote, strlen(open_quote), &h) == 0);
+    rl_add_forwarding_headers(b, &h, "10.0.0.9", 0, (rl_span){NULL, 0}, NULL);
+    CHECK(buf_is(b, "X-Forwarded-For: 10.0.0.9\r\nForwarded: for=a;by=\"x\\\"y\", for=b, for=10.0.0.9;proto=http\r\n"
+                    "X-Forwarded-Proto: http\r\nX-Real-IP: 10.0.0.9\r\n"));
     CHECK(rl_authority_valid(span_of("a.b:80")) && rl_authority_valid(span_of("[::1]")));
     CHECK(!rl_authority_valid(span_of("a:b")) && !rl_authority_valid(span_of("a\\b")) && !rl_authority_valid(span_of("[]")));
     evbuffer_free(b);
