@@ -12,6 +12,10 @@ typedef struct parse_ctx {
     int last_was_value;
 } parse_ctx;
 
+/* States of the chunked request body check (chunk_step). */
+enum { CK_SIZE0, CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF, CK_TRAILER, CK_TNAME, CK_TVALUE,
+       CK_TLF, CK_END_LF, CK_DONE };
+
 static int on_url(http_parser *p, const char *at, size_t n) {
     parse_ctx *c = p->data;
     if (!c->head) return 0;
@@ -256,6 +260,85 @@ int rl_flow_head(rl_flow *f, enum http_parser_type type, const char *p, size_t n
         f->raw = 1; /* body ends when the device closes: no more framing on this link */
     }
     f->in_body = !f->done && !f->raw;
+    f->chunk_check = type == HTTP_REQUEST && f->in_body && (f->parser.flags & F_CHUNKED);
+    f->chunk_state = CK_SIZE0;
+    f->chunk_left = 0;
+    f->chunk_digits = 0;
+    return 0;
+}
+
+/* ---- chunked request bodies: strictly RFC 9112 7.1 ----
+ *
+ * A request body passes to the device as it came, so its chunk framing must read the same
+ * to both. http-parser 2.9 (as Debian builds it) takes a bare LF inside a chunk extension,
+ * any two bytes after a chunk's data, bare LF and obs-fold in trailers. Every byte it
+ * consumes is checked here against the strict grammar before it is forwarded; the first
+ * byte off it ends the connection, so the device only ever gets a prefix of a valid body. */
+
+
+static int hex_value(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* One byte of the chunk framing (data bytes are skipped in bulk by chunk_scan). */
+static int chunk_step(rl_flow *f, unsigned char c) {
+    switch (f->chunk_state) {
+    case CK_SIZE0:
+    case CK_SIZE:
+        if (hex_value(c) >= 0 && f->chunk_digits < 16) {
+            f->chunk_left = f->chunk_left * 16 + (uint64_t)hex_value(c);
+            f->chunk_digits++;
+            f->chunk_state = CK_SIZE;
+        } else if (f->chunk_state == CK_SIZE && (c == ';' || c == '\r')) {
+            f->chunk_state = c == ';' ? CK_EXT : CK_SIZE_LF; /* no whitespace around the size */
+        } else {
+            return -1;
+        }
+        return 0;
+    case CK_EXT:
+        if (c == '\r') f->chunk_state = CK_SIZE_LF;
+        else if (!is_value_byte(c)) return -1;
+        return 0;
+    case CK_SIZE_LF:
+        if (c != '\n') return -1;
+        f->chunk_state = f->chunk_left ? CK_DATA : CK_TRAILER;
+        f->chunk_digits = 0;
+        return 0;
+    case CK_DATA_CR: if (c != '\r') return -1; f->chunk_state = CK_DATA_LF; return 0;
+    case CK_DATA_LF: if (c != '\n') return -1; f->chunk_state = CK_SIZE0; return 0;
+    case CK_TRAILER:
+        if (c == '\r') f->chunk_state = CK_END_LF;
+        else if (is_tchar(c)) f->chunk_state = CK_TNAME; /* SP or HTAB here would be obs-fold */
+        else return -1;
+        return 0;
+    case CK_TNAME:
+        if (c == ':') f->chunk_state = CK_TVALUE;
+        else if (!is_tchar(c)) return -1;
+        return 0;
+    case CK_TVALUE:
+        if (c == '\r') f->chunk_state = CK_TLF;
+        else if (!is_value_byte(c)) return -1;
+        return 0;
+    case CK_TLF: if (c != '\n') return -1; f->chunk_state = CK_TRAILER; return 0;
+    case CK_END_LF: if (c != '\n') return -1; f->chunk_state = CK_DONE; return 0;
+    default: return -1; /* CK_DONE: http-parser stops at the message's end */
+    }
+}
+
+static int chunk_scan(rl_flow *f, const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (f->chunk_state == CK_DATA) {
+            size_t take = n - i < f->chunk_left ? n - i : (size_t)f->chunk_left;
+            f->chunk_left -= take;
+            i += take - 1;
+            if (!f->chunk_left) f->chunk_state = CK_DATA_CR;
+            continue;
+        }
+        if (chunk_step(f, p[i]) != 0) return -1;
+    }
     return 0;
 }
 
@@ -283,6 +366,11 @@ long rl_flow_body(rl_flow *f, struct evbuffer *in, struct evbuffer *out) {
                 f->parser.data = NULL;
                 return -1;
             }
+            /* Checked before anything of it is forwarded: nothing leaves this call on error. */
+            if (f->chunk_check && (chunk_scan(f, vec[i].iov_base, got) != 0 || (f->done && f->chunk_state != CK_DONE))) {
+                f->parser.data = NULL;
+                return -1;
+            }
             used += got;
             if (got < vec[i].iov_len && !f->done) {
                 f->parser.data = NULL;
@@ -300,6 +388,7 @@ void rl_flow_next(rl_flow *f) {
     f->done = 0;
     f->in_body = 0;
     f->skip_body = 0;
+    f->chunk_check = 0;
 }
 
 size_t rl_flow_find_head(struct evbuffer *buf) {

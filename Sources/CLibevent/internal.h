@@ -193,6 +193,10 @@ typedef struct rl_flow {
     int in_body;      /* head seen; counting body bytes of the current message */
     int done;         /* set by on_message_complete */
     int skip_body;    /* response to a HEAD request */
+    int chunk_check;  /* a chunked request body: its framing is checked byte by byte (flow.c) */
+    int chunk_state;
+    uint64_t chunk_left;
+    int chunk_digits;
 } rl_flow;
 
 struct rl_session {

@@ -613,6 +613,49 @@ static void test_rewrite(void) {
     evbuffer_free(b);
 }
 
+/* A chunked request body reaches the device only as a prefix of a strictly valid one:
+ * http-parser's leniencies (bare LF in an extension, any two bytes after the data, bare LF
+ * or obs-fold in trailers, whitespace around the size) are refused. */
+static long feed_chunked(const char *body, size_t split) {
+    const char *head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    rl_flow f;
+    rl_head h;
+    memset(&f, 0, sizeof f);
+    CHECK(rl_flow_head(&f, HTTP_REQUEST, head, strlen(head), &h) == 0 && f.in_body && f.chunk_check);
+    struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+    size_t n = strlen(body);
+    long total = 0, got = 0;
+    evbuffer_add(in, body, split < n ? split : n);
+    got = rl_flow_body(&f, in, out);
+    if (got >= 0) {
+        total += got;
+        evbuffer_add(in, body + (split < n ? split : n), n - (split < n ? split : n));
+        got = rl_flow_body(&f, in, out);
+        total += got;
+    }
+    long result = got < 0 ? -1 : f.done ? total : -2;
+    evbuffer_free(in);
+    evbuffer_free(out);
+    return result;
+}
+
+static void test_chunked_request_framing(void) {
+    const char *good[] = {"5\r\nhello\r\n0\r\n\r\n", "5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+                          "0005\r\nhello\r\n00\r\n\r\n", "A\r\n0123456789\r\n0\r\n\r\n"};
+    const char *bad[] = {"5;x\nhello\r\n0\r\n\r\n", "5\r\nhelloXX0\r\n\r\n", "5 \r\nhello\r\n0\r\n\r\n",
+                         "5\r\nhello\r\n0\r\nX: y\n\r\n", "5\r\nhello\r\n0\r\n\n", "5\r\nhello\r\n0\r\n X: y\r\n\r\n",
+                         "5\r\nhello\r\n0\r\nX : y\r\n\r\n", "5;\x01\r\nhello\r\n0\r\n\r\n",
+                         "10000000000000005\r\nhello\r\n0\r\n\r\n"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        for (size_t split = 1; split <= strlen(good[i]); split += 3) CHECK(feed_chunked(good[i], split) == (long)strlen(good[i]));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        for (size_t split = 1; split <= strlen(bad[i]); split += 3) {
+            long r = feed_chunked(bad[i], split);
+            CHECK(r == -1);
+            if (r != -1) fprintf(stderr, "chunked body %zu split %zu: %ld\n", i, split, r);
+        }
+}
+
 int main(void) {
     test_device_ids();
     test_datagrams();
@@ -627,6 +670,7 @@ int main(void) {
     test_revoked_token_refused();
     test_request_heads_one_reading();
     test_rewrite();
+    test_chunked_request_framing();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -69,6 +69,9 @@ def flow_seeds():
         "post_cl": flow(0, 0, 7, b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n"),
         "post_chunked": flow(0, 0, 99, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: x\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
+        "chunk_lenient": flow(0, 0, 5, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"5;x\nhello\r\n5\r\nhelloXX0\r\nT: 1\n\r\n"),
+        "obs_fold": flow(0, 0, 9, b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n y\r\n\r\n"),
         "upgrade": flow(0, 0, 3, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello"),
         "leading_crlf": flow(0, 0, 5, b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
         "resp_cl": flow(1, 0, 1, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 204 No Content\r\n\r\n"),
@@ -147,6 +150,8 @@ def front_seeds():
         "device_says_close": front(0, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"\r\n",
                                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
         "open_redirect": front(0, b"GET //evil.example/x?relay_token=@T HTTP/1.1\r\nHost: cam-1.localhost\r\n\r\n"),
+        "chunk_lf_in_ext": front(0, b"POST /d/cam-1/ HTTP/1.1\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n"
+                                 b"5;x\nhello\r\n0\r\n\r\nGET /d/cam-1/s HTTP/1.1\r\n\r\n", OK),
         "second_head_slow": front(0x20, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"\r\nGET /d/cam-1/2 HT", OK),
     }
 

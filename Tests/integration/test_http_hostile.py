@@ -37,7 +37,7 @@ def dev(hrelay, fake_devices):
 class Conn:
     """A terminal connection and, once the device called back, its link, both read raw."""
 
-    def __init__(self, relay, dev, first: bytes, bind: bool = True):
+    def __init__(self, relay, dev, first: bytes, bind: bool = True, may_refuse_link: bool = False):
         self.relay, self.dev = relay, dev
         self.term = connect(relay.host, relay.http_port, T)
         self.tr = rp.StreamReader(self.term)
@@ -46,6 +46,10 @@ class Conn:
         if bind:
             cr = dev.wait_connect_request(0, timeout=5)
             self.link, status = dev.callback(cr)
+            if status is None and may_refuse_link:  # the relay dropped the link at once
+                self.link.close()
+                self.link = None
+                return
             assert status == rp.STATUS_BOUND
             self.link.settimeout(T)
             self.lr = rp.StreamReader(self.link)
@@ -410,3 +414,25 @@ def test_https_redirect_names_only_a_checked_host(relay_factory, pki, host):
         assert r.status == 308 and r.header("location").startswith(f"https://cam1.{DOMAIN}:"), r.header("location")
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("body", [b"5;x\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n", b"5\r\nhello\r\n0\r\nX: 1\n\r\n",
+                                  b"5\r\nhello\r\n0\r\n Y: 1\r\n\r\n"], ids=["lf_in_ext", "no_crlf_after_data",
+                                                                             "bare_lf_trailer", "folded_trailer"])
+def test_chunked_body_the_device_could_read_otherwise_ends_the_connection(hrelay, dev, body):
+    tok = hrelay.token(HOST_ID)
+    smuggled = f"GET /d/{HOST_ID}/smuggled HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    head = req(f"/d/{HOST_ID}/up", method="POST", headers=[("Authorization", f"Bearer {tok}"),
+                                                           ("Transfer-Encoding", "chunked")])
+    c = Conn(hrelay, dev, head + body + smuggled, may_refuse_link=True)
+    try:
+        if c.link is None:  # the terminal's bytes were judged as the link bound: it never spoke
+            assert rp.closed_by_peer(c.term, 3)
+            return
+        got = c.lr.read_until(b"\r\n\r\n")
+        assert got and got.startswith(b"POST /up HTTP/1.1\r\n")
+        rest = c.lr.read_to_eof()  # the relay closes the link: a body it cannot frame strictly
+        assert b"smuggled" not in rest and len(rest) < len(body), rest
+        assert rp.closed_by_peer(c.term, 3)
+    finally:
+        c.close()
