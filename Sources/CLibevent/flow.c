@@ -120,8 +120,8 @@ static const char *check_field_line(const char *p, const char *end) {
     if (*p == ' ' || *p == '\t') return "obs-fold (a header line continued on the next) is not accepted";
     const char *q = p;
     while (q < end && is_tchar((unsigned char)*q)) q++;
-    if (q == end || *q != ':') return q == p ? "malformed header name" : "no whitespace allowed before a header's colon";
-    if (q == p) return "malformed header name";
+    if (q < end && q > p && (*q == ' ' || *q == '\t')) return "no whitespace allowed before a header's colon";
+    if (q == end || *q != ':' || q == p) return "malformed header name";
     for (q++; q < end; q++)
         if (!is_value_byte((unsigned char)*q)) return "control character in a header value";
     return NULL;
