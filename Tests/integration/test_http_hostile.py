@@ -436,3 +436,25 @@ def test_chunked_body_the_device_could_read_otherwise_ends_the_connection(hrelay
         assert rp.closed_by_peer(c.term, 3)
     finally:
         c.close()
+
+
+@pytest.mark.timeout(60)
+def test_connection_left_between_requests_is_closed_at_the_idle_timeout(relay_factory, fake_devices):
+    # The device closes its link after answering (without saying so): the terminal keeps its
+    # connection for a next request, but not forever, and not with a trickled head.
+    relay = relay_factory("--wake-timeout", "5s", "--header-timeout", "1s", "--idle-timeout", "2s")
+    d = relay.fake_device(HOST_ID)
+    fake_devices.append(d)
+    d.notify_a()
+    c = Conn(relay, d, req(f"/d/{HOST_ID}/1", headers=[bearer(relay)]))
+    try:
+        c.device_request()
+        c.respond()
+        assert c.response().status == 200
+        c.link.close()
+        c.link = None
+        t0 = time.monotonic()
+        assert rp.closed_by_peer(c.term, 6), "an idle connection between requests was kept"
+        assert 1.5 <= time.monotonic() - t0 < 5
+    finally:
+        c.close()
