@@ -194,9 +194,9 @@ typedef struct rl_flow {
     int done;         /* set by on_message_complete */
     int skip_body;    /* response to a HEAD request */
     int chunk_check;  /* a chunked request body: its framing is checked byte by byte (flow.c) */
-    int chunk_state;
-    uint64_t chunk_left;
-    int chunk_digits;
+    int chunk_state;  /* where in the chunk grammar the next byte is */
+    uint64_t chunk_left;  /* data bytes left in the current chunk (its size while reading it) */
+    int chunk_digits; /* hex digits of the current chunk size so far */
 } rl_flow;
 
 struct rl_session {
