@@ -232,6 +232,10 @@ typedef struct rl_flow {
     int in_body;      /* head seen; counting body bytes of the current message */
     int done;         /* set by on_message_complete */
     int skip_body;    /* response to a HEAD request */
+    int chunk_check;  /* a chunked request body: its framing is checked byte by byte (flow.c) */
+    int chunk_state;  /* where in the chunk grammar the next byte is */
+    uint64_t chunk_left;  /* data bytes left in the current chunk (its size while reading it) */
+    int chunk_digits; /* hex digits of the current chunk size so far */
 } rl_flow;
 
 struct rl_session {
@@ -308,7 +312,11 @@ struct rl_term {
     rl_tally_entry *source;  /* this address's entry in core->sources (counts it as open) */
     int tls_seen;            /* TLS: the handshake's outcome was counted */
     uint32_t last_active_s;  /* core seconds of the last byte moved while bound */
+    uint64_t head_since_us;  /* a head is being read since then (its header timeout), or 0 */
+    int upgrade_wait;        /* an Upgrade request was forwarded: no next head until its answer */
+    int close_after;         /* CLOSE_*: the connection ends after the responses in flight */
 };
+enum { CLOSE_TERMINAL_SAID = 1, CLOSE_DEVICE_SAID = 2 };
 
 void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
 void rl_front_accept_tls(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
@@ -327,6 +335,10 @@ void rl_term_close_all(rl_core *core);
 void rl_term_close_idle(rl_core *core);
 /* Draining: the response is complete; close `t` once it is written, freeing its link. */
 void rl_term_finish(rl_term *t);
+/* The device's response head `h` (a struct rl_head) to the oldest request in flight: a 101
+ * to an Upgrade request makes the terminal's side opaque; a closing response closes `t` after it. */
+struct rl_head;
+void rl_term_response_head(rl_term *t, const struct rl_head *h);
 
 /* ---- callback.c (device TCP callbacks) ---- */
 void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);

@@ -301,6 +301,7 @@ void rl_session_pump_response(rl_session *s) {
         s->resp_started = 1;
         CTR_INC(core->ctr.device_responses[h.status >= 100 && h.status < 600 ? h.status / 100 : 0]);
         if (h.status >= 200 || h.status == 101) s->last_status = h.status;
+        rl_term_response_head(t, &h); /* 101 to an Upgrade: terminal side opaque; close: ends t after it */
         if (s->resp.done) {
             int interim = h.status >= 100 && h.status < 200 && h.status != 101;
             rl_flow_next(&s->resp);

@@ -82,6 +82,9 @@ def flow_seeds():
         "post_cl": flow(0, 0, 7, b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n"),
         "post_chunked": flow(0, 0, 99, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: x\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
+        "chunk_lenient": flow(0, 0, 5, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"5;x\nhello\r\n5\r\nhelloXX0\r\nT: 1\n\r\n"),
+        "obs_fold": flow(0, 0, 9, b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n y\r\n\r\n"),
         "upgrade": flow(0, 0, 3, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello"),
         "leading_crlf": flow(0, 0, 5, b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
         "resp_cl": flow(1, 0, 1, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 204 No Content\r\n\r\n"),
@@ -139,6 +142,30 @@ def front_seeds():
         "splice_terminal_leaves": front(2, b"GET /d/cam-1/big HTTP/1.1\r\n" + auth + b"\r\n",
                                         b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\nabc", b"GET /d/cam-1/next HTTP/1.1\r\n\r\n",
                                         bytes(5000)),
+        # Heads two parsers could read differently (refused with 400), the absolute form
+        # (routed by its authority), an Upgrade the device refuses (the next head is checked
+        # again) and one it takes, credentials in every spelling, Connection: close.
+        "obs_fold": front(0, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"X-A: 1\r\n GET /d/cam-1/x HTTP/1.1\r\n\r\n", OK),
+        "two_hosts": front(0, b"GET / HTTP/1.1\r\nHost: cam-1.localhost\r\nHost: b.localhost\r\n" + auth + b"\r\n", OK),
+        "absolute_form": front(0, b"GET http://cam-1.localhost:8080/p?q=1 HTTP/1.1\r\nHost: other\r\n" + auth + b"\r\n",
+                               OK),
+        "upgrade_refused": front(0, b"GET /d/cam-1/ws HTTP/1.1\r\n" + auth + b"Upgrade: foo\r\nConnection: Upgrade\r\n\r\n"
+                                 b"GET /d/cam-1/secret HTTP/1.1\r\n\r\n", OK, b"GET /d/cam-1/more HTTP/1.1\r\n\r\n"),
+        "upgrade_body": front(0, b"POST /d/cam-1/ws HTTP/1.1\r\n" + auth + b"Upgrade: foo\r\nConnection: Upgrade\r\n"
+                              b"Content-Length: 2\r\n\r\nhiEARLY", b"HTTP/1.1 101 Switching Protocols\r\n\r\nback"),
+        "cl_and_te": front(0, b"POST /d/cam-1/ HTTP/1.1\r\n" + auth + b"Content-Length: 5\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", OK),
+        "all_credentials": front(0, b"GET /d/cam-1/p?relay_token=@T&a=1&relay%5Ftoken=x HTTP/1.1\r\n" + auth +
+                                 b"Cookie: relay_token=@T; k=v\r\nCookie: relay_token=y\r\nX-Forwarded-Prefix: /e\r\n"
+                                 b"Forwarded: for=1.2.3.4\r\n\r\n", OK),
+        "connection_close": front(0, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"Connection: close\r\n\r\n"
+                                  b"GET /d/cam-1/after HTTP/1.1\r\n" + auth + b"\r\n", OK, OK),
+        "device_says_close": front(0, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"\r\n",
+                                   b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+        "open_redirect": front(0, b"GET //evil.example/x?relay_token=@T HTTP/1.1\r\nHost: cam-1.localhost\r\n\r\n"),
+        "chunk_lf_in_ext": front(0, b"POST /d/cam-1/ HTTP/1.1\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n"
+                                 b"5;x\nhello\r\n0\r\n\r\nGET /d/cam-1/s HTTP/1.1\r\n\r\n", OK),
+        "second_head_slow": front(0x20, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"\r\nGET /d/cam-1/2 HT", OK),
     }
 
 

@@ -106,7 +106,7 @@ def test_process_metrics_are_this_process(relay):
 
 def test_refusals_and_answers_by_status(relay):
     before = relay.metrics()
-    assert requests.get(relay.url("/d/nosuch/"), timeout=5).status_code == 404
+    assert requests.get(relay.url("/d/No_Such/"), timeout=5).status_code == 404  # not a device ID
     assert requests.get(relay.url("/healthz"), timeout=5).status_code == 200
     assert requests.get(relay.url("/d/nosuch"), allow_redirects=False, timeout=5).status_code == 308
     relay.wait_delta(before, "relay_terminal_responses_total", origin="relay", code="404")
