@@ -176,8 +176,11 @@ def test_baseline_page_through_two_nats(stack, nat):
     for role in netns.NATS:
         say(f"conntrack -L -p udp in {role}:\n{nat.conntrack_list(role).strip()}")
         assert stack.mapping(role), f"no UDP mapping towards the relay in {role}"
-    # the device's public address is the carrier NAT's: its mapping's reply goes to that port
-    assert stack.mapping("home")[0]["sport"] == stack.mapping("cgn")[0]["sport"]
+    # two layers: the carrier NAT maps the home router's public port, and the relay sees the device
+    # at the carrier NAT's address and port
+    home, cgn = stack.mapping("home")[0], stack.mapping("cgn")[0]
+    assert home["reply_dport"] == cgn["sport"]
+    say(f"the relay sees the device at {netns.CGN_PUBLIC_IP}:{cgn['reply_dport']}")
 
 
 @pytest.mark.timeout(60)
@@ -205,11 +208,12 @@ def test_rebinding_during_a_wake(stack, nat):
 
 @pytest.mark.timeout(60)
 def test_nat_timeout_shorter_than_keepalive(stack, nat):
-    # The NATs forget a mapping after 4 s unless conntrack has promoted it to the stream timeout;
-    # notifies come every 8 s. Once the mapping is gone, a wake that ends before the next notify
-    # reaches the device only if the mapping was kept. Answering each notify is not enough for
-    # that: conntrack promotes a two-way flow only on a packet more than 2 s after the mapping was
-    # made, and here the next one comes after it expired (each notify makes a new mapping).
+    # The requirement: the device stays reachable behind NATs that forget a mapping after
+    # 4 s (unless conntrack has moved it to the stream timeout) with notifies 8 s apart. Once the
+    # mapping is gone, a wake that ends before the next notify reaches the device only if the
+    # mapping was kept. Answering each notify does not do it: conntrack moves a two-way flow to
+    # the stream timeout only on a packet more than 2 s after the mapping was made, and here the
+    # next packet comes after the mapping expired (each notify makes a new one).
     keepalive, unreplied = 8, 4
     nat.set_udp_timeouts(unreplied, UDP_STREAM_TIMEOUT)
     stack.start_relay(keepalive=keepalive, wake_timeout="2s")
