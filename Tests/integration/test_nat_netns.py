@@ -69,7 +69,7 @@ def site(nat):
     server = netns.ns_call(nat["dev"], RecordingServer, "127.0.0.1")  # its socket lives in dev
     server.start()
     try:
-        yield {"dir": d, "binary": binary, "data": data, "secret": secret, "token": token, "port": server.port}
+        yield {"binary": binary, "data": data, "secret": secret, "token": token, "port": server.port}
     finally:
         server.stop()
         shutil.rmtree(d, ignore_errors=True)
