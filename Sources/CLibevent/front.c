@@ -214,7 +214,13 @@ static void term_close_after_flush(rl_term *t, int watch_fin) {
 
 static void term_answer(rl_term *t, int status, const char *extra, const char *body) {
     count_answer(t->core, status);
-    rl_http_respond(t->st->out, status, extra, body);
+    char headers[2800];
+    if (status == 401) { /* RFC 9110 11.6.1: say which scheme would do */
+        snprintf(headers, sizeof headers, "WWW-Authenticate: Bearer realm=\"relay\"\r\n%s", extra ? extra : "");
+        extra = headers;
+    }
+    if (t->wants_html && status >= 400) rl_http_respond_page(t->st->out, status, extra, body);
+    else rl_http_respond(t->st->out, status, extra, body);
     t->bytes_to_terminal += evbuffer_get_length(t->st->out);
     term_close_after_flush(t, 0);
 }
@@ -461,6 +467,7 @@ static int check_live(rl_core *core, const rl_dev *dev, rl_route *r) {
 static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
     rl_core *core = t->core;
     memset(r, 0, sizeof *r);
+    t->wants_html = rl_wants_html(h);
     if (split_target(h, r) != 0) {
         set_body(r, 400, "%s", "request target must be a path (/x) or an absolute URL (http://host/x)\n");
         return;

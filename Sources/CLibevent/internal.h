@@ -312,6 +312,7 @@ struct rl_term {
     rl_tally_entry *source;  /* this address's entry in core->sources (counts it as open) */
     int tls_seen;            /* TLS: the handshake's outcome was counted */
     uint32_t last_active_s;  /* core seconds of the last byte moved while bound */
+    int wants_html;          /* its latest request head accepts text/html: answers as pages */
     uint64_t head_since_us;  /* a head is being read since then (its header timeout), or 0 */
     int upgrade_wait;        /* an Upgrade request was forwarded: no next head until its answer */
     int close_after;         /* CLOSE_*: the connection ends after the responses in flight */
@@ -364,6 +365,12 @@ void rl_set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((
 
 /* ---- http.c (helpers shared by front and session) ---- */
 void rl_http_respond(struct evbuffer *out, int status, const char *extra_headers, const char *body);
+/* ---- pages.c ---- */
+struct rl_head;
+/* 1 when the request accepts text/html (a browser). */
+int rl_wants_html(const struct rl_head *h);
+/* The same answer as a small page saying what happened and what to do. */
+void rl_http_respond_page(struct evbuffer *out, int status, const char *extra_headers, const char *text);
 const char *rl_http_reason(int status);
 
 #endif
