@@ -216,9 +216,12 @@ def run(args) -> int:
             tok = tokens[dev_id]
             devices.append({
                 "id": dev_id, "kind": kind, "token": tok, "device_port": dev_port,
+                # Browsers get host routing: each device is its own origin, so the cookie the
+                # relay trades for ?relay_token= is that device's alone. Path routing puts
+                # every device on one origin and takes the token only in Authorization.
                 "browser_url": f"http://{dev_id}.localhost:{http_port}/?relay_token={tok}",
-                "path_url": f"http://{HOST}:{http_port}/d/{dev_id}/?relay_token={tok}",
                 "api_url": f"http://{HOST}:{http_port}/d/{dev_id}/api/status",
+                "api_curl": f"curl -H 'Authorization: Bearer {tok}' http://{HOST}:{http_port}/d/{dev_id}/api/status",
             })
 
         # Ready means both routes answer 200 for every device: the agents have notified and
@@ -273,8 +276,8 @@ def print_banner(info: dict):
     for d in info["devices"]:
         out += [f"  {d['id']} ({d['kind']}, web server on {HOST}:{d['device_port']})",
                 f"    open in a browser:  {d['browser_url']}",
-                f"    path routing:       {d['path_url']}",
-                f"    API client:         curl -H 'Authorization: Bearer {d['token']}' {d['api_url']}",
+                "    API client (path routing, token in Authorization only):",
+                f"                        {d['api_curl']}",
                 ""]
     out.append("Ctrl-C stops the relay, the agents and the device servers.")
     print("\n".join(out), flush=True)

@@ -9,8 +9,10 @@ pkgs=(libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev pkg-config curl 
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang-14 libclang-rt-14-dev)
 # --test: what the suite drives as a person or an operator would: a headless browser for the
 # demo page, Prometheus (and its promtool) scraping /metrics, systemd-analyze for the units;
-# and relay-bench's baselines (nginx, haproxy, wrk, mosquitto), so its small run covers them.
-[ "${1:-}" = "--test" ] && pkgs+=(chromium prometheus systemd nginx-light haproxy wrk mosquitto)
+# relay-bench's baselines (nginx, haproxy, wrk, mosquitto), so its small run covers them; and
+# a real Linux NAT between network namespaces for test_nat_netns.py (ip, nft, conntrack).
+[ "${1:-}" = "--test" ] && pkgs+=(chromium prometheus systemd nginx-light haproxy wrk mosquitto \
+                                 iproute2 nftables conntrack)
 for pkg in "${pkgs[@]}"; do
   have_pkg "$pkg" || need+=("$pkg")
 done

@@ -16,10 +16,11 @@
 
 /* Wire constants of docs/PROTOCOL.md. */
 #define RB_MAGIC 0x52
-#define RB_VERSION 1
+#define RB_VERSION 2
 #define RB_TAG 16
 enum { RB_T_PERIOD_REQUEST = 1, RB_T_PERIOD_INFO = 2, RB_T_NOTIFY_A = 3, RB_T_NOTIFY_B = 4, RB_T_RESYNC = 5,
-       RB_T_CONNECT = 6 };
+       RB_T_CONNECT = 6, RB_T_NOTIFY_ACK = 7, RB_T_NOTIFY_ACK_MOVED = 10 };
+#define RB_ACK (-2) /* rb_parse_verify: a NOTIFY_ACK, counted by its type byte alone (not verified) */
 #define RB_LEN_PERIOD (44 + RB_ID_LEN)
 #define RB_LEN_NOTIFY (32 + RB_ID_LEN)
 #define RB_LEN_CONNECT (56 + RB_ID_LEN)
@@ -42,7 +43,7 @@ struct rb_sim {
     int dev_running, epfd;
     void *dev_tags;
     _Atomic int dev_stop;
-    _Atomic uint64_t st_conn, st_conn_bad, st_conn_dup, st_cb_ok, st_cb_refused, st_resp, st_resync;
+    _Atomic uint64_t st_conn, st_conn_bad, st_conn_dup, st_cb_ok, st_cb_refused, st_resp, st_resync, st_ack;
     _Atomic int web_on;            /* links of web_dev serve keep-alive HTTP (rb_sim_web_start) */
     uint32_t web_dev;
     int web_lfd;                   /* the same server on a plain TCP port, for the baselines */

@@ -323,6 +323,10 @@ static void *dev_thread(void *arg) {
                 for (int i = 0; i < n; i++) {
                     int type = 0;
                     int64_t dev = rb_parse_verify(s, rbufs[i], m[i].msg_len, &type);
+                    if (dev == RB_ACK) {
+                        atomic_fetch_add_explicit(&s->st_ack, 1, memory_order_relaxed);
+                        continue;
+                    }
                     if (dev < 0) {
                         atomic_fetch_add_explicit(&s->st_conn_bad, 1, memory_order_relaxed);
                         continue;
@@ -391,4 +395,5 @@ void rb_sim_dev_stats(const rb_sim *s, rb_dev_stats *o) {
     o->callbacks_refused = atomic_load(&s->st_cb_refused);
     o->responses = atomic_load(&s->st_resp);
     o->resyncs = atomic_load(&s->st_resync);
+    o->acks = atomic_load(&s->st_ack);
 }

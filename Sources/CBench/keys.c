@@ -82,6 +82,8 @@ int64_t rb_parse_verify(const rb_sim *s, const uint8_t *buf, size_t len, int *ty
     case RB_T_PERIOD_INFO: want = RB_LEN_PERIOD; break;
     case RB_T_RESYNC: want = RB_LEN_NOTIFY; break;
     case RB_T_CONNECT: want = RB_LEN_CONNECT; break;
+    case RB_T_NOTIFY_ACK:
+    case RB_T_NOTIFY_ACK_MOVED: return len == RB_LEN_NOTIFY ? RB_ACK : -1; /* one per notify: kept cheap */
     default: return -1;
     }
     if (len != want || memcmp(buf + 4, "dev-", 4) != 0) return -1;

@@ -245,6 +245,7 @@ int rb_sim_register(rb_sim *s, uint32_t window, double timeout_s, rb_reg_result 
                 for (int i = 0; i < n; i++) {
                     int type = 0;
                     int64_t dev = rb_parse_verify(s, rbufs[i], m[i].msg_len, &type);
+                    if (dev == RB_ACK) continue; /* the answer to a first NOTIFY_A */
                     if (dev < 0 || type != RB_T_PERIOD_INFO || r.state[dev] != REG_WAIT ||
                         rb_get64(rbufs[i] + 4 + RB_ID_LEN) != r.nonce[dev]) {
                         out->infos_bad++;

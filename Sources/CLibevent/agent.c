@@ -7,6 +7,7 @@
  * local web server.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,10 @@
  * session long gone at the relay) costs a callback each, and this bounds what a flood of
  * them can make the device open, towards the relay and its local server. */
 #define MAX_UNBOUND_LINKS 16
+#define ATTEMPTS_PER_SESSION 3 /* callbacks of one session in flight (a lost SYN: try again) */
+#define NO_ANSWER_AFTER 3      /* period requests, or notifies without a NOTIFY_ACK */
+#define LEAVE_TRIES 4          /* LEAVE re-sent every 250 ms until its ACK */
+#define CONFIRM_AFTER_S 3      /* NOTIFY_B this long after a notify moved the anchor */
 
 typedef struct agent_link agent_link;
 
@@ -38,13 +43,25 @@ struct rl_agent {
     int registered;
     uint64_t counter;
     uint64_t epoch_from;   /* our counter when the current epoch was adopted (RESYNC freshness) */
+    uint64_t acked;        /* highest counter the relay answered with NOTIFY_ACK */
+    uint32_t unanswered;   /* period requests or notifies sent since the relay last answered */
+    uint32_t rejected;     /* REJECTs for our pending request in a row */
+    int refused;           /* the kernel said the relay's UDP port is closed (ICMP) */
+    int lost;              /* said "relay stopped answering" (until it answers again) */
+    int leaving;           /* rl_agent_stop: LEAVE sent, waiting for its ACK */
+    uint32_t leave_tries;
+    uint64_t leave_from;   /* counter of the first LEAVE: an ACK of any of them will do */
+    struct event *leave_timer;
+    char relay_text[128], forward_text[128];
+    void (*log)(void *ctx, int level, const char *event, const char *text);
+    void *log_ctx;
     uint8_t seen[SEEN_SIDS][RL_SESSION_ID_LEN];
     int seen_next;
     rl_mac mac;
     SSL_CTX *tls;          /* callbacks over TLS when set */
     char tls_name[256];    /* what the relay's certificate must name */
     agent_link *links;
-    rl_counter notify_a, notify_b, conn_requests, conn_rejected, links_opened, links_failed, resyncs;
+    rl_counter notify_a, notify_b, conn_requests, conn_rejected, links_opened, links_failed, resyncs, acks;
     /* registered, period and keepalive as other threads may read them */
     rl_counter pub_registered, pub_period, pub_keepalive;
 };
@@ -59,11 +76,24 @@ struct agent_link {
     agent_link *prev, *next;
     rl_agent *a;
     rl_stream *relay, *local;
+    uint8_t sid[RL_SESSION_ID_LEN];
+    int relay_up;        /* the callback's TCP connect finished */
     int bound;           /* relay answered 0x00 */
     int local_up;
     uint8_t hello[RL_HELLO_MAX];
     size_t hello_len;
 };
+
+static void say(rl_agent *a, int level, const char *event, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void say(rl_agent *a, int level, const char *event, const char *fmt, ...) {
+    if (!a->log) return;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    a->log(a->log_ctx, level, event, text);
+}
 
 /* ---- datagrams ---- */
 
@@ -79,7 +109,7 @@ static uint64_t next_counter(rl_agent *a) {
 static void send_dgram(rl_agent *a, int type, const uint8_t *body, size_t body_len) {
     uint8_t out[RL_DGRAM_MAX];
     size_t n = rl_dgram_build(&a->mac, out, sizeof out, type, a->id, a->id_len, body, body_len, a->key);
-    if (n) (void)send(a->udp_fd, out, n, MSG_DONTWAIT);
+    if (n && send(a->udp_fd, out, n, MSG_DONTWAIT) < 0 && errno == ECONNREFUSED) a->refused = 1;
 }
 
 static void send_period_request(rl_agent *a) {
@@ -95,13 +125,46 @@ static void adopt_epoch(rl_agent *a, uint32_t epoch) {
     a->epoch_from = a->counter;
 }
 
-static void send_notify(rl_agent *a, int type) {
+static void reregister(rl_agent *a);
+
+/* Every notify gets a NOTIFY_ACK: NO_ANSWER_AFTER in a row without one and the relay is gone
+ * (or restarted without us hearing its RESYNC): say so and ask for the period again. */
+/* 0, or -1 when it registers again instead (its timers are then off). */
+static int send_notify(rl_agent *a, int type) {
+    if (a->registered && a->unanswered >= NO_ANSWER_AFTER) {
+        if (!a->lost)
+            say(a, RL_LOG_WARNING, "agent.relay_lost",
+                "the relay at %s stopped answering (%u notifies without an answer): registering again", a->relay_text,
+                a->unanswered);
+        a->lost = 1;
+        reregister(a);
+        return -1;
+    }
     uint8_t body[RL_BODY_NOTIFY];
     rl_put32(body, a->epoch);
     rl_put64(body + 4, next_counter(a));
     send_dgram(a, type, body, sizeof body);
+    a->unanswered++;
     if (type == RL_T_NOTIFY_A) CTR_INC(a->notify_a);
     else CTR_INC(a->notify_b);
+    return 0;
+}
+
+/* After NO_ANSWER_AFTER period requests without PERIOD_INFO: what the agent sees, and why. */
+static void diagnose_silence(rl_agent *a) {
+    if (a->unanswered != NO_ANSWER_AFTER) return; /* once per series */
+    if (a->rejected >= 2)
+        say(a, RL_LOG_ERROR, "agent.rejected",
+            "the relay at %s rejects this device: check --id and --key (the ID given to `relay device add` and "
+            "the secret it printed)", a->relay_text);
+    else if (a->refused)
+        say(a, RL_LOG_ERROR, "agent.no_relay",
+            "nothing listens on UDP %s (the host answers, the port is closed): is --relay the relay's UDP port "
+            "(its --udp, 4700 by default)?", a->relay_text);
+    else
+        say(a, RL_LOG_ERROR, "agent.no_answer",
+            "no answer from %s after %u period requests: is --relay the relay's UDP port (its --udp, 4700 by "
+            "default), is the relay running and reachable from here?", a->relay_text, a->unanswered);
 }
 
 static void arm_s(struct event *ev, uint32_t seconds) {
@@ -116,7 +179,9 @@ static uint32_t a_interval(const rl_agent *a) {
 static void on_period_timer(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
     if (a->registered) return;
+    diagnose_silence(a);
     send_period_request(a);
+    a->unanswered++;
     struct timeval tv = {a->backoff_ms / 1000, (a->backoff_ms % 1000) * 1000};
     evtimer_add(a->period_timer, &tv);
     a->backoff_ms = a->backoff_ms * 2 > 30000 ? 30000 : a->backoff_ms * 2;
@@ -124,19 +189,47 @@ static void on_period_timer(evutil_socket_t fd, short what, void *arg) {
 
 static void on_a_timer(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
-    send_notify(a, RL_T_NOTIFY_A);
+    if (send_notify(a, RL_T_NOTIFY_A) != 0) return;
     arm_s(a->a_timer, a_interval(a));
     arm_s(a->b_timer, a->keepalive_s); /* A also refreshes the NAT mapping */
 }
 
 static void on_b_timer(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
-    send_notify(a, RL_T_NOTIFY_B);
+    if (send_notify(a, RL_T_NOTIFY_B) != 0) return;
     arm_s(a->b_timer, a->keepalive_s);
 }
 
 static void start_notifying(rl_agent *a) {
     on_a_timer(-1, 0, a);
+}
+
+/* Back to period requests (relay lost or restarted): notifies stop until PERIOD_INFO. */
+static void reregister(rl_agent *a) {
+    a->registered = 0;
+    publish(a);
+    evtimer_del(a->a_timer);
+    evtimer_del(a->b_timer);
+    a->unanswered = 0;
+    a->rejected = 0;
+    a->refused = 0;
+    a->backoff_ms = 1000;
+    on_period_timer(-1, 0, a);
+}
+
+/* A NOTIFY_ACK for a counter we sent (and did not hear answered yet): 0, else -1. */
+static int on_ack(rl_agent *a, const rl_dgram *d) {
+    uint64_t echoed = rl_get64(d->body);
+    if (echoed <= a->acked || echoed > a->counter || rl_get32(d->body + 8) != a->epoch) return -1;
+    a->acked = echoed;
+    a->unanswered = 0;
+    CTR_INC(a->acks);
+    if (a->lost) {
+        a->lost = 0;
+        say(a, RL_LOG_NOTICE, "agent.relay_back", "the relay at %s answers again", a->relay_text);
+    }
+    if (a->leaving && echoed >= a->leave_from) event_base_loopbreak(a->base);
+    return 0;
 }
 
 static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port);
@@ -146,14 +239,21 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
     uint8_t buf[512];
     for (int i = 0; i < 64; i++) {
         ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && errno == ECONNREFUSED) a->refused = 1; /* ICMP port unreachable from the relay's host */
         if (n <= 0) return;
         rl_dgram d;
-        if (rl_dgram_parse(buf, (size_t)n, &d) != 0 || d.id_len != a->id_len || memcmp(d.id, a->id, a->id_len) != 0 ||
-            !rl_dgram_verify(&a->mac, a->key, buf, (size_t)n))
-            continue; /* forged or not for us */
+        if (rl_dgram_parse(buf, (size_t)n, &d) != 0 || d.id_len != a->id_len || memcmp(d.id, a->id, a->id_len) != 0)
+            continue; /* not for us */
+        if (d.type == RL_T_REJECT) {
+            /* Unauthenticated (the relay may not know our key): it only makes us say why we
+             * are not registered, and only for the request we are waiting on. */
+            if (!a->registered && memcmp(d.body, a->client_nonce, 8) == 0) a->rejected++;
+            continue;
+        }
+        if (!rl_dgram_verify(&a->mac, a->key, buf, (size_t)n)) continue; /* forged */
         switch (d.type) {
         case RL_T_PERIOD_INFO:
-            if (memcmp(d.body, a->client_nonce, 8) != 0) break; /* stale or replayed */
+            if (a->registered || memcmp(d.body, a->client_nonce, 8) != 0) break; /* stale or replayed */
             adopt_epoch(a, rl_get32(d.body + 8));
             a->period_s = rl_get32(d.body + 12);
             a->keepalive_s = rl_get32(d.body + 16);
@@ -161,10 +261,25 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             if (a->period_s < 1) a->period_s = 1;
             if (a->keepalive_s < 1) a->keepalive_s = 1;
             a->registered = 1;
+            a->unanswered = 0;
+            a->lost = 0;
             memset(a->client_nonce, 0, sizeof a->client_nonce);
             evtimer_del(a->period_timer);
             publish(a);
-            start_notifying(a);
+            say(a, RL_LOG_INFO, "agent.registered",
+                "registered with the relay at %s: period %u s, keepalive %u s, callbacks to port %u", a->relay_text,
+                a->period_s, a->keepalive_s, a->cb_port);
+            if (!a->leaving) start_notifying(a);
+            break;
+        case RL_T_NOTIFY_ACK:
+            on_ack(a, &d);
+            break;
+        case RL_T_NOTIFY_ACK_MOVED:
+            /* A new NAT mapping as the relay sees it: confirm it soon, while it still has its
+             * short unanswered timeout, so the NAT keeps it for its long one (PROTOCOL.md,
+             * "Keepalive arithmetic"). */
+            if (on_ack(a, &d) == 0 && a->registered && !a->leaving && a->keepalive_s > CONFIRM_AFTER_S)
+                arm_s(a->b_timer, CONFIRM_AFTER_S);
             break;
         case RL_T_RESYNC: {
             /* Only an answer to a notify sent under the epoch we hold now: a replayed older
@@ -174,12 +289,10 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             /* The relay restarted: take its new epoch, re-register at once, and refresh the
              * period (it may have been reconfigured). */
             CTR_INC(a->resyncs);
+            say(a, RL_LOG_NOTICE, "agent.resync", "the relay at %s restarted: registering again", a->relay_text);
             adopt_epoch(a, rl_get32(d.body + 8));
             start_notifying(a);
-            a->registered = 0;
-            publish(a);
-            a->backoff_ms = 1000;
-            on_period_timer(-1, 0, a);
+            reregister(a);
             break;
         }
         case RL_T_CONNECT: {
@@ -187,10 +300,23 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             CTR_INC(a->conn_requests);
             int dup = 0;
             for (int k = 0; k < SEEN_SIDS && !dup; k++) dup = memcmp(a->seen[k], sid, RL_SESSION_ID_LEN) == 0;
-            if (dup) break; /* a retransmission of one already answered */
-            int unbound = 0;
-            for (agent_link *l = a->links; l; l = l->next) unbound += !l->bound;
+            int unbound = 0, connecting = 0, attempts = 0;
+            for (agent_link *l = a->links; l; l = l->next) {
+                unbound += !l->bound;
+                if (memcmp(l->sid, sid, RL_SESSION_ID_LEN) == 0) {
+                    attempts++;
+                    connecting += !l->relay_up;
+                }
+            }
+            /* A resend for a session already answered: nothing to do, unless its callback is
+             * still connecting (a lost SYN waits for TCP's own retry, 1 s then 3 s): then a
+             * fresh attempt, and the first to connect wins. */
+            if (dup && (!connecting || attempts >= ATTEMPTS_PER_SESSION)) break;
             if (unbound >= MAX_UNBOUND_LINKS) break; /* not remembered: a resend may get through */
+            if (dup) {
+                open_link(a, sid, nonce, rl_get16(d.body + 32));
+                break;
+            }
             memcpy(a->seen[a->seen_next], sid, RL_SESSION_ID_LEN);
             a->seen_next = (a->seen_next + 1) % SEEN_SIDS;
             open_link(a, sid, nonce, rl_get16(d.body + 32));
@@ -233,6 +359,12 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
     agent_link *l = arg;
     switch (event) {
     case RL_STREAM_CONNECTED:
+        for (agent_link *o = l->a->links; o; o = o->next)
+            if (o != l && o->relay_up && memcmp(o->sid, l->sid, RL_SESSION_ID_LEN) == 0) {
+                link_free(l); /* another attempt for this session got there first */
+                return;
+            }
+        l->relay_up = 1;
         evbuffer_add(st->out, l->hello, l->hello_len);
         rl_stream_flush(st);
         rl_stream_read(st, 1);
@@ -243,11 +375,21 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
             uint8_t status;
             if (evbuffer_remove(st->in, &status, 1) != 1) {
                 CTR_INC(l->a->links_failed);
+                say(l->a, RL_LOG_WARNING, "agent.callback_failed",
+                    "the relay closed the callback before answering its hello%s",
+                    l->a->tls ? " (with TLS: does the relay have --tls-cert, and is --ca its CA?)" : "");
                 link_free(l); /* closed before answering */
                 return;
             }
             if (status != RL_CB_OK) {
                 CTR_INC(l->a->links_failed);
+                static const char *why[] = {"", "malformed hello", "unknown or expired session (the wake ended)",
+                                            "proof does not verify: check --key", "the session already has a link",
+                                            "device certificate missing, invalid, or for another device",
+                                            "too many unfinished callbacks from this address"};
+                if (status != RL_CB_ALREADY_BOUND) /* another attempt of ours won: no news */
+                    say(l->a, RL_LOG_WARNING, "agent.callback_refused", "the relay refused a callback: status 0x%02x, %s",
+                        status, status < sizeof why / sizeof why[0] ? why[status] : "unknown status");
                 link_free(l);
                 return;
             }
@@ -261,6 +403,9 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
         return;
     default:
         CTR_INC(l->a->links_failed);
+        if (!l->relay_up)
+            say(l->a, RL_LOG_WARNING, "agent.callback_failed", "callback to the relay's TCP port failed: %s",
+                st->error ? strerror(st->error) : "connection error");
         link_free(l);
         return;
     }
@@ -282,6 +427,9 @@ static void local_side_cb(rl_stream *st, int event, void *arg) {
     default:
         /* The local web server is unreachable or reset: dropping the link tells the relay. */
         CTR_INC(l->a->links_failed);
+        if (!l->local_up)
+            say(l->a, RL_LOG_WARNING, "agent.forward_failed", "cannot reach the local server %s (--forward): %s",
+                l->a->forward_text, st->error ? strerror(st->error) : "connection error");
         link_free(l);
         return;
     }
@@ -291,6 +439,7 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
     agent_link *l = calloc(1, sizeof *l);
     if (!l) return;
     l->a = a;
+    memcpy(l->sid, sid, RL_SESSION_ID_LEN);
     /* hello: "RLY1" n id sid proof */
     uint8_t *h = l->hello;
     memcpy(h, RL_HELLO_MAGIC, 4);
@@ -329,9 +478,33 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
 
 /* ---- lifecycle ---- */
 
+/* LEAVE until its ACK (on_ack ends the loop), LEAVE_TRIES times at most. */
+static void on_leave_timer(evutil_socket_t fd, short what, void *arg) {
+    rl_agent *a = arg;
+    if (a->leave_tries++ == LEAVE_TRIES) {
+        event_base_loopbreak(a->base);
+        return;
+    }
+    uint8_t body[RL_BODY_LEAVE];
+    rl_put32(body, a->epoch);
+    rl_put64(body + 4, next_counter(a));
+    if (!a->leave_from) a->leave_from = a->counter;
+    send_dgram(a, RL_T_LEAVE, body, sizeof body);
+    struct timeval tv = {0, 250000};
+    evtimer_add(a->leave_timer, &tv);
+}
+
 static void on_stop(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
-    event_base_loopbreak(a->base);
+    if (!a->registered || a->leaving) {
+        event_base_loopbreak(a->base);
+        return;
+    }
+    /* Tell the relay, so that terminals get 503 at once rather than 504 after a wake. */
+    a->leaving = 1;
+    evtimer_del(a->a_timer);
+    evtimer_del(a->b_timer);
+    on_leave_timer(-1, 0, a);
 }
 
 rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
@@ -391,7 +564,12 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
     a->a_timer = evtimer_new(a->base, on_a_timer, a);
     a->b_timer = evtimer_new(a->base, on_b_timer, a);
     a->stop_ev = event_new(a->base, -1, 0, on_stop, a);
-    if (!a->udp_ev || !a->period_timer || !a->a_timer || !a->b_timer || !a->stop_ev) goto fail;
+    a->leave_timer = evtimer_new(a->base, on_leave_timer, a);
+    if (!a->udp_ev || !a->period_timer || !a->a_timer || !a->b_timer || !a->stop_ev || !a->leave_timer) goto fail;
+    snprintf(a->relay_text, sizeof a->relay_text, "%s", cfg->relay);
+    snprintf(a->forward_text, sizeof a->forward_text, "%s", cfg->forward);
+    a->log = cfg->log;
+    a->log_ctx = cfg->log_ctx;
     a->period_s = 300;
     a->keepalive_s = 25;
     publish(a);
@@ -426,6 +604,7 @@ void rl_agent_stats_get(const rl_agent *a, rl_agent_stats *o) {
     o->links_opened = CTR_GET(a->links_opened);
     o->links_failed = CTR_GET(a->links_failed);
     o->resyncs = CTR_GET(a->resyncs);
+    o->acks = CTR_GET(a->acks);
 }
 
 void rl_agent_free(rl_agent *a) {
@@ -436,6 +615,7 @@ void rl_agent_free(rl_agent *a) {
     if (a->a_timer) event_free(a->a_timer);
     if (a->b_timer) event_free(a->b_timer);
     if (a->stop_ev) event_free(a->stop_ev);
+    if (a->leave_timer) event_free(a->leave_timer);
     if (a->base) event_base_free(a->base);
     if (a->udp_fd >= 0) close(a->udp_fd);
     rl_mac_free(&a->mac);

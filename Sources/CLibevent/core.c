@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,13 @@ uint32_t rl_core_now_s(const rl_core *core) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint32_t)(ts.tv_sec - core->t0.tv_sec);
+}
+
+uint32_t rl_core_now_ds(const rl_core *core) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a few ms coarse: plenty for tenths */
+    int64_t ns = (int64_t)(ts.tv_sec - core->t0.tv_sec) * 1000000000 + (ts.tv_nsec - core->t0.tv_nsec);
+    return (uint32_t)(ns / 100000000);
 }
 
 void rl_core_config_defaults(rl_core_config *cfg) {
@@ -95,8 +103,9 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     core->sess_mask = buckets - 1;
     core->sess_buckets = calloc(buckets, sizeof(rl_session *));
     core->recs = calloc(RL_RECORD_RING, sizeof(rl_session_record));
+    core->events = calloc(RL_EVENT_RING, sizeof(rl_core_event));
     core->base = event_base_new();
-    if (!core->sess_buckets || !core->recs || !core->base || rl_mac_init(&core->mac) != 0 ||
+    if (!core->sess_buckets || !core->recs || !core->events || !core->base || rl_marks_init(&core->marks) != 0 || rl_mac_init(&core->mac) != 0 ||
         rl_registry_init(&core->reg, cfg->capacity) != 0 || rl_tally_init(&core->sources, 16, 1) != 0 ||
         rl_tally_init(&core->callback_sources, 12, 1) != 0 ||
         rl_tally_init(&core->devices, 16, 60) != 0) {
@@ -484,6 +493,8 @@ void rl_core_free(rl_core *core) {
     if (core->base) event_base_free(core->base);
     rl_registry_free(&core->reg);
     rl_tally_free(&core->sources);
+    rl_marks_free(&core->marks);
+    free(core->events);
     rl_tally_free(&core->callback_sources);
     rl_tally_free(&core->devices);
     rl_revoked_free(&core->revoked);
@@ -506,6 +517,38 @@ void rl_core_push_record(rl_core *core, const rl_session_record *rec) {
     if (core->rec_count < RL_RECORD_RING) core->rec_count++;
     else core->rec_head = (core->rec_head + 1) % RL_RECORD_RING; /* full: the oldest is overwritten */
     pthread_mutex_unlock(&core->rec_mu);
+}
+
+void rl_core_push_event(rl_core *core, uint32_t kind, const char *device_id, size_t id_len, const char *fmt, ...) {
+    rl_core_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = kind;
+    if (id_len > RL_ID_MAX) id_len = RL_ID_MAX;
+    memcpy(ev.device_id, device_id, id_len);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev.detail, sizeof ev.detail, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&core->rec_mu);
+    if (core->ev_count < RL_EVENT_RING) {
+        core->events[(core->ev_head + core->ev_count) % RL_EVENT_RING] = ev;
+        core->ev_count++;
+    } else {
+        CTR_INC(core->ctr.events_lost); /* the log is behind: count, never block the loop */
+    }
+    pthread_mutex_unlock(&core->rec_mu);
+}
+
+size_t rl_core_drain_events(rl_core *core, rl_core_event *out, size_t max) {
+    pthread_mutex_lock(&core->rec_mu);
+    size_t n = 0;
+    while (n < max && core->ev_count > 0) {
+        out[n++] = core->events[core->ev_head];
+        core->ev_head = (core->ev_head + 1) % RL_EVENT_RING;
+        core->ev_count--;
+    }
+    pthread_mutex_unlock(&core->rec_mu);
+    return n;
 }
 
 size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max) {
@@ -533,7 +576,7 @@ void rl_core_stats(const rl_core *core, rl_stats *o) {
     o->notify_b_ok = CTR_GET(c->notify_b_ok);
     o->period_requests = CTR_GET(c->period_requests);
     uint64_t *by_reason[RL_DR_N] = {&o->dgram_malformed, &o->dgram_unknown_device, &o->dgram_bad_auth,
-                                    &o->dgram_replay, &o->dgram_stale_epoch};
+                                    &o->dgram_replay, &o->dgram_stale_epoch, &o->dgram_old_version};
     for (int k = 0; k < RL_DK_N; k++)
         for (int r = 0; r < RL_DR_N; r++) *by_reason[r] += CTR_GET(c->dgram_drop[k][r]);
     o->address_changes = CTR_GET(c->address_changes);

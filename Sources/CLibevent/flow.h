@@ -25,11 +25,17 @@ typedef struct rl_head {
     int method;              /* enum http_method (requests) */
     int status;              /* responses */
     int major, minor;
+    int keep_alive;          /* http_should_keep_alive: no Connection: close, not a plain 1.0 */
+    int upgrade;             /* a request asking to switch protocols (Upgrade + Connection) */
+    const char *error;       /* why rl_flow_head refused the head, for the 400 */
 } rl_head;
 
 struct rl_flow;
 /* Parses the complete head `p[0..n)` (ending in CRLF CRLF) at a message boundary.
- * 0, or -1 when it is not valid HTTP/1.x. */
+ * 0, or -1 when it is not valid HTTP/1.x (`h->error` says why). A request head is held to
+ * RFC 9112 strictly (see check_request_bytes, check_request_fields), so that the relay
+ * and the device cannot read it differently. A request never makes the flow raw: only the
+ * device's 101 to it does (rl_term_response_head). */
 int rl_flow_head(struct rl_flow *f, enum http_parser_type type, const char *p, size_t n, rl_head *h);
 /* Moves the bytes of the current message body from `in` to `out` (or all of them once the
  * flow is raw). Returns bytes moved, or -1 on a framing error. */
@@ -42,5 +48,9 @@ size_t rl_flow_find_head(struct evbuffer *buf);
 /* Case-insensitive header lookup; NULL span when absent. */
 rl_span rl_head_get(const rl_head *h, const char *name);
 int rl_span_ieq(rl_span s, const char *lit);
+/* `s` without leading and trailing spaces and tabs. */
+rl_span rl_span_trim(rl_span s);
+/* A Host value or an absolute-form authority: reg-name or [IPv6], optional :port. */
+int rl_authority_valid(rl_span s);
 
 #endif

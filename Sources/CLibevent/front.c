@@ -12,9 +12,12 @@
 #include <arpa/inet.h>
 #include "internal.h"
 #include "flow.h"
+#include "rewrite.h"
 
 static void term_cb(rl_stream *st, int event, void *arg);
 static void on_head_timeout(evutil_socket_t fd, short what, void *arg);
+static void term_arm_timer(rl_term *t);
+static int term_on_head(rl_term *t);
 
 /* What one request head asks for, after routing and authentication. */
 typedef struct rl_route {
@@ -24,6 +27,9 @@ typedef struct rl_route {
     char extra[2600];               /* extra response headers (redirect, cookie) */
     char device[RL_ID_MAX + 1];
     uint64_t id_hash;
+    rl_span target;                 /* origin-form: path and query (absolute-form cut down) */
+    rl_span host;                   /* the target's authority, else the Host header */
+    int absolute_form;              /* "GET http://host/path": Host is rewritten to `host` */
     int path_routed;                /* /d/ID/ prefix to strip */
     size_t prefix_len;              /* bytes of the URL path that are the prefix */
     int token_in;                   /* 1 Authorization, 2 query, 3 cookie */
@@ -117,8 +123,8 @@ static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *
     if (core->terms) core->terms->prev = t;
     core->terms = t;
     CTR_INC(core->ctr.terminals_open);
-    struct timeval tv = header_timeout(core);
-    evtimer_add(t->head_timer, &tv);
+    t->head_since_us = t->started_us; /* the first head's clock starts at the accept */
+    term_arm_timer(t);
     rl_stream_read(t->st, 1);
 }
 
@@ -208,7 +214,13 @@ static void term_close_after_flush(rl_term *t, int watch_fin) {
 
 static void term_answer(rl_term *t, int status, const char *extra, const char *body) {
     count_answer(t->core, status);
-    rl_http_respond(t->st->out, status, extra, body);
+    char headers[2800];
+    if (status == 401) { /* RFC 9110 11.6.1: say which scheme would do */
+        snprintf(headers, sizeof headers, "WWW-Authenticate: Bearer realm=\"relay\"\r\n%s", extra ? extra : "");
+        extra = headers;
+    }
+    if (t->wants_html && status >= 400) rl_http_respond_page(t->st->out, status, extra, body);
+    else rl_http_respond(t->st->out, status, extra, body);
     t->bytes_to_terminal += evbuffer_get_length(t->st->out);
     term_close_after_flush(t, 0);
 }
@@ -262,54 +274,13 @@ static void term_refuse(rl_term *t, rl_route *r) {
 
 /* ---- routing and authentication ---- */
 
-/* Finds `name=value` in a query string (raw, no decoding: tokens need none). */
-static rl_span query_param(rl_span url, const char *name, rl_span *whole) {
-    rl_span none = {NULL, 0};
-    const char *q = memchr(url.p, '?', url.n);
-    if (!q) return none;
-    const char *end = url.p + url.n, *p = q + 1;
-    size_t nl = strlen(name);
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        if ((size_t)(stop - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
-            rl_span v = {p + nl + 1, (size_t)(stop - p - nl - 1)};
-            whole->p = p;
-            whole->n = (size_t)(stop - p);
-            return v;
-        }
-        p = stop + 1;
-    }
-    return none;
-}
-
-/* Finds a cookie by name in a Cookie header value. */
-static rl_span cookie_value(rl_span header, const char *name, rl_span *whole) {
-    rl_span none = {NULL, 0};
-    const char *p = header.p, *end = header.p + header.n;
-    size_t nl = strlen(name);
-    while (p && p < end) {
-        while (p < end && (*p == ' ' || *p == ';')) p++;
-        const char *semi = memchr(p, ';', (size_t)(end - p));
-        const char *stop = semi ? semi : end;
-        if ((size_t)(stop - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
-            rl_span v = {p + nl + 1, (size_t)(stop - p - nl - 1)};
-            whole->p = p;
-            whole->n = (size_t)(stop - p);
-            return v;
-        }
-        p = semi ? semi + 1 : end;
-    }
-    return none;
-}
-
 static void set_body(rl_route *r, int status, const char *fmt, const char *arg) {
     r->status = status;
     snprintf(r->body_buf, sizeof r->body_buf, fmt, arg);
     r->body = r->body_buf;
 }
 
-/* Device named by Host "<id>.<domain>[:port]"; 1 when found. */
+/* Device named by a host "<id>.<domain>[:port]"; 1 when found. */
 static int route_by_host(const rl_core *core, rl_span host, char out[RL_ID_MAX + 1]) {
     if (!host.p || !core->domain_len) return 0;
     size_t n = host.n;
@@ -327,89 +298,191 @@ static int route_by_host(const rl_core *core, rl_span host, char out[RL_ID_MAX +
     return rl_device_id_valid(out, id_len);
 }
 
+/* The request target in origin-form and the host it names. An absolute-form target
+ * ("http://cam-1.example/x", RFC 9112 3.2.2) is accepted: its authority is the host (the
+ * Host header is ignored, 7.2) and "/x" is what is routed and forwarded. 0, or -1. */
+static int split_target(const rl_head *h, rl_route *r) {
+    rl_span url = h->url;
+    r->target = url;
+    r->host = rl_span_trim(rl_head_get(h, "host"));
+    if (url.n && url.p[0] == '/') return 0;
+    size_t scheme = url.n > 7 && strncasecmp(url.p, "http://", 7) == 0    ? 7
+                    : url.n > 8 && strncasecmp(url.p, "https://", 8) == 0 ? 8
+                                                                          : 0;
+    if (!scheme) return -1;
+    const char *a = url.p + scheme, *end = url.p + url.n, *q = a;
+    while (q < end && *q != '/' && *q != '?') q++;
+    r->host = (rl_span){a, (size_t)(q - a)};
+    if (!rl_authority_valid(r->host)) return -1; /* userinfo ("@") included */
+    r->target = (rl_span){q, (size_t)(end - q)};
+    r->absolute_form = 1;
+    return 0;
+}
+
+/* The relay's own endpoints on a host that names no device. 1 when answered. */
+static int own_endpoint(rl_core *core, rl_span target, rl_route *r) {
+    if (target.n == 8 && memcmp(target.p, "/healthz", 8) == 0) {
+        /* Alive: the loop answers. 503 only before the relay first became ready. */
+        int ready = atomic_load(&core->ready) || atomic_load(&core->draining);
+        set_body(r, ready ? 200 : 503, "%s", ready ? "ok\n" : "starting\n");
+    } else if (target.n == 7 && memcmp(target.p, "/readyz", 7) == 0) {
+        /* Ready for terminals: listening, the device store readable, not stopping. */
+        const char *why = atomic_load(&core->draining)    ? "draining: the relay is stopping\n"
+                          : !atomic_load(&core->ready)    ? "starting\n"
+                          : !atomic_load(&core->store_ok) ? "device store unreadable\n"
+                                                          : NULL;
+        set_body(r, why ? 503 : 200, "%s", why ? why : "ready\n");
+    } else {
+        return 0;
+    }
+    r->own_endpoint = 1;
+    return 1;
+}
+
+/* "/d/ID/rest": the device and the prefix. 0, or -1 with the answer set in `r`. */
+static int route_by_path(rl_route *r) {
+    rl_span u = r->target;
+    const char *p = u.p + 3, *end = u.p + u.n, *q = p;
+    while (q < end && *q != '/' && *q != '?') q++;
+    size_t id_len = (size_t)(q - p);
+    if (id_len == 0 || id_len > RL_ID_MAX || !rl_device_id_valid(p, id_len)) {
+        set_body(r, 404, "%s", "no such device: device IDs are 1-63 of a-z, 0-9 and -\n");
+        return -1;
+    }
+    memcpy(r->device, p, id_len);
+    r->device[id_len] = 0;
+    r->path_routed = 1;
+    r->prefix_len = 3 + id_len;
+    if (q < end && *q == '/') return 0;
+    /* "/d/ID" is a directory: without the slash a client would resolve the page's relative
+     * links above it. The Location starts "/d/", so it stays on this origin. */
+    size_t rest = (size_t)(end - q);
+    if (rest + 3 + id_len + 2 + 14 > sizeof r->extra) {
+        set_body(r, 431, "%s", "URL too long\n");
+        return -1;
+    }
+    snprintf(r->extra, sizeof r->extra, "Location: /d/%s/%.*s\r\n", r->device, (int)rest, q);
+    set_body(r, 308, "%s", "a device's pages are under /d/ID/: continue at Location\n");
+    r->own_endpoint = 1;
+    return -1;
+}
+
+/* The token and where it came from. With path routing every device shares the relay's
+ * browser origin, so a cookie or a URL token there would let one device's page use another
+ * device's credential: path routing takes Authorization only. 0, or -1 with the answer. */
+static int find_token(rl_core *core, const rl_head *h, rl_route *r, rl_span *tok) {
+    rl_span none = {NULL, 0};
+    *tok = none;
+    if (rl_bearer(rl_head_get(h, "authorization"), tok)) {
+        r->token_in = 1;
+    } else if ((*tok = rl_query_token(r->target)).p) {
+        r->token_in = 2;
+    } else if ((*tok = rl_cookie_token(h)).p) {
+        r->token_in = 3;
+    }
+    if (r->path_routed && r->token_in > 1) {
+        set_body(r, 401,
+                 "path routing (/d/ID/) takes the token only in Authorization: Bearer <token>; "
+                 "browsers use host routing: http://ID.%s/?relay_token=<token>\n",
+                 core->domain_len ? core->domain : "<domain>");
+        return -1;
+    }
+    if (!tok->p || tok->n == 0) {
+        set_body(r, 401, "%s",
+                 r->path_routed ? "missing token: send Authorization: Bearer <token>\n"
+                                : "missing token: send Authorization: Bearer <token> or ?relay_token=<token>\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks the token against the device. A device that is not registered is checked against a
+ * key no token has, so that without a valid token known and unknown devices get the same
+ * answer after the same work: device IDs cannot be probed. */
+static int check_token(rl_core *core, const rl_dev *dev, const char *tokbuf, size_t n, rl_route *r) {
+    static const uint8_t no_device_key[RL_KEY_LEN];
+    char tok_dev[RL_ID_MAX + 1];
+    uint64_t now = (uint64_t)time(NULL);
+    int rc = rl_token_check(core->cfg.token_key, tokbuf, n, r->device, dev ? dev->key : no_device_key, now, tok_dev);
+    if (!dev && rc != RL_TOKEN_MALFORMED) rc = RL_TOKEN_BAD_MAC;
+    if (rc == RL_TOKEN_BAD_MAC && tok_dev[0] && strcmp(tok_dev, r->device) != 0) {
+        /* Maybe a genuine token for another device: that is 403 (its holder knows that device
+         * exists), a forgery is 401 after the same work. */
+        rl_dev *other = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, tok_dev, strlen(tok_dev)));
+        char again[RL_ID_MAX + 1];
+        if (rl_token_check(core->cfg.token_key, tokbuf, n, tok_dev, other ? other->key : no_device_key, now, again) ==
+                RL_TOKEN_OK && other) {
+            set_body(r, 403, "this token is for another device, not %s\n", r->device);
+            return -1;
+        }
+    }
+    if (rc == RL_TOKEN_EXPIRED) {
+        set_body(r, 401, "%s", "token expired\n");
+        return -1;
+    }
+    if (rc != RL_TOKEN_OK) {
+        set_body(r, 401, "%s", rc == RL_TOKEN_MALFORMED ? "malformed token\n" : "invalid token\n");
+        return -1;
+    }
+    /* Checked on every request, so a revocation also ends the next request of an open connection. */
+    uint8_t tid[8];
+    if (rl_token_id(tokbuf, n, tid) != 0 || rl_revoked_has(&core->revoked, tid)) {
+        set_body(r, 401, "%s", "token revoked\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Trades a query token for a cookie on this device's origin (host routing only), sending the
+ * browser to the same path without it. */
+static void trade_token_for_cookie(rl_term *t, rl_route *r, const char *tokbuf) {
+    if (r->target.n > 2048) {
+        set_body(r, 431, "%s", "URL too long\n");
+        return;
+    }
+    struct evbuffer *loc = evbuffer_new();
+    if (!loc) {
+        set_body(r, 503, "%s", "relay out of memory\n");
+        return;
+    }
+    rl_add_same_origin_path(loc, r->target);
+    uint64_t now = (uint64_t)time(NULL), exp = strtoull(strchr(tokbuf, '.') + 1, NULL, 10);
+    long max_age = exp > now ? (long)(exp - now) : 0;
+    snprintf(r->extra, sizeof r->extra,
+             "Location: %.*s\r\nSet-Cookie: relay_token=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s\r\n",
+             (int)evbuffer_get_length(loc), (const char *)evbuffer_pullup(loc, -1), tokbuf, max_age,
+             t->st->ssl ? "; Secure" : "");
+    evbuffer_free(loc);
+    set_body(r, 302, "%s", "token accepted; continue at Location\n");
+}
+
+/* Fast liveness verdict [claims 4, 5, 18]: nothing is sent to a stale address (liveness.c
+ * says why a device is offline). 0 when live. */
+static int check_live(rl_core *core, const rl_dev *dev, rl_route *r) {
+    if ((r->status = rl_liveness_verdict(core, dev, r->device, r->body_buf, sizeof r->body_buf)) == 0) return 0;
+    r->body = r->body_buf;
+    return -1;
+}
+
 static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
     rl_core *core = t->core;
     memset(r, 0, sizeof *r);
-    if (!h->url.p || h->url.n == 0 || h->url.p[0] != '/') {
-        set_body(r, 400, "%s", "request target must be an absolute path\n");
+    t->wants_html = rl_wants_html(h);
+    if (split_target(h, r) != 0) {
+        set_body(r, 400, "%s", "request target must be a path (/x) or an absolute URL (http://host/x)\n");
         return;
     }
-    rl_span host = rl_head_get(h, "host");
-    if (!route_by_host(core, host, r->device)) {
-        if (h->url.n >= 4 && memcmp(h->url.p, "/d/", 3) == 0) {
-            const char *p = h->url.p + 3, *end = h->url.p + h->url.n, *q = p;
-            while (q < end && *q != '/' && *q != '?') q++;
-            size_t id_len = (size_t)(q - p);
-            if (id_len == 0 || id_len > RL_ID_MAX || !rl_device_id_valid(p, id_len)) {
-                set_body(r, 404, "%s", "no such device: device IDs are 1-63 of a-z, 0-9 and -\n");
-                return;
-            }
-            memcpy(r->device, p, id_len);
-            r->device[id_len] = 0;
-            r->path_routed = 1;
-            r->prefix_len = 3 + id_len;
-            if (q == end || *q == '?') {
-                /* "/d/ID" is a directory: without the slash a browser would resolve the page's
-                 * relative links above it and not send the cookie scoped to "/d/ID/". */
-                size_t rest = (size_t)(end - q);
-                if (rest + 3 + id_len + 2 + 14 > sizeof r->extra) {
-                    set_body(r, 431, "%s", "URL too long\n");
-                    return;
-                }
-                snprintf(r->extra, sizeof r->extra, "Location: /d/%s/%.*s\r\n", r->device, (int)rest, q);
-                set_body(r, 308, "%s", "a device's pages are under /d/ID/: continue at Location\n");
-                r->own_endpoint = 1;
-                return;
-            }
-        } else if (h->url.n == 8 && memcmp(h->url.p, "/healthz", 8) == 0) {
-            /* Alive: the loop answers. 503 only before the relay first became ready. */
-            int ready = atomic_load(&core->ready) || atomic_load(&core->draining);
-            set_body(r, ready ? 200 : 503, "%s", ready ? "ok\n" : "starting\n");
-            r->own_endpoint = 1;
-            return;
-        } else if (h->url.n == 7 && memcmp(h->url.p, "/readyz", 7) == 0) {
-            /* Ready for terminals: listening, the device store readable, not stopping. */
-            const char *why = atomic_load(&core->draining)    ? "draining: the relay is stopping\n"
-                              : !atomic_load(&core->ready)    ? "starting\n"
-                              : !atomic_load(&core->store_ok) ? "device store unreadable\n"
-                                                              : NULL;
-            set_body(r, why ? 503 : 200, "%s", why ? why : "ready\n");
-            r->own_endpoint = 1;
-            return;
-        } else {
+    if (!route_by_host(core, r->host, r->device)) {
+        if (r->target.n >= 4 && memcmp(r->target.p, "/d/", 3) == 0) {
+            if (route_by_path(r) != 0) return;
+        } else if (!own_endpoint(core, r->target, r)) {
             set_body(r, 400, "no device named: use http://ID.%s/ or /d/ID/\n", core->domain_len ? core->domain : "<domain>");
             return;
         }
+        if (r->own_endpoint) return;
     }
-    r->id_hash = rl_registry_hash(&core->reg, r->device, strlen(r->device));
-    rl_dev *dev = rl_registry_find(&core->reg, r->id_hash);
-    if (!dev) {
-        set_body(r, 404, "no such device: %s\n", r->device);
-        return;
-    }
-
-    /* The token: Authorization, then query, then cookie. */
-    rl_span tok = {NULL, 0}, whole;
-    rl_span auth = rl_head_get(h, "authorization");
-    if (auth.p && auth.n > 7 && strncasecmp(auth.p, "Bearer ", 7) == 0) {
-        tok.p = auth.p + 7;
-        tok.n = auth.n - 7;
-        r->token_in = 1;
-    }
-    if (!tok.p) {
-        tok = query_param(h->url, "relay_token", &whole);
-        if (tok.p) r->token_in = 2;
-    }
-    if (!tok.p) {
-        for (int i = 0; i < h->n_headers && !tok.p; i++)
-            if (rl_span_ieq(h->names[i], "cookie")) tok = cookie_value(h->values[i], "relay_token", &whole);
-        if (tok.p) r->token_in = 3;
-    }
-    if (!tok.p || tok.n == 0) {
-        set_body(r, 401, "%s", "missing token: send Authorization: Bearer <token> or ?relay_token=<token>\n");
-        return;
-    }
-    char tok_dev[RL_ID_MAX + 1];
+    rl_span tok;
+    if (find_token(core, h, r, &tok) != 0) return;
     char tokbuf[RL_TOKEN_MAX];
     if (tok.n >= sizeof tokbuf) {
         set_body(r, 401, "%s", "malformed token\n");
@@ -417,131 +490,58 @@ static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
     }
     memcpy(tokbuf, tok.p, tok.n);
     tokbuf[tok.n] = 0;
-    uint64_t now = (uint64_t)time(NULL);
-    int rc = rl_token_check(core->cfg.token_key, tokbuf, tok.n, r->device, dev->key, now, tok_dev);
-    if (rc == RL_TOKEN_BAD_MAC && tok_dev[0] && strcmp(tok_dev, r->device) != 0) {
-        /* Maybe a genuine token for another device: that is 403, a forgery is 401. */
-        rl_dev *other = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, tok_dev, strlen(tok_dev)));
-        if (other && rl_token_check(core->cfg.token_key, tokbuf, tok.n, tok_dev, other->key, now, tok_dev) == RL_TOKEN_OK) {
-            set_body(r, 403, "this token is for another device, not %s\n", r->device);
-            return;
-        }
-    }
-    if (rc == RL_TOKEN_EXPIRED) {
-        set_body(r, 401, "%s", "token expired\n");
-        return;
-    }
-    if (rc != RL_TOKEN_OK) {
-        set_body(r, 401, "%s", rc == RL_TOKEN_MALFORMED ? "malformed token\n" : "invalid token\n");
-        return;
-    }
-    /* Checked on every request, so a revocation also ends the next request of an open connection. */
-    uint8_t tid[8];
-    if (rl_token_id(tokbuf, tok.n, tid) != 0 || rl_revoked_has(&core->revoked, tid)) {
-        set_body(r, 401, "%s", "token revoked\n");
-        return;
-    }
-
+    r->id_hash = rl_registry_hash(&core->reg, r->device, strlen(r->device));
+    rl_dev *dev = rl_registry_find(&core->reg, r->id_hash);
+    if (check_token(core, dev, tokbuf, tok.n, r) != 0) return;
     if (r->token_in == 2) {
-        /* Trade the query token for a cookie on this device's origin, and drop it from the URL. */
-        char loc[2048];
-        size_t a = (size_t)(whole.p - h->url.p), b = a + whole.n;
-        if (b < h->url.n && h->url.p[b] == '&') b++;
-        else if (a > 0 && (h->url.p[a - 1] == '&' || h->url.p[a - 1] == '?')) a--;
-        if (a + (h->url.n - b) + 1 > sizeof loc) {
-            set_body(r, 431, "%s", "URL too long\n");
-            return;
-        }
-        memcpy(loc, h->url.p, a);
-        memcpy(loc + a, h->url.p + b, h->url.n - b);
-        size_t loc_len = a + h->url.n - b;
-        if (loc_len > 0 && loc[loc_len - 1] == '?') loc_len--;
-        loc[loc_len] = 0;
-        uint64_t exp = strtoull(strchr(tokbuf, '.') + 1, NULL, 10);
-        long max_age = exp > now ? (long)(exp - now) : 0;
-        snprintf(r->extra, sizeof r->extra,
-                 "Location: %s\r\nSet-Cookie: relay_token=%s; Path=%s%s%s; Max-Age=%ld; HttpOnly; SameSite=Lax%s\r\n",
-                 loc, tokbuf, r->path_routed ? "/d/" : "/", r->path_routed ? r->device : "", r->path_routed ? "/" : "",
-                 max_age, t->st->ssl ? "; Secure" : "");
-        set_body(r, 302, "%s", "token accepted; continue at Location\n");
+        trade_token_for_cookie(t, r, tokbuf);
         return;
     }
-
-    /* Fast liveness verdict [claims 4, 5, 18]: nothing is sent to a stale address. */
-    uint32_t now_s = rl_core_now_s(core);
-    if (dev->last_access == 0 || dev->sock == RL_NO_SOCK) {
-        set_body(r, 503, "device %s is offline: it has not notified the relay since the relay started\n", r->device);
-        return;
-    }
-    uint32_t age = now_s - (dev->last_access - 1);
-    if (age > core->cfg.period_s) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%s is offline: last notify %u s ago, max access period %u s", r->device, age,
-                 core->cfg.period_s);
-        set_body(r, 503, "device %s\n", msg);
-        return;
-    }
+    if (check_live(core, dev, r) != 0) return;
     rl_span sid = rl_head_get(h, "x-relay-session");
     if (sid.p && sid.n == 2 * RL_SESSION_ID_LEN && rl_unhex(sid.p, sid.n, r->reuse_sid, RL_SESSION_ID_LEN) == 0)
         r->has_reuse_sid = 1;
 }
 
-/* Writes the request head as the device must see it: prefix and relay credentials gone. */
+/* Writes the request head as the device must see it: origin-form target without the prefix,
+ * none of the relay's credentials, the relay's forwarding headers. */
 static void write_forward_head(rl_term *t, const rl_head *h, const rl_route *r, struct evbuffer *out) {
-    const char *method = http_method_str((enum http_method)h->method);
-    const char *path = h->url.p;
-    size_t path_len = h->url.n;
-    rl_span whole = {NULL, 0};
+    rl_span path = r->target, cred;
     if (r->path_routed) {
-        path += r->prefix_len;
-        path_len -= r->prefix_len;
+        path.p += r->prefix_len;
+        path.n -= r->prefix_len;
     }
-    evbuffer_add_printf(out, "%s ", method);
-    if (path_len == 0 || path[0] != '/') evbuffer_add(out, "/", 1);
-    evbuffer_add(out, path, path_len);
+    evbuffer_add_printf(out, "%s ", http_method_str((enum http_method)h->method));
+    if (path.n == 0 || path.p[0] != '/') evbuffer_add(out, "/", 1);
+    rl_add_target_without_tokens(out, path);
     evbuffer_add_printf(out, " HTTP/%d.%d\r\n", h->major, h->minor);
+    if (r->absolute_form) evbuffer_add_printf(out, "Host: %.*s\r\n", (int)r->host.n, r->host.p);
     for (int i = 0; i < h->n_headers; i++) {
         rl_span n = h->names[i], v = h->values[i];
-        if (rl_span_ieq(n, "x-relay-session")) continue;
-        if (rl_span_ieq(n, "authorization") && r->token_in == 1) continue;
-        if (rl_span_ieq(n, "x-forwarded-for")) continue; /* rewritten below with the peer appended */
-        if (rl_span_ieq(n, "x-forwarded-proto")) continue; /* the relay's own, below */
+        if (rl_relay_owned_header(n)) continue;
+        if (r->absolute_form && rl_span_ieq(n, "host")) continue; /* the target's authority, above */
+        /* Bearer is the relay's scheme: a request carrying one was checked by it (it comes first). */
+        if (rl_span_ieq(n, "authorization") && rl_bearer(v, &cred)) continue;
         if (rl_span_ieq(n, "cookie")) {
-            rl_span tok = cookie_value(v, "relay_token", &whole);
-            if (tok.p) {
-                /* Keep the device's own cookies, drop ours. */
-                size_t a = (size_t)(whole.p - v.p), b = a + whole.n;
-                while (b < v.n && (v.p[b] == ';' || v.p[b] == ' ')) b++;
-                while (a > 0 && (v.p[a - 1] == ' ' || v.p[a - 1] == ';') && b == v.n) a--;
-                if (a == 0 && b == v.n) continue;
-                evbuffer_add(out, n.p, n.n);
-                evbuffer_add(out, ": ", 2);
-                evbuffer_add(out, v.p, a);
-                evbuffer_add(out, v.p + b, v.n - b);
-                evbuffer_add(out, "\r\n", 2);
-                continue;
-            }
+            rl_add_cookie_without_tokens(out, n, v);
+            continue;
         }
         evbuffer_add(out, n.p, n.n);
         evbuffer_add(out, ": ", 2);
         if (v.p) evbuffer_add(out, v.p, v.n);
         evbuffer_add(out, "\r\n", 2);
     }
-    rl_span xff = rl_head_get(h, "x-forwarded-for");
-    if (xff.p) evbuffer_add_printf(out, "X-Forwarded-For: %.*s, %s\r\n", (int)xff.n, xff.p, t->peer);
-    else evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", t->peer);
-    if (r->path_routed) evbuffer_add_printf(out, "X-Forwarded-Prefix: /d/%s\r\n", r->device);
-    evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", t->st->ssl ? "https" : "http");
+    rl_add_forwarding_headers(out, h, t->peer, t->st->ssl != NULL, r->host, r->path_routed ? r->device : NULL);
     evbuffer_add(out, "\r\n", 2);
 }
 
 /* ---- the first request: decide, then wake or reuse ---- */
 
-/* With TLS, the plain port only sends terminals to the HTTPS one (health answers stay). */
-static void redirect_to_https(rl_term *t, const rl_head *h, rl_route *r) {
-    rl_span host = rl_head_get(h, "host");
-    memset(r, 0, sizeof *r);
-    size_t n = host.p ? host.n : 0;
+/* With TLS, the plain port only sends terminals to the HTTPS one (health answers stay). The
+ * host was checked as a host[:port] with the head (rl_flow_head), so the Location names it. */
+static void redirect_to_https(rl_term *t, rl_route *r) {
+    rl_span host = r->host, target = r->target;
+    size_t n = host.n;
     if (n && host.p[0] != '[') {
         const char *colon = memchr(host.p, ':', n);
         if (colon) n = (size_t)(colon - host.p);
@@ -549,16 +549,21 @@ static void redirect_to_https(rl_term *t, const rl_head *h, rl_route *r) {
         const char *end = memchr(host.p, ']', n);
         n = end ? (size_t)(end - host.p) + 1 : 0;
     }
-    if (!n || n > 255 || h->url.n > 2048) {
+    memset(&r->extra, 0, sizeof r->extra);
+    r->status = 0;
+    int origin_form = target.n == 0 || target.p[0] == '/' || target.p[0] == '?';
+    if (!n || n > 255 || target.n > 2048 || !origin_form || !rl_authority_valid((rl_span){host.p, n})) {
         set_body(r, 400, "%s", "this port redirects to HTTPS and needs a Host header\n");
+        r->own_endpoint = 0;
         term_refuse(t, r);
         return;
     }
     int port = t->core->https[0].port;
     char portbuf[8] = "";
     if (port != 443) snprintf(portbuf, sizeof portbuf, ":%d", port);
-    snprintf(r->extra, sizeof r->extra, "Location: https://%.*s%s%.*s\r\n", (int)n, host.p, portbuf, (int)h->url.n,
-             h->url.p);
+    int slash = target.n == 0 || target.p[0] != '/';
+    snprintf(r->extra, sizeof r->extra, "Location: https://%.*s%s%s%.*s\r\n", (int)n, host.p, portbuf, slash ? "/" : "",
+             (int)target.n, target.p);
     set_body(r, 308, "%s", "this relay serves terminals over HTTPS: continue at Location\n");
     r->own_endpoint = 1;
     term_refuse(t, r);
@@ -575,6 +580,9 @@ static int term_on_head(rl_term *t) {
         } else if (t->st->eof) {
             rl_term_close(t, RL_OUTCOME_ABORTED);
             return -1;
+        } else if (!t->head_since_us && evbuffer_get_length(in) > 0) {
+            t->head_since_us = rl_mono_us(); /* the header timeout runs from this head's first byte */
+            term_arm_timer(t);
         }
         return 0;
     }
@@ -588,19 +596,20 @@ static int term_on_head(rl_term *t) {
     rl_route r;
     if (rl_flow_head(&t->req, HTTP_REQUEST, p, head_len, &h) != 0) {
         memset(&r, 0, sizeof r);
-        set_body(&r, 400, "%s", "malformed HTTP request\n");
+        set_body(&r, 400, "malformed HTTP request: %s\n", h.error ? h.error : "not HTTP/1.x");
         term_refuse(t, &r);
         return 0;
     }
     route_request(t, &h, &r);
     if (!t->st->ssl && core->tls && core->n_https > 0 && !r.own_endpoint) {
-        redirect_to_https(t, &h, &r);
+        redirect_to_https(t, &r);
         return 0;
     }
     if (r.status) {
         term_refuse(t, &r);
         return 0;
     }
+    t->head_since_us = 0;
     evtimer_del(t->head_timer);
     /* The head stays in the buffer: it is parsed again and forwarded once a link is bound. */
     rl_flow_next(&t->req);
@@ -654,6 +663,11 @@ void rl_term_rewake(rl_term *t) {
     push_record(t, 0, RL_OUTCOME_RELAYED);
     if (t->sess) t->sess->term = NULL;
     t->sess = NULL;
+    t->upgrade_wait = 0;
+    if (t->close_after) {
+        term_close_after_flush(t, 1); /* that response was the connection's last */
+        return;
+    }
     if (atomic_load_explicit(&t->core->draining, memory_order_relaxed) && evbuffer_get_length(t->st->in) == 0) {
         rl_term_close(t, RL_OUTCOME_RELAYED); /* draining: no next request on this connection */
         return;
@@ -662,6 +676,9 @@ void rl_term_rewake(rl_term *t) {
     t->bytes_to_device = t->bytes_to_terminal = 0;
     t->started_us = rl_mono_us();
     t->reused = 0;
+    t->head_since_us = 0;
+    t->last_active_s = rl_core_now_s(t->core);
+    term_arm_timer(t);
     rl_flow_next(&t->req);
     rl_stream_read(t->st, 1);
     if (evbuffer_get_length(t->st->in) > 0) term_on_head(t);
@@ -670,21 +687,114 @@ void rl_term_rewake(rl_term *t) {
 void rl_term_bound(rl_term *t) {
     t->state = TERM_BOUND;
     t->last_active_s = rl_core_now_s(t->core);
-    if (t->core->cfg.idle_timeout_s) {
-        /* The head timer serves as the idle timer while bound (see on_head_timeout). */
-        struct timeval tv = {t->core->cfg.idle_timeout_s, 0};
-        evtimer_add(t->head_timer, &tv);
-    }
+    t->head_since_us = 0;
+    term_arm_timer(t);
     rl_term_pump_request(t);
+}
+
+/* The device's response head to the oldest request in flight (called by session.c). Only a
+ * 101 answering an Upgrade request makes the terminal's side opaque; any other final answer
+ * lets the next head be read, routed and checked like every head. A response that ends its
+ * connection (Connection: close, HTTP/1.0) ends the terminal's after it too: the relay
+ * forwarded that header, so the terminal expects it. */
+void rl_term_response_head(rl_term *t, const rl_head *h) {
+    rl_session *s = t->sess;
+    if (h->status < 200 && h->status != 101) return;
+    if (t->upgrade_wait && s && s->pend_count == 1) {
+        t->upgrade_wait = 0;
+        if (h->status == 101) {
+            t->req.raw = 1;
+            t->req.in_body = 0;
+            return;
+        }
+    }
+    if (h->status != 101 && !h->keep_alive) t->close_after = CLOSE_DEVICE_SAID;
+}
+
+/* The terminal leaves its session; the link is kept idle for reuse only if `keep_link`. */
+static void term_leave_session(rl_term *t, int keep_link) {
+    rl_session *s = t->sess;
+    push_record(t, 0, RL_OUTCOME_RELAYED);
+    t->sess = NULL;
+    s->term = NULL;
+    if (keep_link) rl_session_detach(s);
+    else rl_session_free(s);
 }
 
 /* ---- a bound connection: forward every request, rewriting each head ---- */
 
+/* A head that is not forwarded on this session (a refusal, a malformed head, another
+ * device): once the responses in flight are complete, it is handled as a first head. */
+static int term_restart_head(rl_term *t) {
+    term_leave_session(t, 1);
+    t->state = TERM_HEAD;
+    t->bytes_to_device = t->bytes_to_terminal = 0;
+    t->started_us = rl_mono_us();
+    t->reused = 0;
+    return term_on_head(t);
+}
+
+/* Forwards the next complete head of `in`. 1: forwarded, 0: no complete head yet, 2: a
+ * complete head waits (for a free pipeline slot, or for the responses in flight to finish
+ * before it is refused), -1: `t` was closed or handed to term_on_head. */
+static int forward_next_head(rl_term *t, rl_session *s, struct evbuffer *in, struct evbuffer *out) {
+    size_t head_len = rl_flow_find_head(in);
+    if (!head_len) {
+        if (evbuffer_get_length(in) > t->core->cfg.max_header_bytes) {
+            rl_term_close(t, RL_OUTCOME_ABORTED);
+            return -1;
+        }
+        if (!t->head_since_us) {
+            t->head_since_us = rl_mono_us(); /* the header timeout runs from this head's first byte */
+            term_arm_timer(t);
+        }
+        return 0;
+    }
+    if (s->pend_count == RL_MAX_PIPELINE) return 2;
+    rl_head h;
+    rl_route r;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
+    int parsed = head_len <= t->core->cfg.max_header_bytes && rl_flow_head(&t->req, HTTP_REQUEST, p, head_len, &h) == 0;
+    if (parsed) route_request(t, &h, &r);
+    if (!parsed || r.status || r.id_hash != s->id_hash) {
+        rl_flow_next(&t->req);
+        /* First let the responses in flight finish; term_on_head answers it then. */
+        if (s->pend_count > 0 || !rl_session_at_boundary(s)) return 2;
+        term_restart_head(t);
+        return -1;
+    }
+    write_forward_head(t, &h, &r, out);
+    evbuffer_drain(in, head_len);
+    t->head_since_us = 0;
+    uint32_t slot = (s->pend_first + s->pend_count) % RL_MAX_PIPELINE;
+    s->pending_head[slot] = h.method == HTTP_HEAD;
+    s->pend_count++;
+    /* After an Upgrade request nothing more is read until the device answers it; after a
+     * last request (Connection: close, HTTP/1.0), nothing more at all (RFC 9112 9.6). */
+    if (h.upgrade) t->upgrade_wait = 1;
+    if (!h.keep_alive) t->close_after = CLOSE_TERMINAL_SAID;
+    if (!t->req.in_body) rl_flow_next(&t->req);
+    return 1;
+}
+
+/* The head reader waits: for the device's answer to an Upgrade, or for the connection's end. */
+static int term_heads_held(const rl_term *t) {
+    return t->upgrade_wait || t->close_after;
+}
+
 int rl_term_pump_request(rl_term *t) {
     rl_session *s = t->sess;
     if (!s || !s->link || t->state != TERM_BOUND) return 0;
+    if (t->close_after && s->pend_count == 0 && rl_session_at_boundary(s)) {
+        /* The last response is complete: close after it; a link the device keeps open stays
+         * for reuse unless the device said close. */
+        term_leave_session(t, t->close_after == CLOSE_TERMINAL_SAID);
+        term_close_after_flush(t, 1);
+        return -1;
+    }
     struct evbuffer *in = t->st->in, *out = s->link->out;
     size_t before = evbuffer_get_length(out);
+    int waiting = 0; /* a complete head waits: read no more meanwhile (bytes stay in the kernel) */
     while (evbuffer_get_length(in) > 0 && !rl_stream_out_high(s->link)) {
         if (t->req.raw || t->req.in_body) {
             long n = rl_flow_body(&t->req, in, out);
@@ -696,53 +806,20 @@ int rl_term_pump_request(rl_term *t) {
             if (n == 0) break;
             continue;
         }
-        size_t head_len = rl_flow_find_head(in);
-        if (!head_len) {
-            if (evbuffer_get_length(in) > t->core->cfg.max_header_bytes) {
-                rl_term_close(t, RL_OUTCOME_ABORTED);
-                return -1;
-            }
-            break;
-        }
-        if (s->pend_count == RL_MAX_PIPELINE) break;
-        rl_head h;
-        rl_route r;
-        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
-        if (head_len > t->core->cfg.max_header_bytes || rl_flow_head(&t->req, HTTP_REQUEST, p, head_len, &h) != 0) {
-            rl_term_close(t, RL_OUTCOME_ABORTED);
-            return -1;
-        }
-        route_request(t, &h, &r);
-        if (r.status || r.id_hash != s->id_hash) {
-            /* Another device, or a refusal: first let the responses in flight finish. */
-            if (s->pend_count > 0 || !rl_session_at_boundary(s)) {
-                rl_flow_next(&t->req);
-                break;
-            }
-            rl_flow_next(&t->req);
-            push_record(t, 0, RL_OUTCOME_RELAYED);
-            t->sess = NULL;
-            s->term = NULL;
-            rl_session_detach(s);
-            t->state = TERM_HEAD;
-            t->bytes_to_device = t->bytes_to_terminal = 0;
-            t->started_us = rl_mono_us();
-            t->reused = 0;
-            return term_on_head(t);
-        }
-        write_forward_head(t, &h, &r, out);
-        evbuffer_drain(in, head_len);
-        uint32_t slot = (s->pend_first + s->pend_count) % RL_MAX_PIPELINE;
-        s->pending_head[slot] = h.method == HTTP_HEAD;
-        s->pend_count++;
-        if (!t->req.in_body && !t->req.raw) rl_flow_next(&t->req);
+        if (t->close_after) evbuffer_drain(in, evbuffer_get_length(in)); /* pipelined after the last */
+        if (term_heads_held(t)) break;
+        int got = forward_next_head(t, s, in, out);
+        if (got < 0) return -1;
+        waiting = got == 2;
+        if (got != 1) break;
     }
     size_t moved = evbuffer_get_length(out) - before;
     if (moved) t->last_active_s = rl_core_now_s(t->core);
     t->bytes_to_device += moved;
     CTR_ADD(t->core->ctr.bytes_to_device, moved);
     rl_stream_flush(s->link);
-    rl_stream_read(t->st, !rl_stream_out_high(s->link) && !t->st->eof);
+    int held = waiting || (term_heads_held(t) && !t->req.raw && !t->req.in_body);
+    rl_stream_read(t->st, !rl_stream_out_high(s->link) && !t->st->eof && !held);
     if (t->st->eof && evbuffer_get_length(in) == 0 && t->req.raw) rl_stream_shutdown_after_flush(s->link);
     return 0;
 }
@@ -785,25 +862,68 @@ static void term_cb(rl_stream *st, int event, void *arg) {
     }
 }
 
+/* ---- timers: one per terminal, for the head being read and for idleness ----
+ *
+ * Every request head must be complete within the header timeout of its first byte (the first
+ * one: of the connection's accept). Between requests, and while bound, a connection with no
+ * byte moving either way for the idle timeout is closed. */
+
+static uint64_t head_deadline_us(const rl_term *t) {
+    return t->head_since_us ? t->head_since_us + (uint64_t)t->core->cfg.header_timeout_ms * 1000 : 0;
+}
+
+/* Idle is measured while bound or between requests, not while a head is being read. */
+static uint64_t idle_deadline_us(const rl_term *t, uint64_t now) {
+    uint32_t limit = t->core->cfg.idle_timeout_s;
+    if (!limit || t->head_since_us || (t->state != TERM_BOUND && t->state != TERM_HEAD)) return 0;
+    uint32_t idle = rl_core_now_s(t->core) - t->last_active_s;
+    return now + (idle < limit ? (uint64_t)(limit - idle) * 1000000 : 0);
+}
+
+static void term_arm_timer(rl_term *t) {
+    uint64_t now = rl_mono_us(), head = head_deadline_us(t), idle = idle_deadline_us(t, now);
+    uint64_t at = head && (!idle || head < idle) ? head : idle;
+    if (!at) {
+        evtimer_del(t->head_timer);
+        return;
+    }
+    uint64_t wait = at > now ? at - now : 0;
+    struct timeval tv = {(time_t)(wait / 1000000), (suseconds_t)(wait % 1000000)};
+    evtimer_add(t->head_timer, &tv);
+}
+
+/* A head not complete in time: 408 and close, the session and its link freed. With responses
+ * still in flight the 408 cannot be put between them: the connection ends after them. */
+static void head_timed_out(rl_term *t) {
+    CTR_INC(t->core->ctr.refused_bad_request);
+    t->head_since_us = 0;
+    rl_session *s = t->sess;
+    if (t->state == TERM_BOUND && s && (s->pend_count > 0 || !rl_session_at_boundary(s))) {
+        t->close_after = CLOSE_DEVICE_SAID;
+        rl_stream_read(t->st, 0);
+        term_arm_timer(t);
+        return;
+    }
+    if (s) term_leave_session(t, 0);
+    term_answer(t, 408, NULL, "request head not received in time\n");
+}
+
 static void on_head_timeout(evutil_socket_t fd, short what, void *arg) {
     rl_term *t = arg;
     if (t->state == TERM_CLOSING) {
         rl_term_close(t, RL_OUTCOME_REFUSED);
         return;
     }
-    if (t->state == TERM_BOUND) {
-        uint32_t limit = t->core->cfg.idle_timeout_s, idle = rl_core_now_s(t->core) - t->last_active_s;
-        if (!limit) return;
-        if (idle < limit) {
-            struct timeval tv = {limit - idle, 0};
-            evtimer_add(t->head_timer, &tv);
-            return;
-        }
+    if (t->state == TERM_WAKING) return; /* the wake timeout covers it */
+    uint64_t now = rl_mono_us(), head = head_deadline_us(t), idle = idle_deadline_us(t, now);
+    if (head && head <= now) {
+        head_timed_out(t);
+        return;
+    }
+    if (idle && idle <= now) {
         CTR_INC(t->core->ctr.idle_timeouts);
         rl_term_close(t, RL_OUTCOME_ABORTED); /* nothing either way for idle_timeout_s */
         return;
     }
-    if (t->state != TERM_HEAD) return;
-    CTR_INC(t->core->ctr.refused_bad_request);
-    term_answer(t, 408, NULL, "request head not received in time\n");
+    term_arm_timer(t);
 }

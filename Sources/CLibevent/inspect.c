@@ -172,7 +172,7 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static void fill_view(rl_core *core, rl_device_view *v, uint32_t now_s) {
+static void fill_view(rl_core *core, rl_device_view *v, uint32_t now_ds) {
     uint64_t h = rl_registry_hash(&core->reg, v->id, strnlen(v->id, RL_ID_MAX));
     rl_dev *dev = rl_registry_find(&core->reg, h);
     v->known = dev != NULL;
@@ -184,11 +184,21 @@ static void fill_view(rl_core *core, rl_device_view *v, uint32_t now_s) {
     v->last_wake_unix = 0;
     v->last_wake_outcome = 0;
     v->last_wake_latency_us = 0;
+    v->offline_reason[0] = 0;
     if (!dev) return;
-    if (dev->last_access) {
-        uint32_t age = now_s - (dev->last_access - 1);
-        v->last_notify_a_age_s = age;
-        v->online = dev->sock != RL_NO_SOCK && age <= core->cfg.period_s;
+    /* The front's own verdict (liveness.c): a notify A within the period, an anchor, and no
+     * LEAVE or unanswered wake since; last_access is in tenths of a second. */
+    if (dev->last_access) v->last_notify_a_age_s = (now_ds - (dev->last_access - 1)) / 10;
+    v->online = (uint32_t)rl_device_alive(core, dev, now_ds);
+    if (!v->online) {
+        char msg[200];
+        rl_liveness_verdict(core, dev, v->id, msg, sizeof msg);
+        const char *why = strstr(msg, "is offline: ");
+        why = why ? why + strlen("is offline: ") : msg;
+        size_t n = strcspn(why, "\n");
+        if (n >= sizeof v->offline_reason) n = sizeof v->offline_reason - 1;
+        memcpy(v->offline_reason, why, n);
+        v->offline_reason[n] = 0;
     }
     if (dev->sock != RL_NO_SOCK) format_addr(dev->addr, dev->port, v->address, sizeof v->address);
     rl_track *e = track_find(core, h);
@@ -216,8 +226,8 @@ static void run_devices(rl_inspect_req *r) {
 
 static void fill_page(rl_inspect_req *r) {
     rl_core *core = r->core;
-    uint32_t now_s = rl_core_now_s(core);
-    for (size_t i = 0; i < r->n; i++) fill_view(core, &r->views[i], now_s);
+    uint32_t now_ds = rl_core_now_ds(core);
+    for (size_t i = 0; i < r->n; i++) fill_view(core, &r->views[i], now_ds);
     if (core->n_sessions == 0 || r->n == 0) return;
     /* Sessions per device: one pass over the session table, each session's device found by
      * binary search among the page's hashes (hash, index pairs sorted by hash). */
@@ -324,13 +334,13 @@ static void run_end_session(rl_inspect_req *r) {
 static int run_summary(rl_inspect_req *r) {
     rl_core *core = r->core;
     uint64_t t0 = rl_mono_us();
-    uint32_t now = rl_core_now_s(core);
+    uint32_t now_ds = rl_core_now_ds(core);
     uint32_t end = core->reg.count;
     if (end - r->pos > RL_SUMMARY_CHUNK && r->pos < end) end = r->pos + RL_SUMMARY_CHUNK;
     for (uint32_t i = r->pos; i < end; i++) {
         const rl_dev *d = &core->reg.devs[i];
         if (!d->last_access) r->acc_never++;
-        else if (d->sock != RL_NO_SOCK && now - (d->last_access - 1) <= core->cfg.period_s) r->acc_online++;
+        else if (rl_device_alive(core, d, now_ds)) r->acc_online++;
     }
     r->pos = end;
     r->acc_us += rl_mono_us() - t0;

@@ -27,9 +27,11 @@
 #include "tally.h"
 #include "tls.h"
 #include "revoked.h"
+#include "marks.h"
 
 #define RL_MAX_LISTENERS 8
 #define RL_RECORD_RING 4096
+#define RL_EVENT_RING 256
 #define RL_MAX_PIPELINE 32 /* requests awaiting a response on one link */
 
 /* Single-writer counters: the loop thread adds, scrapers read. A relaxed load plus a
@@ -41,8 +43,9 @@ typedef _Atomic uint64_t rl_counter;
 #define CTR_GET(c) atomic_load_explicit(&(c), memory_order_relaxed)
 
 /* Dropped datagrams are counted by the kind they claimed to be and why they were dropped. */
-enum { RL_DK_PERIOD, RL_DK_NOTIFY_A, RL_DK_NOTIFY_B, RL_DK_OTHER, RL_DK_N };
-enum { RL_DR_MALFORMED, RL_DR_UNKNOWN_DEVICE, RL_DR_BAD_AUTH, RL_DR_REPLAY, RL_DR_STALE_EPOCH, RL_DR_N };
+enum { RL_DK_PERIOD, RL_DK_NOTIFY_A, RL_DK_NOTIFY_B, RL_DK_LEAVE, RL_DK_OTHER, RL_DK_N };
+enum { RL_DR_MALFORMED, RL_DR_UNKNOWN_DEVICE, RL_DR_BAD_AUTH, RL_DR_REPLAY, RL_DR_STALE_EPOCH, RL_DR_OLD_VERSION,
+       RL_DR_N };
 #define DROP(core, kind, reason) CTR_INC((core)->ctr.dgram_drop[kind][reason])
 
 /* Wake-to-callback latency histogram: upper bounds in microseconds, then one overflow bucket. */
@@ -74,9 +77,11 @@ struct rl_counters {
     rl_counter limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes,
         limited_callback_source;
     rl_counter idle_timeouts, accept_paused;
+    rl_counter notify_acks, leaves, wakes_unanswered, anchor_flaps, rejects_sent, events_lost;
     rl_counter tls_terminal_ok, tls_terminal_failed, tls_device_ok, tls_device_failed, device_certs_refused;
 };
 
+#define RL_UDP_BATCH 64
 typedef struct rl_udp_sock {
     int fd;
     int family;
@@ -84,6 +89,13 @@ typedef struct rl_udp_sock {
     rl_core *core;
     uint8_t index;
     uint32_t rcvbuf; /* receive buffer the kernel granted (what SO_RCVBUF reads back, halved) */
+    /* Replies to one received batch (ACKs, PERIOD_INFO, RESYNC, REJECT), sent together with
+     * one sendmmsg: an ACK per notify costs a fraction of a system call. */
+    uint32_t n_out;
+    uint8_t out_len[RL_UDP_BATCH];
+    uint8_t out[RL_UDP_BATCH][4 + RL_ID_MAX + 36 + 16];
+    struct sockaddr_storage out_to[RL_UDP_BATCH];
+    socklen_t out_to_len[RL_UDP_BATCH];
 } rl_udp_sock;
 
 typedef struct rl_listener {
@@ -162,6 +174,11 @@ struct rl_core {
     pthread_mutex_t rec_mu;
     rl_session_record *recs;
     size_t rec_head, rec_count;
+    rl_core_event *events;   /* operator events for the log (also rec_mu) */
+    size_t ev_head, ev_count;
+    rl_marks marks;          /* offline times and previous anchors (marks.h) */
+    uint32_t reject_s, rejects_in_s; /* REJECT budget: per second, for the whole relay */
+    uint32_t old_version_logged_s;   /* an old agent is logged at most once a second */
 
     struct rl_counters ctr;
     rl_mac mac; /* loop thread's HMAC context */
@@ -169,17 +186,24 @@ struct rl_core {
 
 /* ---- time ---- */
 uint32_t rl_core_now_s(const rl_core *core);      /* monotonic seconds since start */
+uint32_t rl_core_now_ds(const rl_core *core);     /* monotonic tenths of a second since start */
 uint64_t rl_mono_us(void);
 
 /* ---- core.c ---- */
 void rl_init_threads(void); /* once per process, before any event_base */
 void rl_core_push_record(rl_core *core, const rl_session_record *rec);
+/* Queues an operator event (RL_EVENT_*) for the control layer's log; dropped and counted
+ * when the log is behind. Callers rate-limit what an outsider can trigger. */
+void rl_core_push_event(rl_core *core, uint32_t kind, const char *device_id, size_t id_len, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* ---- udp.c ---- */
 int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len);
 /* The smallest receive buffer the kernel granted among the UDP sockets (0 with none). */
 uint32_t rl_udp_rcvbuf(const rl_core *core);
 void rl_udp_close_all(rl_core *core);
+/* Sends the replies queued on `u` (one sendmmsg). */
+void rl_udp_flush(rl_udp_sock *u);
 /* Sends CONNECT_REQUEST for `s` to its device's current anchor. 0, or -1 when the
  * device has no anchor (never notified) or was removed. */
 int rl_udp_send_connect(rl_core *core, rl_session *s);
@@ -188,6 +212,18 @@ int rl_udp_send_connect(rl_core *core, rl_session *s);
  * that the fuzz target Tests/fuzz/fuzz_dgram.c can drive it without a socket read. */
 void rl_udp_handle(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
                    const struct sockaddr *from, socklen_t from_len);
+
+/* ---- liveness.c ---- */
+/* 1 when `dev` counts as alive at `now_ds`: a NOTIFY_A within the max access period, an
+ * anchor, and neither a LEAVE nor an unanswered wake since. */
+int rl_device_alive(const rl_core *core, const rl_dev *dev, uint32_t now_ds);
+/* 0 when alive; else 503 with the reason (and how long ago) in `msg`. */
+int rl_liveness_verdict(rl_core *core, const rl_dev *dev, const char *id, char *msg, size_t n);
+/* The device left (RL_DEV_LEFT) or did not answer a wake (RL_DEV_UNANSWERED): offline until
+ * it notifies again, with the time kept in its mark. */
+void rl_device_went_offline(rl_core *core, rl_dev *dev, uint8_t why);
+/* A verified notify: whatever took it offline is over. */
+void rl_device_heard(rl_core *core, rl_dev *dev);
 
 /* ---- session.c ---- */
 enum rl_session_state { SESS_WAKING, SESS_BOUND, SESS_IDLE };
@@ -199,6 +235,10 @@ typedef struct rl_flow {
     int in_body;      /* head seen; counting body bytes of the current message */
     int done;         /* set by on_message_complete */
     int skip_body;    /* response to a HEAD request */
+    int chunk_check;  /* a chunked request body: its framing is checked byte by byte (flow.c) */
+    int chunk_state;  /* where in the chunk grammar the next byte is */
+    uint64_t chunk_left;  /* data bytes left in the current chunk (its size while reading it) */
+    int chunk_digits; /* hex digits of the current chunk size so far */
 } rl_flow;
 
 struct rl_session {
@@ -275,7 +315,12 @@ struct rl_term {
     rl_tally_entry *source;  /* this address's entry in core->sources (counts it as open) */
     int tls_seen;            /* TLS: the handshake's outcome was counted */
     uint32_t last_active_s;  /* core seconds of the last byte moved while bound */
+    int wants_html;          /* its latest request head accepts text/html: answers as pages */
+    uint64_t head_since_us;  /* a head is being read since then (its header timeout), or 0 */
+    int upgrade_wait;        /* an Upgrade request was forwarded: no next head until its answer */
+    int close_after;         /* CLOSE_*: the connection ends after the responses in flight */
 };
+enum { CLOSE_TERMINAL_SAID = 1, CLOSE_DEVICE_SAID = 2 };
 
 void rl_front_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
 void rl_front_accept_tls(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
@@ -294,6 +339,10 @@ void rl_term_close_all(rl_core *core);
 void rl_term_close_idle(rl_core *core);
 /* Draining: the response is complete; close `t` once it is written, freeing its link. */
 void rl_term_finish(rl_term *t);
+/* The device's response head `h` (a struct rl_head) to the oldest request in flight: a 101
+ * to an Upgrade request makes the terminal's side opaque; a closing response closes `t` after it. */
+struct rl_head;
+void rl_term_response_head(rl_term *t, const struct rl_head *h);
 
 /* ---- callback.c (device TCP callbacks) ---- */
 void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
@@ -354,6 +403,12 @@ void rl_set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((
 
 /* ---- http.c (helpers shared by front and session) ---- */
 void rl_http_respond(struct evbuffer *out, int status, const char *extra_headers, const char *body);
+/* ---- pages.c ---- */
+struct rl_head;
+/* 1 when the request accepts text/html (a browser). */
+int rl_wants_html(const struct rl_head *h);
+/* The same answer as a small page saying what happened and what to do. */
+void rl_http_respond_page(struct evbuffer *out, int status, const char *extra_headers, const char *text);
 const char *rl_http_reason(int status);
 
 #endif

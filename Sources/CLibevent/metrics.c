@@ -71,11 +71,8 @@ static void render_process(struct evbuffer *b) {
 static void render(rl_core *core, struct evbuffer *b) {
     struct rl_counters *c = &core->ctr;
     /* Liveness is a scan of the registry: done here, never per datagram. */
-    uint32_t now = rl_core_now_s(core), alive = 0;
-    for (uint32_t i = 0; i < core->reg.count; i++) {
-        uint32_t la = core->reg.devs[i].last_access;
-        if (la && now - (la - 1) <= core->cfg.period_s) alive++;
-    }
+    uint32_t now_ds = rl_core_now_ds(core), alive = 0;
+    for (uint32_t i = 0; i < core->reg.count; i++) alive += rl_device_alive(core, &core->reg.devs[i], now_ds);
     atomic_store_explicit(&c->devices_alive, alive, memory_order_relaxed);
     char labels[96];
 
@@ -102,10 +99,12 @@ static void render(rl_core *core, struct evbuffer *b) {
     sample(b, "relay_notify_total", "{kind=\"b\"}", CTR_GET(c->notify_b_ok));
     family(b, "relay_period_requests_total", "counter", "Period requests answered.");
     sample(b, "relay_period_requests_total", "", CTR_GET(c->period_requests));
-    static const char *kinds[RL_DK_N] = {"period_request", "a", "b", "other"};
-    static const char *reasons[RL_DR_N] = {"malformed", "unknown_device", "bad_auth", "replay", "stale_epoch"};
+    static const char *kinds[RL_DK_N] = {"period_request", "a", "b", "leave", "other"};
+    static const char *reasons[RL_DR_N] = {"malformed", "unknown_device", "bad_auth", "replay", "stale_epoch",
+                                           "old_version"};
     family(b, "relay_datagrams_dropped_total", "counter",
-           "Datagrams dropped, by the kind they claimed and the reason (nothing is answered but stale_epoch).");
+           "Datagrams dropped, by the kind they claimed and the reason (stale_epoch gets a RESYNC; a period "
+           "request with an unknown device or a bad tag may get a REJECT; nothing else is answered).");
     for (int k = 0; k < RL_DK_N; k++)
         for (int r = 0; r < RL_DR_N; r++) {
             snprintf(labels, sizeof labels, "{kind=\"%s\",reason=\"%s\"}", kinds[k], reasons[r]);
@@ -113,6 +112,18 @@ static void render(rl_core *core, struct evbuffer *b) {
         }
     family(b, "relay_address_changes_total", "counter", "Device anchors that moved to a new address, port or socket.");
     sample(b, "relay_address_changes_total", "", CTR_GET(c->address_changes));
+    family(b, "relay_notify_acks_total", "counter", "NOTIFY_ACKs sent: one per accepted notify or LEAVE.");
+    sample(b, "relay_notify_acks_total", "", CTR_GET(c->notify_acks));
+    family(b, "relay_device_leaves_total", "counter", "LEAVEs accepted: agents that said they were stopping.");
+    sample(b, "relay_device_leaves_total", "", CTR_GET(c->leaves));
+    family(b, "relay_anchor_flaps_total", "counter",
+           "Anchor moves back to the source it had just left (two agents with one device ID, or a flapping NAT).");
+    sample(b, "relay_anchor_flaps_total", "", CTR_GET(c->anchor_flaps));
+    family(b, "relay_rejects_sent_total", "counter",
+           "REJECTs sent to period requests for unknown devices or with bad tags (at most 10 a second).");
+    sample(b, "relay_rejects_sent_total", "", CTR_GET(c->rejects_sent));
+    family(b, "relay_events_lost_total", "counter", "Operator events not logged because the log was behind.");
+    sample(b, "relay_events_lost_total", "", CTR_GET(c->events_lost));
 
     family(b, "relay_connection_requests_sent_total", "counter", "Connection requests sent, retransmissions included.");
     sample(b, "relay_connection_requests_sent_total", "", CTR_GET(c->conn_requests_sent));

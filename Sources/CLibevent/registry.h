@@ -17,6 +17,8 @@
 /* A wake of this device may be in flight: an anchor change re-sends its CONNECT_REQUEST at
  * once (session.c clears it when it finds none). */
 #define RL_DEV_WAKING 0x01
+#define RL_DEV_LEFT 0x02       /* its agent sent LEAVE: offline until it notifies again */
+#define RL_DEV_UNANSWERED 0x04 /* its last wake got no callback: offline until it notifies again */
 
 typedef struct rl_dev {
     uint64_t id_hash;     /* keyed hash of the device ID */
@@ -26,7 +28,7 @@ typedef struct rl_dev {
     uint16_t port;        /* anchor port, host order */
     uint8_t sock;         /* relay UDP socket the anchor notify arrived on, RL_NO_SOCK if none */
     uint8_t flags;        /* RL_DEV_* */
-    uint32_t last_access; /* core seconds + 1 of the last NOTIFY_A; 0 = never */
+    uint32_t last_access; /* core tenths of a second + 1 of the last NOTIFY_A; 0 = never */
 } rl_dev;
 
 _Static_assert(sizeof(rl_dev) == 56, "registry entry layout");

@@ -94,6 +94,13 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
     uint64_t elapsed_ms = (rl_mono_us() - s->wake_started_us) / 1000;
     if (elapsed_ms >= core->cfg.wake_timeout_ms) {
         CTR_INC(core->ctr.wakes_timeout);
+        /* Offline until it notifies again: the next terminal gets 503 at once, not this wait. */
+        rl_dev *dev = rl_registry_find(&core->reg, s->id_hash);
+        if (dev && !(dev->flags & RL_DEV_UNANSWERED)) {
+            rl_device_went_offline(core, dev, RL_DEV_UNANSWERED);
+            rl_core_push_event(core, RL_EVENT_WAKE_UNANSWERED, s->device_id, strlen(s->device_id),
+                               "no callback within %u ms: offline until it notifies again", core->cfg.wake_timeout_ms);
+        }
         rl_inspect_wake(core, s->id_hash, RL_WAKE_TIMEOUT, elapsed_ms * 1000);
         rl_term *t = s->term;
         char body[160];
@@ -296,6 +303,7 @@ void rl_session_pump_response(rl_session *s) {
         s->resp_started = 1;
         CTR_INC(core->ctr.device_responses[h.status >= 100 && h.status < 600 ? h.status / 100 : 0]);
         if (h.status >= 200 || h.status == 101) s->last_status = h.status;
+        rl_term_response_head(t, &h); /* 101 to an Upgrade: terminal side opaque; close: ends t after it */
         if (s->resp.done) {
             int interim = h.status >= 100 && h.status < 200 && h.status != 101;
             rl_flow_next(&s->resp);

@@ -168,6 +168,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
         s->eof = 1;
         s->cb(s, RL_STREAM_EOF, s->arg);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        s->error = errno;
         rl_stream_read(s, 0);
         s->cb(s, RL_STREAM_ERROR, s->arg);
     }
@@ -182,6 +183,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
         s->connecting = 0;
         wev_off(s);
         if (soerr != 0) {
+            s->error = soerr;
             s->cb(s, RL_STREAM_ERROR, s->arg);
             return;
         }
@@ -208,6 +210,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
     int n = evbuffer_get_length(s->out) > 0 ? evbuffer_write_atmost(s->out, fd, -1) : 0;
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        s->error = errno;
         wev_off(s);
         s->cb(s, RL_STREAM_ERROR, s->arg);
         return;

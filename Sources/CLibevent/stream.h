@@ -40,6 +40,7 @@ struct rl_stream {
     unsigned reading : 1, eof : 1, connecting : 1, shut_after_flush : 1, dead : 1, out_was_high : 1;
     unsigned tls_write_wants_read : 1, tls_read_wants_write : 1, write_failed : 1, writing : 1;
     unsigned read_size; /* grows while reads fill it, up to RL_STREAM_READ */
+    int error;          /* errno of the failure behind RL_STREAM_ERROR, when the kernel gave one */
     unsigned long long bytes_read, bytes_written;
     SSL *ssl; /* NULL for plain TCP */
 };

@@ -12,6 +12,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,7 +21,6 @@
 #include <netinet/in.h>
 #include "internal.h"
 
-#define RL_UDP_BATCH 64
 #define RL_UDP_BUDGET 16
 #define RL_UDP_BUF 256 /* larger than any valid datagram: longer ones are flagged MSG_TRUNC */
 
@@ -79,9 +80,40 @@ void rl_udp_close_all(rl_core *core) {
     core->n_udp = 0;
 }
 
-static void send_from(rl_udp_sock *u, const uint8_t *buf, size_t len, const struct sockaddr *to, socklen_t to_len) {
-    /* Best effort: a full send buffer drops the reply; the device retries. */
-    (void)sendto(u->fd, buf, len, MSG_DONTWAIT, to, to_len);
+/* Queues a reply on the socket the datagram came in on; on_udp sends a batch's replies
+ * with one sendmmsg. Best effort: a full send buffer drops a reply; the device retries. */
+static void reply(rl_udp_sock *u, const uint8_t *buf, size_t len, const struct sockaddr *to, socklen_t to_len) {
+    if (!len || len > sizeof u->out[0] || to_len > sizeof u->out_to[0]) return;
+    if (u->n_out == RL_UDP_BATCH) rl_udp_flush(u);
+    uint32_t i = u->n_out++;
+    memcpy(u->out[i], buf, len);
+    u->out_len[i] = (uint8_t)len;
+    memcpy(&u->out_to[i], to, to_len);
+    u->out_to_len[i] = to_len;
+}
+
+void rl_udp_flush(rl_udp_sock *u) {
+    struct mmsghdr m[RL_UDP_BATCH];
+    struct iovec iov[RL_UDP_BATCH];
+    uint32_t n = u->n_out;
+    for (uint32_t i = 0; i < n; i++) {
+        iov[i] = (struct iovec){u->out[i], u->out_len[i]};
+        memset(&m[i], 0, sizeof m[i]);
+        m[i].msg_hdr.msg_iov = &iov[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+        m[i].msg_hdr.msg_name = &u->out_to[i];
+        m[i].msg_hdr.msg_namelen = u->out_to_len[i];
+    }
+    for (uint32_t sent = 0; sent < n;) {
+        int r = sendmmsg(u->fd, m + sent, n - sent, MSG_DONTWAIT);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            sent++; /* skip the one that failed (unreachable, buffer full): the rest still go */
+            continue;
+        }
+        sent += (uint32_t)r;
+    }
+    u->n_out = 0;
 }
 
 /* The callback port to tell a device: a TCP listener of the same address family as the UDP
@@ -111,12 +143,42 @@ static int fresh_and_genuine(rl_core *core, int kind, uint64_t counter, const ui
     return 1;
 }
 
+/* A PERIOD_REQUEST the relay does not answer with PERIOD_INFO (unknown device, bad tag,
+ * replay) gets REJECT, the same for each, so that an agent with a wrong --id or --key is told
+ * and nobody learns which IDs exist. It cannot be authenticated (the relay may not know the
+ * device), so it is the one answer to unverified input: never larger than the request, and at
+ * most RL_REJECTS_PER_S a second for the whole relay, so a reflector gets next to nothing. */
+#define RL_REJECTS_PER_S 10
+static void reject_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram *d, const struct sockaddr *from,
+                                  socklen_t from_len) {
+    uint32_t now = rl_core_now_s(core);
+    if (core->reject_s != now) {
+        core->reject_s = now;
+        core->rejects_in_s = 0;
+    }
+    if (core->rejects_in_s >= RL_REJECTS_PER_S) return;
+    core->rejects_in_s++;
+    uint8_t out[RL_DGRAM_MAX] = {0};
+    size_t len = rl_dgram_len(RL_T_REJECT, d->id_len);
+    out[0] = RL_MAGIC;
+    out[1] = RL_VERSION;
+    out[2] = RL_T_REJECT;
+    out[3] = d->id_len;
+    memcpy(out + 4, d->id, d->id_len);
+    memcpy(out + 4 + d->id_len, d->body, 8); /* the client nonce; the rest and the tag stay zero */
+    CTR_INC(core->ctr.rejects_sent);
+    reply(u, out, len, from, from_len);
+}
+
 /* PERIOD_REQUEST: client nonce (8) || counter (8) || 8 zero bytes. Answered once per counter,
  * so a captured request reflects at most once, and only while no later datagram of the
  * device has been seen. It moves nothing but the counter. */
 static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram *d, const uint8_t *raw,
                                   size_t raw_len, rl_dev *dev, const struct sockaddr *from, socklen_t from_len) {
-    if (!fresh_and_genuine(core, RL_DK_PERIOD, rl_get64(d->body + 8), raw, raw_len, dev)) return;
+    if (!fresh_and_genuine(core, RL_DK_PERIOD, rl_get64(d->body + 8), raw, raw_len, dev)) {
+        reject_period_request(core, u, d, from, from_len);
+        return;
+    }
     uint8_t body[RL_BODY_PERIOD_INFO] = {0}, out[RL_DGRAM_MAX];
     memcpy(body, d->body, 8); /* echo the client nonce */
     rl_put32(body + 8, core->epoch);
@@ -125,35 +187,97 @@ static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram 
     rl_put16(body + 20, callback_port(core, u->family));
     size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_PERIOD_INFO, d->id, d->id_len, body, sizeof body, dev->key);
     CTR_INC(core->ctr.period_requests);
-    if (n) send_from(u, out, n, from, from_len);
+    reply(u, out, n, from, from_len);
 }
 
+/* Answers a datagram of the device with `type` (NOTIFY_ACK, RESYNC): echoed counter || epoch,
+ * exactly as long as the notify or LEAVE it answers, so it never amplifies. */
+static void answer_counter(rl_core *core, rl_udp_sock *u, int type, const rl_dgram *d, uint64_t counter, rl_dev *dev,
+                           const struct sockaddr *from, socklen_t from_len) {
+    uint8_t body[RL_BODY_NOTIFY_ACK], out[RL_DGRAM_MAX];
+    rl_put64(body, counter);
+    rl_put32(body + 8, core->epoch);
+    reply(u, out, rl_dgram_build(&core->mac, out, sizeof out, type, d->id, d->id_len, body, sizeof body, dev->key), from,
+          from_len);
+}
+
+static uint32_t anchor_hash(const uint8_t addr[16], uint16_t port, uint8_t sock) {
+    uint32_t h = 2166136261u ^ ((uint32_t)port << 8 | sock); /* FNV-1a: only compared, never keyed */
+    for (int i = 0; i < 16; i++) h = (h ^ addr[i]) * 16777619u;
+    return h;
+}
+
+static void format_anchor(const rl_core *core, const uint8_t addr[16], uint16_t port, char *out, size_t n) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char host[64] = "?";
+    rl_v6_to_sockaddr(addr, port, memcmp(addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 ? AF_INET : AF_INET6, &ss, &len);
+    if (ss.ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+    else inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
+    snprintf(out, n, ss.ss_family == AF_INET ? "%s:%u" : "[%s]:%u", host, port);
+}
+
+/* The anchor moves back to where it was just before, within a few keepalives: two agents with
+ * one ID (or a NAT that alternates mappings). Counted, and logged at most once a minute per
+ * device. Then the move is remembered in the device's mark. */
+static void anchor_moved(rl_core *core, const rl_dgram *d, rl_dev *dev, const uint8_t addr[16], uint16_t port,
+                         uint8_t sock) {
+    uint32_t now_ds = rl_core_now_ds(core), was = anchor_hash(dev->addr, dev->port, dev->sock);
+    rl_mark *m = rl_marks_find(&core->marks, dev->id_hash);
+    if (m && m->prev_anchor == anchor_hash(addr, port, sock) && now_ds - m->moved_ds <= 40 * core->cfg.keepalive_s) {
+        CTR_INC(core->ctr.anchor_flaps);
+        uint32_t now_s = rl_core_now_s(core);
+        if (!m->flap_logged_s || now_s - m->flap_logged_s >= 60) {
+            m->flap_logged_s = now_s;
+            char a[80], b[80];
+            format_anchor(core, dev->addr, dev->port, a, sizeof a);
+            format_anchor(core, addr, port, b, sizeof b);
+            rl_core_push_event(core, RL_EVENT_ANCHOR_FLAP, d->id, d->id_len,
+                               "anchor alternates between %s and %s: two agents with this device ID?", a, b);
+        }
+    }
+    m = rl_marks_take(&core->marks, dev->id_hash);
+    m->prev_anchor = was;
+    m->moved_ds = now_ds;
+}
+
+/* NOTIFY_A, NOTIFY_B and LEAVE: epoch (4) || counter (8). */
 static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, const uint8_t *raw, size_t raw_len,
                           rl_dev *dev, const struct sockaddr *from, socklen_t from_len) {
-    int kind = d->type == RL_T_NOTIFY_A ? RL_DK_NOTIFY_A : RL_DK_NOTIFY_B;
+    int kind = d->type == RL_T_NOTIFY_A ? RL_DK_NOTIFY_A : d->type == RL_T_NOTIFY_B ? RL_DK_NOTIFY_B : RL_DK_LEAVE;
     uint32_t epoch = rl_get32(d->body);
     uint64_t counter = rl_get64(d->body + 4);
     /* Every notify, NOTIFY_B from the current anchor too: one accepted unverified would leave
      * its counter unrecorded, and its replay from elsewhere would then move the anchor. */
     if (!fresh_and_genuine(core, kind, counter, raw, raw_len, dev)) return;
     if (epoch != core->epoch) {
-        /* A notify from before a relay restart: tell the device the new epoch. RESYNC is
-         * exactly as long as the notify (no amplification), and the counter is recorded, so
-         * each captured notify is answered at most once. */
-        uint8_t body[RL_BODY_RESYNC], out[RL_DGRAM_MAX];
-        rl_put64(body, counter);
-        rl_put32(body + 8, core->epoch);
-        size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_RESYNC, d->id, d->id_len, body, sizeof body, dev->key);
+        /* From before a relay restart: tell the device the new epoch (a leaving one needs
+         * nothing). The counter is recorded, so each captured datagram gets one RESYNC. */
         DROP(core, kind, RL_DR_STALE_EPOCH);
-        if (n) send_from(u, out, n, from, from_len);
+        if (kind != RL_DK_LEAVE) answer_counter(core, u, RL_T_RESYNC, d, counter, dev, from, from_len);
         return;
     }
+    CTR_INC(core->ctr.notify_acks);
+    if (kind == RL_DK_LEAVE) {
+        answer_counter(core, u, RL_T_NOTIFY_ACK, d, counter, dev, from, from_len);
+        CTR_INC(core->ctr.leaves);
+        rl_device_went_offline(core, dev, RL_DEV_LEFT);
+        rl_core_push_event(core, RL_EVENT_DEVICE_LEFT, d->id, d->id_len, "its agent said it was stopping");
+        return;
+    }
+    rl_device_heard(core, dev);
     uint8_t addr[16];
     uint16_t port;
     rl_addr_to_v6(from, addr, &port);
-    if (dev->sock != u->index || dev->port != port || memcmp(dev->addr, addr, 16) != 0) {
+    int moved = dev->sock != u->index || dev->port != port || memcmp(dev->addr, addr, 16) != 0;
+    /* A new anchor is usually a new NAT mapping: the device then confirms it a few seconds
+     * later, so that a NAT which promotes answered mappings only after they lived 2 s
+     * (Linux conntrack) keeps this one for its long timeout. */
+    answer_counter(core, u, moved ? RL_T_NOTIFY_ACK_MOVED : RL_T_NOTIFY_ACK, d, counter, dev, from, from_len);
+    if (moved) {
         if (dev->sock != RL_NO_SOCK) {
             CTR_INC(core->ctr.address_changes);
+            anchor_moved(core, d, dev, addr, port, u->index);
             rl_inspect_moved(core, dev, addr, port);
         }
         memcpy(dev->addr, addr, 16);
@@ -163,42 +287,69 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
         if (dev->flags & RL_DEV_WAKING) rl_session_anchor_moved(core, dev);
     }
     if (d->type == RL_T_NOTIFY_A) {
-        dev->last_access = rl_core_now_s(core) + 1;
+        dev->last_access = rl_core_now_ds(core) + 1;
         CTR_INC(core->ctr.notify_a_ok);
     } else {
         CTR_INC(core->ctr.notify_b_ok);
     }
 }
 
-void rl_udp_handle(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
-                   const struct sockaddr *from, socklen_t from_len) {
+/* A datagram of protocol version 1 (before counters in period requests, answers and
+ * LEAVE): dropped. When it is genuine, the operator is told which device needs a new agent
+ * (at most once a second across the relay: the check costs an HMAC). */
+static void handle_old_version(rl_core *core, const uint8_t *buf, size_t len, int kind) {
+    DROP(core, kind, RL_DR_OLD_VERSION);
+    uint32_t now = rl_core_now_s(core);
+    if (core->old_version_logged_s == now || len > RL_DGRAM_MAX) return;
+    uint8_t v2[RL_DGRAM_MAX];
+    memcpy(v2, buf, len);
+    v2[1] = RL_VERSION; /* the frame is the same: parse it as today's to find the device */
     rl_dgram d;
-    if (truncated || rl_dgram_parse(buf, len, &d) != 0) {
-        /* The kind is what the type byte claims, when there is one. */
-        int framed = len >= 3 && buf[0] == RL_MAGIC && buf[1] == RL_VERSION;
-        int kind = !framed ? RL_DK_OTHER
-                   : buf[2] == RL_T_PERIOD_REQUEST ? RL_DK_PERIOD
-                   : buf[2] == RL_T_NOTIFY_A       ? RL_DK_NOTIFY_A
-                   : buf[2] == RL_T_NOTIFY_B       ? RL_DK_NOTIFY_B
-                                                   : RL_DK_OTHER;
-        DROP(core, kind, RL_DR_MALFORMED);
+    if (rl_dgram_parse(v2, len, &d) != 0) return;
+    rl_dev *dev = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, d.id, d.id_len));
+    if (!dev || !rl_dgram_verify(&core->mac, dev->key, buf, len)) return;
+    core->old_version_logged_s = now;
+    rl_core_push_event(core, RL_EVENT_OLD_VERSION, d.id, d.id_len,
+                       "its agent speaks protocol version 1; this relay speaks version %d: upgrade the agent", RL_VERSION);
+}
+
+static void handle_one(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
+                       const struct sockaddr *from, socklen_t from_len) {
+    rl_dgram d;
+    int framed = len >= 3 && buf[0] == RL_MAGIC;
+    /* The kind is what the type byte claims, when there is one. */
+    int claimed = !framed ? RL_DK_OTHER
+                  : buf[2] == RL_T_PERIOD_REQUEST ? RL_DK_PERIOD
+                  : buf[2] == RL_T_NOTIFY_A       ? RL_DK_NOTIFY_A
+                  : buf[2] == RL_T_NOTIFY_B       ? RL_DK_NOTIFY_B
+                  : buf[2] == RL_T_LEAVE          ? RL_DK_LEAVE
+                                                  : RL_DK_OTHER;
+    if (!truncated && framed && buf[1] == RL_VERSION_OLD) {
+        handle_old_version(core, buf, len, claimed);
         return;
     }
-    if (d.type != RL_T_PERIOD_REQUEST && d.type != RL_T_NOTIFY_A && d.type != RL_T_NOTIFY_B) {
+    if (truncated || rl_dgram_parse(buf, len, &d) != 0) {
+        DROP(core, framed && buf[1] == RL_VERSION ? claimed : RL_DK_OTHER, RL_DR_MALFORMED);
+        return;
+    }
+    if (claimed == RL_DK_OTHER) {
         DROP(core, RL_DK_OTHER, RL_DR_MALFORMED); /* relay-to-device types are never accepted */
         return;
     }
-    int kind = d.type == RL_T_PERIOD_REQUEST ? RL_DK_PERIOD : d.type == RL_T_NOTIFY_A ? RL_DK_NOTIFY_A : RL_DK_NOTIFY_B;
     rl_dev *dev = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, d.id, d.id_len));
     if (!dev) {
-        DROP(core, kind, RL_DR_UNKNOWN_DEVICE);
+        DROP(core, claimed, RL_DR_UNKNOWN_DEVICE);
+        if (d.type == RL_T_PERIOD_REQUEST) reject_period_request(core, u, &d, from, from_len);
         return;
     }
-    if (d.type == RL_T_PERIOD_REQUEST) {
-        handle_period_request(core, u, &d, buf, len, dev, from, from_len);
-        return;
-    }
-    handle_notify(core, u, &d, buf, len, dev, from, from_len);
+    if (d.type == RL_T_PERIOD_REQUEST) handle_period_request(core, u, &d, buf, len, dev, from, from_len);
+    else handle_notify(core, u, &d, buf, len, dev, from, from_len);
+}
+
+void rl_udp_handle(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
+                   const struct sockaddr *from, socklen_t from_len) {
+    handle_one(core, u, buf, len, truncated, from, from_len);
+    rl_udp_flush(u);
 }
 
 static void on_udp(evutil_socket_t fd, short what, void *arg) {
@@ -224,9 +375,9 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
         CTR_ADD(core->ctr.dgram_rx, (uint64_t)n);
         for (int i = 0; i < n; i++) {
             int trunc = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
-            rl_udp_handle(core, u, bufs[i], msgs[i].msg_len, trunc, (struct sockaddr *)&addrs[i],
-                          msgs[i].msg_hdr.msg_namelen);
+            handle_one(core, u, bufs[i], msgs[i].msg_len, trunc, (struct sockaddr *)&addrs[i], msgs[i].msg_hdr.msg_namelen);
         }
+        rl_udp_flush(u); /* this batch's ACKs and answers, in one system call */
         if (n < RL_UDP_BATCH) return;
     }
     /* Budget spent with data possibly left: level-triggered, the next poll reports it. */
@@ -247,7 +398,7 @@ int rl_udp_send_connect(rl_core *core, rl_session *s) {
     socklen_t to_len;
     /* Reply through the socket the notify came in on, to the address it came from. */
     rl_v6_to_sockaddr(dev->addr, dev->port, u->family, &to, &to_len);
-    send_from(u, out, n, (struct sockaddr *)&to, to_len);
+    (void)sendto(u->fd, out, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len); /* lost: the resend follows */
     CTR_INC(core->ctr.conn_requests_sent);
     return 0;
 }

@@ -11,7 +11,8 @@
 #include "relay_core.h"
 
 #define RL_MAGIC 0x52
-#define RL_VERSION 1
+#define RL_VERSION 2       /* 2: counters in PERIOD_REQUEST, NOTIFY_ACK, LEAVE, REJECT */
+#define RL_VERSION_OLD 1   /* refused, counted and logged: such an agent needs an upgrade */
 #define RL_TAG_LEN 16
 #define RL_DGRAM_MAX (4 + RL_ID_MAX + 36 + RL_TAG_LEN) /* the largest valid datagram */
 #define RL_HELLO_MAGIC "RLY1"
@@ -24,6 +25,10 @@ enum rl_dgram_type {
     RL_T_NOTIFY_B = 4,
     RL_T_RESYNC = 5,
     RL_T_CONNECT = 6,
+    RL_T_NOTIFY_ACK = 7, /* relay -> device: a notify or LEAVE was accepted */
+    RL_T_LEAVE = 8,      /* device -> relay: the agent is stopping */
+    RL_T_REJECT = 9,     /* relay -> device: a PERIOD_REQUEST for an unknown ID or with a bad tag */
+    RL_T_NOTIFY_ACK_MOVED = 10, /* NOTIFY_ACK of a notify that moved the anchor (a new NAT mapping) */
 };
 
 /* Body sizes by type (the frame adds 4 + id length + tag). */
@@ -32,6 +37,9 @@ enum rl_dgram_type {
 #define RL_BODY_NOTIFY 12
 #define RL_BODY_RESYNC 12
 #define RL_BODY_CONNECT 36
+#define RL_BODY_NOTIFY_ACK 12 /* echoed counter (8) || epoch (4) */
+#define RL_BODY_LEAVE 12      /* epoch (4) || counter (8), as a notify */
+#define RL_BODY_REJECT 24     /* echoed client nonce (8) || 16 zero bytes; the tag is zero */
 
 /* Callback status bytes. */
 enum { RL_CB_OK = 0, RL_CB_MALFORMED = 1, RL_CB_UNKNOWN_SESSION = 2, RL_CB_BAD_PROOF = 3, RL_CB_ALREADY_BOUND = 4,

@@ -344,6 +344,7 @@ final class AdminAPI: Sendable {
             "address_changes": view.addressChanges,
             "sessions": view.sessions,
             "last_wake": view.lastWake.map { wakeJSON($0) as Any } ?? NSNull(),
+            "offline_reason": view.offlineReason.map { $0 as Any } ?? NSNull(),
             "created": iso(device.createdAt),
         ]
     }
@@ -365,6 +366,7 @@ final class AdminAPI: Sendable {
                     ])
                 } ?? .null
             ),
+            ("offline_reason", .optional(view.offlineReason)),
             ("online", .bool(view.online)),
             ("sessions", .uint(UInt64(view.sessions))),
         ])

@@ -820,7 +820,8 @@ enum AdminOpenAPI {
      "address_changes",
      "sessions",
      "last_wake",
-     "created"
+     "created",
+     "offline_reason"
     ],
     "properties": {
      "id": {
@@ -863,6 +864,13 @@ enum AdminOpenAPI {
      "created": {
       "type": "string",
       "format": "date-time"
+     },
+     "offline_reason": {
+      "type": [
+       "string",
+       "null"
+      ],
+      "description": "Why the relay would answer 503 now (never notified, last notify too old, its agent left, an unanswered wake); null when online"
      }
     }
    },

@@ -45,7 +45,7 @@ public func runAgent(_ options: AgentOptions, logger: Logger) async throws {
             flag: "--id", "'\(options.deviceID)' is not a valid device ID (1 to 63 of a-z, 0-9 and '-')")
     }
     let secret = try AgentSecret.parse(options.secretHex)
-    let agent = try AgentHandle(options: options, secret: secret)
+    let agent = try AgentHandle(options: options, secret: secret, logger: logger)
     let group = ServiceGroup(
         configuration: ServiceGroupConfiguration(
             services: [AgentService(agent: agent, logger: logger)],
@@ -63,8 +63,6 @@ struct AgentService: Service {
     let logger: Logger
 
     func run() async throws {
-        let watcher = Task { await reportRegistration() }
-        defer { watcher.cancel() }
         let asked = await withTaskCancellationOrGracefulShutdownHandler {
             await agent.run()
         } onCancelOrGracefulShutdown: {
@@ -76,28 +74,8 @@ struct AgentService: Service {
             metadata: [
                 "notify_a_sent": "\(stats.notify_a_sent)", "notify_b_sent": "\(stats.notify_b_sent)",
                 "links_opened": "\(stats.links_opened)", "links_failed": "\(stats.links_failed)",
+                "acks": "\(stats.acks)",
             ])
         if !asked { throw AgentStoppedError() }
-    }
-
-    /// Logs when the agent (re)registers with the relay, so an operator sees it reach the
-    /// relay (or not) without per-packet logging.
-    private func reportRegistration() async {
-        var wasRegistered = false
-        while !Task.isCancelled {
-            let stats = agent.stats()
-            let registered = stats.registered != 0
-            if registered != wasRegistered {
-                if registered {
-                    logger.info(
-                        "agent.registered",
-                        metadata: ["period_s": "\(stats.period_s)", "keepalive_s": "\(stats.keepalive_s)"])
-                } else {
-                    logger.notice("agent.reregistering", metadata: ["resyncs": "\(stats.resyncs)"])
-                }
-                wasRegistered = registered
-            }
-            try? await Task.sleep(for: .milliseconds(250))
-        }
     }
 }

@@ -81,7 +81,7 @@ enum ConsolePage {
       <div id="detail-body" hidden>
         <h2 id="d-id"></h2>
         <dl>
-          <dt>Status</dt><dd><span id="d-status" class="pill"></span></dd>
+          <dt>Status</dt><dd><span id="d-status" class="pill"></span> <span id="d-why" class="muted"></span></dd>
           <dt>Last seen</dt><dd id="d-seen"></dd>
           <dt>Address</dt><dd id="d-address" class="mono"></dd>
           <dt>Address changes</dt><dd id="d-moves"></dd>
@@ -151,7 +151,8 @@ async function refresh() {
       tr.dataset.id = d.id;
       if (d.id === selected) tr.className = "selected";
       cell(tr, d.id, "mono");
-      pill(cell(tr, "").appendChild(document.createElement("span")), d.online);
+      const p = cell(tr, "").appendChild(document.createElement("span"));
+      pill(p, d.online); if (d.offline_reason) p.title = d.offline_reason;
       cell(tr, age(d.last_notify_a_age_s)); cell(tr, d.address || "–", "mono");
       cell(tr, String(d.address_changes)); cell(tr, String(d.sessions)); cell(tr, wakeText(d.last_wake));
       tr.onclick = () => { selected = d.id; refresh(); };
@@ -170,7 +171,7 @@ async function showDetail(id) {
   try { d = await api("GET", "/api/v1/devices/" + encodeURIComponent(id)); }
   catch (e) { selected = null; $("detail-body").hidden = true; $("detail-empty").hidden = false; return; }
   $("detail-empty").hidden = true; $("detail-body").hidden = false;
-  $("d-id").textContent = d.id; pill($("d-status"), d.online);
+  $("d-id").textContent = d.id; pill($("d-status"), d.online); $("d-why").textContent = d.offline_reason || "";
   $("d-seen").textContent = age(d.last_notify_a_age_s); $("d-address").textContent = d.address || "–";
   $("d-moves").textContent = String(d.address_changes); $("d-created").textContent = new Date(d.created).toLocaleString();
   const h = $("d-history"); h.textContent = "";

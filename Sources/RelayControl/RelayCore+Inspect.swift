@@ -13,6 +13,8 @@ public struct DeviceLiveView: Sendable, Equatable {
     public let addressChanges: UInt32
     public let sessions: UInt32
     public let lastWake: WakeRecord?
+    /// Why the relay would answer 503 now (the front's own verdict), nil when online.
+    public let offlineReason: String?
 }
 
 public struct WakeRecord: Sendable, Equatable {
@@ -99,6 +101,7 @@ extension RelayCore {
             guard rc == 0 else { throw CoreUnavailable() }
             for (i, v) in views.enumerated() {
                 let address = String(cTuple: v.address)
+                let reason = String(cTuple: v.offline_reason)
                 result.append(
                     DeviceLiveView(
                         id: chunk[chunk.startIndex + i], known: v.known != 0, online: v.online != 0,
@@ -108,7 +111,8 @@ extension RelayCore {
                         lastWake: v.last_wake_unix == 0
                             ? nil
                             : WakeRecord(
-                                atUnix: v.last_wake_unix, outcome: v.last_wake_outcome, latency: v.last_wake_latency_us)))
+                                atUnix: v.last_wake_unix, outcome: v.last_wake_outcome, latency: v.last_wake_latency_us),
+                        offlineReason: reason.isEmpty ? nil : reason))
             }
             start += chunk.count
         }

@@ -123,4 +123,34 @@ public final class RelayCore: @unchecked Sendable {
         let count = buffer.withUnsafeMutableBufferPointer { rl_core_drain_records(core, $0.baseAddress, max) }
         return buffer.prefix(Swift.min(count, max)).map(SessionRecord.init)
     }
+
+    /// Operator events the core noticed (an old agent, an anchor flapping between two
+    /// sources, a device leaving or not answering its wake), oldest first.
+    public func drainEvents(max: Int = 64) -> [CoreEvent] {
+        var buffer = [rl_core_event](repeating: rl_core_event(), count: max)
+        let count = buffer.withUnsafeMutableBufferPointer { rl_core_drain_events(core, $0.baseAddress, max) }
+        return buffer.prefix(Swift.min(count, max)).map(CoreEvent.init)
+    }
+}
+
+/// One rl_core_event, as the log shows it.
+public struct CoreEvent: Sendable {
+    public var name: String
+    public var deviceID: String
+    public var detail: String
+    /// Notable but expected (a device leaving) logs at notice; the rest needs a look.
+    public var isWarning: Bool
+
+    init(_ e: rl_core_event) {
+        var e = e
+        deviceID = withUnsafeBytes(of: &e.device_id) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        detail = withUnsafeBytes(of: &e.detail) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        switch Int(e.kind) {
+        case Int(RL_EVENT_OLD_VERSION): name = "device.old_protocol"; isWarning = true
+        case Int(RL_EVENT_ANCHOR_FLAP): name = "device.anchor_flap"; isWarning = true
+        case Int(RL_EVENT_DEVICE_LEFT): name = "device.left"; isWarning = false
+        case Int(RL_EVENT_WAKE_UNANSWERED): name = "device.wake_unanswered"; isWarning = true
+        default: name = "device.event"; isWarning = true
+        }
+    }
 }

@@ -1,7 +1,8 @@
 import Logging
 import ServiceLifecycle
 
-/// Logs one line per finished terminal session, drained from the core every 200 ms.
+/// Logs one line per finished terminal session, and the core's operator events, drained
+/// from the core every 200 ms.
 /// Never logs a token or secret: the core's records carry neither.
 struct SessionLogService: Service {
     let core: RelayCore
@@ -20,6 +21,11 @@ struct SessionLogService: Service {
     }
 
     func drainAndLog() {
+        for event in core.drainEvents() {
+            logger.log(
+                level: event.isWarning ? .warning : .notice, "\(event.name)",
+                metadata: ["device": "\(event.deviceID)", "what": "\(event.detail)"])
+        }
         while true {
             let records = core.drainRecords(max: Self.batch)
             for record in records { log(record) }

@@ -135,7 +135,7 @@ struct Metrics {
             .values.reduce(0, +)
     }
     func droppedByReason(since old: Metrics) -> String {
-        let reasons = ["malformed", "unknown_device", "bad_auth", "replay", "stale_epoch"]
+        let reasons = ["malformed", "unknown_device", "bad_auth", "replay", "stale_epoch", "old_version"]
         return reasons.map { r -> String in
             let n = dropped(reason: r) - old.dropped(reason: r)
             return "\(r)=\(Int64(n))"

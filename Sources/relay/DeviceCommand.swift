@@ -211,6 +211,7 @@ enum LiveRelay {
         func field(_ name: String, _ value: String) { print(name.padding(toLength: 17, withPad: " ", startingAt: 0) + value) }
         field("id:", d["id"] as? String ?? "?")
         field("status:", (d["online"] as? Bool) == true ? "online" : "offline")
+        if let why = d["offline_reason"] as? String { field("why:", why) }
         field("last seen:", age(d["last_notify_a_age_s"]))
         field("address:", d["address"] as? String ?? "-")
         field("address changes:", "\(d["address_changes"] ?? 0)")

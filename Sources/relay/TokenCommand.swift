@@ -14,7 +14,7 @@ struct TokenCommand: ParsableCommand {
             """,
         discussion: """
             Send a token as `Authorization: Bearer <token>`, or once as ?relay_token=<token> in a \
-            browser. A running relay refuses a revoked token within a second, on open connections \
+            browser at http://ID.<domain>/ (path routing, /d/ID/, takes Authorization only). A running relay refuses a revoked token within a second, on open connections \
             too. Re-adding the device (new secret) invalidates all its old tokens.
             """,
         subcommands: [Mint.self, List.self, Revoke.self],

@@ -39,7 +39,7 @@ static void anchor(rl_core *core, const char *id, uint32_t port) {
     inet_pton(AF_INET, "198.51.100.7", &sa.sin_addr);
     rl_addr_to_v6((struct sockaddr *)&sa, d->addr, &d->port);
     d->sock = 0;
-    d->last_access = rl_core_now_s(core) + 1;
+    d->last_access = rl_core_now_ds(core) + 1;
 }
 
 /* Before start the requests run on the calling thread (nothing else touches the registry). */
@@ -57,6 +57,7 @@ static void test_views(void) {
     CHECK(v[0].known && v[0].online && v[0].last_notify_a_age_s == 0);
     CHECK(strcmp(v[0].address, "198.51.100.7:40000") == 0);
     CHECK(v[1].known && !v[1].online && v[1].last_notify_a_age_s == -1 && v[1].address[0] == 0);
+    CHECK(v[0].offline_reason[0] == 0 && strstr(v[1].offline_reason, "it has not notified") == v[1].offline_reason);
     CHECK(!v[2].known);
     CHECK(rl_core_inspect_devices(core, v, RL_INSPECT_MAX + 1, 1000) == -1);
 

@@ -28,7 +28,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 static uint64_t outcomes(void) {
     const struct rl_counters *c = &core->ctr;
-    uint64_t n = CTR_GET(c->notify_a_ok) + CTR_GET(c->notify_b_ok) + CTR_GET(c->period_requests);
+    uint64_t n = CTR_GET(c->notify_a_ok) + CTR_GET(c->notify_b_ok) + CTR_GET(c->period_requests) + CTR_GET(c->leaves);
     for (int k = 0; k < RL_DK_N; k++)
         for (int r = 0; r < RL_DR_N; r++) n += CTR_GET(c->dgram_drop[k][r]);
     return n;
@@ -49,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         d->counter = 0;
         d->sock = RL_NO_SOCK;
         d->last_access = 0;
+        d->flags = 0;
         d->port = 0;
         memset(d->addr, 0, sizeof d->addr);
     }
@@ -68,7 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FZ_CHECK(d.body + d.body_len + RL_TAG_LEN == buf + len && d.tag == buf + len - RL_TAG_LEN);
             FZ_CHECK(rl_device_id_valid(d.id, d.id_len));
             const uint8_t *k = key_for(d.id, d.id_len);
-            if ((ctl & 2) && (d.type == RL_T_NOTIFY_A || d.type == RL_T_NOTIFY_B)) rl_put32(buf + 4 + d.id_len, core->epoch);
+            if ((ctl & 2) && (d.type == RL_T_NOTIFY_A || d.type == RL_T_NOTIFY_B || d.type == RL_T_LEAVE))
+                rl_put32(buf + 4 + d.id_len, core->epoch);
             if ((ctl & 1) && k) {
                 uint8_t again[256];
                 size_t n = rl_dgram_build(&mac, again, sizeof again, d.type, d.id, d.id_len, d.body, d.body_len, k);

@@ -14,8 +14,8 @@ KEY_A = bytes(range(1, 17))
 KEY_B = bytes(range(16, 0, -1))
 
 
-def dgram(t, dev, body, key=KEY_A, tag=None):
-    d = bytes([0x52, 1, t, len(dev)]) + dev.encode() + body
+def dgram(t, dev, body, key=KEY_A, tag=None, version=2):
+    d = bytes([0x52, version, t, len(dev)]) + dev.encode() + body
     return d + (tag if tag is not None else hmac.new(key, d, hashlib.sha256).digest()[:16])
 
 
@@ -48,6 +48,12 @@ def dgram_seeds():
         "replay_b_elsewhere": rec(3, na) + rec(3, nb) + rec(0 | 8, nb) + rec(0 | 64, nb),
         "replay_period": rec(1, pr) + rec(0 | 8, pr) + rec(0 | 128, pr) + rec(3, na) + rec(1, pr_later),
         "replay_stale_epoch": rec(1, na) + rec(0, na) + rec(0 | 16, na),
+        "leave_then_notify": rec(3, na) + rec(3, dgram(8, "cam-1", struct.pack(">IQ", 0, 4))) + rec(3, nb) +
+        rec(3 | 8, dgram(8, "cam-1", struct.pack(">IQ", 0, 4))),
+        "old_version": rec(0, dgram(3, "cam-1", struct.pack(">IQ", 0, 1), version=1)) +
+        rec(0, dgram(1, "b", b"nonce-08" + bytes(16), KEY_B, version=1)),
+        "reject_unknown": rec(0, dgram(1, "nobody", b"nonce-08" + struct.pack(">Q", 1) + bytes(8))) +
+        rec(0, dgram(1, "cam-1", b"nonce-08" + struct.pack(">Q", 1) + bytes(8), tag=bytes(16))),
         "forged_high_counter": rec(2, dgram(3, "cam-1", struct.pack(">IQ", 0, 2**64 - 1), tag=bytes(16))) + rec(3, na),
     }
 
@@ -76,6 +82,9 @@ def flow_seeds():
         "post_cl": flow(0, 0, 7, b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n"),
         "post_chunked": flow(0, 0, 99, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: x\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
+        "chunk_lenient": flow(0, 0, 5, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"5;x\nhello\r\n5\r\nhelloXX0\r\nT: 1\n\r\n"),
+        "obs_fold": flow(0, 0, 9, b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n y\r\n\r\n"),
         "upgrade": flow(0, 0, 3, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello"),
         "leading_crlf": flow(0, 0, 5, b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
         "resp_cl": flow(1, 0, 1, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 204 No Content\r\n\r\n"),
@@ -133,6 +142,30 @@ def front_seeds():
         "splice_terminal_leaves": front(2, b"GET /d/cam-1/big HTTP/1.1\r\n" + auth + b"\r\n",
                                         b"HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\nabc", b"GET /d/cam-1/next HTTP/1.1\r\n\r\n",
                                         bytes(5000)),
+        # Heads two parsers could read differently (refused with 400), the absolute form
+        # (routed by its authority), an Upgrade the device refuses (the next head is checked
+        # again) and one it takes, credentials in every spelling, Connection: close.
+        "obs_fold": front(0, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"X-A: 1\r\n GET /d/cam-1/x HTTP/1.1\r\n\r\n", OK),
+        "two_hosts": front(0, b"GET / HTTP/1.1\r\nHost: cam-1.localhost\r\nHost: b.localhost\r\n" + auth + b"\r\n", OK),
+        "absolute_form": front(0, b"GET http://cam-1.localhost:8080/p?q=1 HTTP/1.1\r\nHost: other\r\n" + auth + b"\r\n",
+                               OK),
+        "upgrade_refused": front(0, b"GET /d/cam-1/ws HTTP/1.1\r\n" + auth + b"Upgrade: foo\r\nConnection: Upgrade\r\n\r\n"
+                                 b"GET /d/cam-1/secret HTTP/1.1\r\n\r\n", OK, b"GET /d/cam-1/more HTTP/1.1\r\n\r\n"),
+        "upgrade_body": front(0, b"POST /d/cam-1/ws HTTP/1.1\r\n" + auth + b"Upgrade: foo\r\nConnection: Upgrade\r\n"
+                              b"Content-Length: 2\r\n\r\nhiEARLY", b"HTTP/1.1 101 Switching Protocols\r\n\r\nback"),
+        "cl_and_te": front(0, b"POST /d/cam-1/ HTTP/1.1\r\n" + auth + b"Content-Length: 5\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", OK),
+        "all_credentials": front(0, b"GET /d/cam-1/p?relay_token=@T&a=1&relay%5Ftoken=x HTTP/1.1\r\n" + auth +
+                                 b"Cookie: relay_token=@T; k=v\r\nCookie: relay_token=y\r\nX-Forwarded-Prefix: /e\r\n"
+                                 b"Forwarded: for=1.2.3.4\r\n\r\n", OK),
+        "connection_close": front(0, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"Connection: close\r\n\r\n"
+                                  b"GET /d/cam-1/after HTTP/1.1\r\n" + auth + b"\r\n", OK, OK),
+        "device_says_close": front(0, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"\r\n",
+                                   b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+        "open_redirect": front(0, b"GET //evil.example/x?relay_token=@T HTTP/1.1\r\nHost: cam-1.localhost\r\n\r\n"),
+        "chunk_lf_in_ext": front(0, b"POST /d/cam-1/ HTTP/1.1\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n"
+                                 b"5;x\nhello\r\n0\r\n\r\nGET /d/cam-1/s HTTP/1.1\r\n\r\n", OK),
+        "second_head_slow": front(0x20, b"GET /d/cam-1/ HTTP/1.1\r\n" + auth + b"\r\nGET /d/cam-1/2 HT", OK),
     }
 
 

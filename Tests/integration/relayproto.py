@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 MAGIC = 0x52
-VERSION = 0x01
+VERSION = 0x02
+VERSION_OLD = 0x01  # refused by the relay (counted as old_version, logged when genuine)
 
 PERIOD_REQUEST = 0x01
 PERIOD_INFO = 0x02
@@ -30,6 +31,10 @@ NOTIFY_A = 0x03
 NOTIFY_B = 0x04
 RESYNC = 0x05
 CONNECT_REQUEST = 0x06
+NOTIFY_ACK = 0x07
+LEAVE = 0x08
+REJECT = 0x09
+NOTIFY_ACK_MOVED = 0x0A  # NOTIFY_ACK of a notify that moved the anchor: confirm the mapping soon
 
 TYPE_NAMES = {
     PERIOD_REQUEST: "PERIOD_REQUEST",
@@ -38,6 +43,10 @@ TYPE_NAMES = {
     NOTIFY_B: "NOTIFY_B",
     RESYNC: "RESYNC",
     CONNECT_REQUEST: "CONNECT_REQUEST",
+    NOTIFY_ACK: "NOTIFY_ACK",
+    LEAVE: "LEAVE",
+    REJECT: "REJECT",
+    NOTIFY_ACK_MOVED: "NOTIFY_ACK_MOVED",
 }
 
 # Body length per type (between the device ID and the 16-byte tag).
@@ -48,6 +57,10 @@ BODY_LEN = {
     NOTIFY_B: 12,
     RESYNC: 12,  # echoed counter 8, current epoch 4
     CONNECT_REQUEST: 36,  # session ID 16, nonce 16, cb port 2, reserved 2
+    NOTIFY_ACK: 12,  # echoed counter 8, current epoch 4
+    LEAVE: 12,  # epoch 4, counter 8
+    REJECT: 24,  # echoed client nonce 8, 16 zero bytes (and a zero tag)
+    NOTIFY_ACK_MOVED: 12,
 }
 TAG_LEN = 16
 HEADER_LEN = 4  # magic, version, type, n
@@ -271,6 +284,27 @@ def parse_period_info(data: bytes, key: bytes, expect_nonce: Optional[bytes] = N
 def notify(device_id: str, key: bytes, epoch: int, counter: int, kind: str = "A", **kw) -> bytes:
     dtype = NOTIFY_A if kind.upper() == "A" else NOTIFY_B
     return encode(dtype, device_id, struct.pack(">IQ", epoch, counter), key, **kw)
+
+
+def leave(device_id: str, key: bytes, epoch: int, counter: int, **kw) -> bytes:
+    return encode(LEAVE, device_id, struct.pack(">IQ", epoch, counter), key, **kw)
+
+
+def parse_ack(data: bytes, key: bytes) -> Resync:
+    """NOTIFY_ACK: the echoed counter and the relay's epoch (the same layout as RESYNC)."""
+    d = decode(data, key)
+    if d.dtype not in (NOTIFY_ACK, NOTIFY_ACK_MOVED):
+        raise ProtocolError(f"expected NOTIFY_ACK, got type {d.dtype}")
+    c, e = struct.unpack(">QI", d.body)
+    return Resync(c, e)
+
+
+def parse_reject(data: bytes) -> bytes:
+    """REJECT (unauthenticated): returns the echoed client nonce."""
+    d = decode(data)
+    if d.dtype != REJECT or d.body[8:] != bytes(16) or d.tag != bytes(16):
+        raise ProtocolError("not a REJECT")
+    return d.body[:8]
 
 
 def resync(device_id: str, key: bytes, counter: int, epoch: int) -> bytes:
@@ -516,6 +550,7 @@ class FakeDevice:
         self.sent: list = []  # (sock index, bytes)
         self.received: list = []  # (sock index, bytes, addr)
         self.answered: set = set()
+        self.acks: list = []  # (sock index, echoed counter) of every NOTIFY_ACK received
         self.requests: list[LinkRequest] = []
         self.links_opened = 0
         self._lock = threading.Lock()
@@ -539,26 +574,42 @@ class FakeDevice:
             self.sent.append((sock, data))
         return data
 
-    def recv(self, sock: int = 0, timeout: float = 1.0) -> Optional[tuple]:
-        s = self.socks[sock]
-        s.settimeout(max(timeout, 0.001))
+    def _is_ack(self, data: bytes) -> bool:
         try:
-            data, addr = s.recvfrom(65536)
-        except (socket.timeout, BlockingIOError):
-            return None
-        with self._lock:
-            self.received.append((sock, data, addr))
-        return data, addr[:2]
+            return decode(data, self.key).dtype in (NOTIFY_ACK, NOTIFY_ACK_MOVED)
+        except ProtocolError:
+            return False
 
-    def drain(self, sock: int = 0, duration: float = 0.5) -> list:
-        """Everything received on `sock` within `duration` seconds."""
+    def recv(self, sock: int = 0, timeout: float = 1.0, acks: bool = False) -> Optional[tuple]:
+        """The next datagram on `sock`. Genuine NOTIFY_ACKs (the relay answers every accepted
+        notify) go to `self.acks` as (sock, counter) and are skipped unless `acks`."""
+        s = self.socks[sock]
+        end = time.monotonic() + timeout
+        while True:
+            s.settimeout(max(end - time.monotonic(), 0.001))
+            try:
+                data, addr = s.recvfrom(65536)
+            except (socket.timeout, BlockingIOError):
+                return None
+            with self._lock:
+                self.received.append((sock, data, addr))
+            if not acks and self._is_ack(data):
+                with self._lock:
+                    self.acks.append((sock, parse_ack(data, self.key).counter))
+                if time.monotonic() < end:
+                    continue
+                return None
+            return data, addr[:2]
+
+    def drain(self, sock: int = 0, duration: float = 0.5, acks: bool = False) -> list:
+        """Everything received on `sock` within `duration` seconds (NOTIFY_ACKs only if `acks`)."""
         out = []
         end = time.monotonic() + duration
         while True:
             left = end - time.monotonic()
             if left <= 0:
                 return out
-            r = self.recv(sock, left)
+            r = self.recv(sock, left, acks)
             if r is not None:
                 out.append(r)
 

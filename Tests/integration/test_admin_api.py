@@ -189,7 +189,7 @@ def test_list_pages_filters_and_live_fields(relay, admin, fake_devices):
     assert seen == [f"pg-{i}" for i in range(7)] and pages == 3
     for d in admin.ok("GET", "/api/v1/devices?limit=3")["devices"]:
         assert set(d) == {"id", "online", "last_notify_a_age_s", "address", "address_changes", "sessions",
-                          "last_wake", "created"}
+                          "last_wake", "created", "offline_reason"}
     # Filters by online state, with paging inside the filter.
     on = admin.ok("GET", "/api/v1/devices?online=true")
     assert [d["id"] for d in on["devices"]] == online and on["next"] is None
@@ -199,6 +199,8 @@ def test_list_pages_filters_and_live_fields(relay, admin, fake_devices):
     assert [d["id"] for d in rest["devices"]] == ["pg-3", "pg-5"]
     off0 = next(d for d in off["devices"] if d["id"] == "pg-0")
     assert off0["address"] is None and off0["last_notify_a_age_s"] is None and off0["online"] is False
+    assert "has not notified" in off0["offline_reason"]
+    assert all(d["offline_reason"] is None for d in on["devices"])
     assert [d["id"] for d in admin.ok("GET", "/api/v1/devices?search=g-4")["devices"]] == ["pg-4"]
     # A NAT rebinding (notify from another port) is counted and kept in the address history.
     d4 = devs["pg-4"]
@@ -213,9 +215,13 @@ def test_list_pages_filters_and_live_fields(relay, admin, fake_devices):
 def test_remove_and_rotate_take_effect_at_once(relay, admin, fake_devices):
     sec = admin.ok("POST", "/api/v1/devices", status=201, json={"id": "rm-1"})["secret"]
     tok = admin.ok("POST", "/api/v1/devices/rm-1/tokens", status=201)["token"]
+    hdr = {"Authorization": f"Bearer {tok}"}
+    assert requests.get(relay.dev_url("rm-1"), headers=hdr, timeout=5).status_code == 503  # known, offline
     assert admin.ok("DELETE", "/api/v1/devices/rm-1") == {"removed": "rm-1"}
-    r = requests.get(relay.dev_url("rm-1"), headers={"Authorization": f"Bearer {tok}"}, timeout=5)
-    assert r.status_code == 404, r.text  # no wait for the store poll
+    r = requests.get(relay.dev_url("rm-1"), headers=hdr, timeout=5)
+    # Gone from the core before the call returned (no wait for the store poll): its token no
+    # longer verifies, answered like any device without a valid token (no device oracle).
+    assert r.status_code == 401, r.text
     assert admin.delete("/api/v1/devices/rm-1").status_code == 404
     # Rotation: the old secret is refused, the new one registers, old tokens stop working.
     old = admin.ok("POST", "/api/v1/devices", status=201, json={"id": "rot-1"})["secret"]

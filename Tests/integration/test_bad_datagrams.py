@@ -54,7 +54,7 @@ MALFORMED = {
     "oversized": lambda d: d + b"\x00",
     "way_oversized": lambda d: d + os.urandom(1200),
     "wrong_magic": lambda d: b"X" + d[1:],
-    "wrong_version": lambda d: d[:1] + b"\x02" + d[2:],
+    "wrong_version": lambda d: d[:1] + b"\x03" + d[2:],
     "version_zero": lambda d: d[:1] + b"\x00" + d[2:],
     "unknown_type": lambda d: d[:2] + b"\x09" + d[3:],
     "type_zero": lambda d: d[:2] + b"\x00" + d[3:],
@@ -100,8 +100,11 @@ def test_unknown_device_counted(relay, anchored):
     key = rp.derive_key(os.urandom(32))
     dev.send_raw(rp.notify("nobody", key, dev.epoch, 1, "A"), sock=1)
     relay.wait_delta(before, "relay_datagrams_dropped_total", reason="unknown_device")
-    dev.send_raw(rp.period_request("nobody", key)[0], sock=1)
-    no_reply(dev, 1, 0.7)
+    req, nonce = rp.period_request("nobody", key)
+    dev.send_raw(req, sock=1)
+    # the one unauthenticated answer: a REJECT echoing the nonce, the same for a bad tag
+    got = dev.drain(1, 0.7)
+    assert len(got) == 1 and rp.parse_reject(got[0][0]) == nonce and len(got[0][0]) == len(req), got
 
 
 def test_bad_tag_counted_and_not_accepted(relay, fake_devices):
@@ -207,13 +210,16 @@ def test_period_request_answered_no_larger_and_changes_nothing(relay, fake_devic
     assert dev.register().epoch == info.epoch
 
 
-def test_period_request_bad_tag_gets_no_reply(relay, fake_devices):
+def test_period_request_bad_tag_gets_only_a_reject(relay, fake_devices):
     dev = rp.FakeDevice("pr2", relay.add_device("pr2"), relay.udp_addr)
     fake_devices.append(dev)
     before = relay.metrics()
-    dev.send_raw(rp.period_request("pr2", rp.derive_key(os.urandom(32)))[0])
-    no_reply(dev, 0, 1.5)
+    req, nonce = rp.period_request("pr2", rp.derive_key(os.urandom(32)))
+    dev.send_raw(req)
+    got = dev.drain(0, 1.5)
+    assert [rp.parse_reject(d) for d, _ in got] == [nonce], "as for an unknown device: nothing tells them apart"
     relay.wait_delta(before, "relay_datagrams_dropped_total", reason="bad_auth")
+    assert relay.metrics()("relay_rejects_sent_total") == before("relay_rejects_sent_total") + 1
     good, _ = rp.period_request("pr2", dev.key)
     dev.send_raw(good[:-1])  # truncated: malformed
     dev.send_raw(good[:20])
@@ -230,15 +236,17 @@ def test_random_garbage_no_replies_and_relay_keeps_serving(relay, anchored):
         size = rnd.choice([1, 2, 3, 4, 20, 35, 37, 47, 49, 60, 61, 100, 500, 1400])
         body = bytes(rnd.getrandbits(8) for _ in range(size))
         if i % 3 == 0 and size >= 4:
-            body = bytes([0x52, 0x01, rnd.randint(1, 6), rnd.randint(0, 70)]) + body[4:]
+            body = bytes([0x52, rp.VERSION, rnd.randint(1, 9), rnd.randint(0, 70)]) + body[4:]
         if i % 7 == 0 and size >= 4:
-            body = bytes([0x52, 0x01, rp.NOTIFY_A, 3]) + b"bd1" + body[7:]
+            body = bytes([0x52, rp.VERSION, rp.NOTIFY_A, 3]) + b"bd1" + body[7:]
+        if i % 11 == 0 and size >= 4:
+            body = bytes([0x52, rp.VERSION_OLD, rp.NOTIFY_B, 3]) + b"bd1" + body[7:]
         dev.send_raw(body, sock=1)
         sent += 1
     no_reply(dev, 1, 1.0)
     m = relay.metrics()
     dropped = sum(m("relay_datagrams_dropped_total", reason=r) - before("relay_datagrams_dropped_total", reason=r)
-                  for r in ["malformed", "unknown_device", "bad_auth", "replay", "stale_epoch"])
+                  for r in ["malformed", "unknown_device", "bad_auth", "replay", "stale_epoch", "old_version"])
     assert dropped >= sent * 0.9, f"only {dropped} of {sent} garbage datagrams counted"
     assert m("relay_address_changes_total") == before("relay_address_changes_total")
     assert relay.healthy()

@@ -2,9 +2,11 @@
 page through the relay, the stylesheet and script arrive (authorized by the relay cookie the
 ?relay_token= link sets), and the page's live polling of api/status keeps working.
 
-cam1 is opened with host routing (http://cam1.localhost:PORT/, which Chromium resolves to
-loopback itself), thermo1 with path routing (http://127.0.0.1:PORT/d/thermo1/). Screenshots
-are kept in .build/demo-screenshot-<id>.png for a person to look at.
+Both are opened with host routing (http://ID.localhost:PORT/, which Chromium resolves to
+loopback itself): each device is its own browser origin. Path routing
+(http://127.0.0.1:PORT/d/ID/) is for API clients with Authorization: the demo prints a curl
+line for it, and a browser's ?relay_token= there is refused. Screenshots are kept in
+.build/demo-screenshot-<id>.png for a person to look at.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -150,12 +153,12 @@ def png_facts(data: bytes) -> tuple:
 # (device, which printed URL, the page's own address once the relay has traded the token for a cookie)
 CASES = [
     ("cam1", "browser_url", "http://cam1.localhost:{port}/"),
-    ("thermo1", "path_url", "http://127.0.0.1:{port}/d/thermo1/"),
+    ("thermo1", "browser_url", "http://thermo1.localhost:{port}/"),
 ]
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("dev_id,url_key,clean_url", CASES, ids=["host-routing", "path-routing"])
+@pytest.mark.parametrize("dev_id,url_key,clean_url", CASES, ids=["host-routing-cam1", "host-routing-thermo1"])
 def test_device_page_live_in_chromium(browser, demo, dev_id, url_key, clean_url):
     dev = demo.device(dev_id)
     url = dev[url_key]
@@ -187,6 +190,21 @@ def test_device_page_live_in_chromium(browser, demo, dev_id, url_key, clean_url)
     width, height, distinct = png_facts(data)
     assert (width, height) == (1000, 700)
     assert distinct > 50, f"screenshot looks flat ({distinct} distinct byte values): a blank page?"
+
+
+@pytest.mark.timeout(120)
+def test_path_routing_is_for_api_clients(browser, demo):
+    """The printed curl line (Authorization) works; a browser with ?relay_token= under /d/ID/
+    gets the 401 that sends it to host routing, and no cookie for the shared origin."""
+    dev = demo.device("thermo1")
+    assert dev["api_curl"] in demo.out_path.read_text()
+    port = demo.info["http_port"]
+    req = urllib.request.Request(dev["api_url"], headers={"Authorization": f"Bearer {dev['token']}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200 and json.loads(r.read())
+    dom = run_chromium(browser, f"http://127.0.0.1:{port}/d/thermo1/?relay_token={dev['token']}", "--dump-dom")
+    assert "takes the token only in Authorization" in dom and "host routing" in dom, dom[:2000]
+    assert "Thermostat, reached through the relay" not in dom
 
 
 @pytest.mark.timeout(60)

@@ -120,32 +120,50 @@ def test_host_routing_keeps_path(recorded):
 
 
 def test_query_token_redirects_and_sets_cookie(recorded):
+    # Host routing: each device is its own browser origin, so the token may come in the URL
+    # once and live on in a cookie for that origin.
     relay, srv = recorded
     tok = relay.token("rec1")
     s = requests.Session()
-    url = relay.dev_url("rec1", f"/page?x=1&relay_token={tok}&y=2")
-    r = s.get(url, allow_redirects=False, timeout=T)
+    host = {"Host": f"rec1.localhost:{relay.http_port}"}
+    url = relay.url(f"/page?x=1&relay_token={tok}&y=2")
+    r = s.get(url, headers=host, allow_redirects=False, timeout=T)
     assert r.status_code == 302, r.text
     loc = r.headers["Location"]
     assert "relay_token" not in loc and tok not in loc
     u = urlsplit(urljoin(url, loc))
-    assert u.path == "/d/rec1/page"
+    assert u.path == "/page"
     assert parse_qs(u.query) == {"x": ["1"], "y": ["2"]}
     sc = r.headers.get("Set-Cookie", "")
     assert f"relay_token={tok}" in sc
     low = sc.lower()
-    assert "httponly" in low and "samesite=lax" in low and "path=/d/rec1/" in low
+    assert "httponly" in low and "samesite=lax" in low and "path=/;" in low
     n_before = len(srv.requests)
     assert n_before == 0, "the redirect must not reach the device"
-    r2 = s.get(urljoin(url, loc), allow_redirects=False, timeout=T)
+    r2 = s.get(urljoin(url, loc), headers=host, allow_redirects=False, timeout=T)
     assert r2.status_code == 200, r2.text
     seen = r2.json()
     assert seen["path"] == "/page?x=1&y=2"
     assert all(tok not in v for _, v in seen["headers"])
     assert SID_RE.match(r2.headers.get("X-Relay-Session", ""))
     # the cookie alone keeps working on later requests
-    r3 = s.get(relay.dev_url("rec1", "/again"), timeout=T)
+    r3 = s.get(relay.url("/again"), headers=host, timeout=T)
     assert r3.status_code == 200 and r3.json()["path"] == "/again"
+
+
+def test_path_routing_takes_no_query_or_cookie_token(recorded):
+    # Path routing puts every device on the relay's one origin: a page of one device could
+    # use the browser's cookie for another. There the token goes in Authorization only.
+    relay, srv = recorded
+    tok = relay.token("rec1")
+    for headers, target in (({}, f"/page?relay_token={tok}"), ({"Cookie": f"relay_token={tok}"}, "/page")):
+        r = requests.get(relay.dev_url("rec1", target), headers=headers, allow_redirects=False, timeout=T)
+        assert r.status_code == 401, r.text
+        assert "Authorization" in r.text and "host routing" in r.text
+        assert "Set-Cookie" not in r.headers
+    assert srv.requests == []
+    r = requests.get(relay.dev_url("rec1", f"/page?relay_token={tok}"), headers=relay.auth("rec1"), timeout=T)
+    assert r.status_code == 200 and r.json()["path"] == "/page"
 
 
 def test_query_token_with_host_routing_sets_root_cookie(recorded):

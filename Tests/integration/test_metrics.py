@@ -13,8 +13,10 @@ from conftest import parse_metrics
 SERIES = [
     ("relay_notify_total", {"kind": "a"}), ("relay_notify_total", {"kind": "b"}),
     *[("relay_datagrams_dropped_total", {"kind": k, "reason": r})
-      for k in ["period_request", "a", "b", "other"]
-      for r in ["malformed", "unknown_device", "bad_auth", "replay", "stale_epoch"]],
+      for k in ["period_request", "a", "b", "leave", "other"]
+      for r in ["malformed", "unknown_device", "bad_auth", "replay", "stale_epoch", "old_version"]],
+    ("relay_notify_acks_total", {}), ("relay_device_leaves_total", {}), ("relay_anchor_flaps_total", {}),
+    ("relay_rejects_sent_total", {}), ("relay_events_lost_total", {}),
     ("relay_period_requests_total", {}), ("relay_address_changes_total", {}),
     ("relay_connection_requests_sent_total", {}),
     *[("relay_wakes_total", {"outcome": o}) for o in ["started", "bound", "timeout", "offline", "refused"]],
@@ -107,7 +109,7 @@ def test_process_metrics_are_this_process(relay):
 
 def test_refusals_and_answers_by_status(relay):
     before = relay.metrics()
-    assert requests.get(relay.url("/d/nosuch/"), timeout=5).status_code == 404
+    assert requests.get(relay.url("/d/No_Such/"), timeout=5).status_code == 404  # not a device ID
     assert requests.get(relay.url("/healthz"), timeout=5).status_code == 200
     assert requests.get(relay.url("/d/nosuch"), allow_redirects=False, timeout=5).status_code == 308
     relay.wait_delta(before, "relay_terminal_responses_total", origin="relay", code="404")

@@ -27,15 +27,20 @@ def assert_no_wake(dev, duration=0.5):
     assert got == [], f"device received datagrams although the request was refused: {got}"
 
 
-def test_unknown_device_404(relay):
+def test_unknown_device_answers_like_a_known_one(relay, live):
+    """Without a valid token an unknown device gets exactly what a known one gets (401, same
+    body), so device IDs cannot be probed."""
     before = relay.metrics()
-    fake = "ghost.9999999999.0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAA"
-    r = requests.get(relay.dev_url("ghost", "/x"), headers={"Authorization": f"Bearer {fake}"}, timeout=T)
-    assert r.status_code == 404, r.text
-    assert "X-Relay-Session" not in r.headers
-    relay.wait_delta(before, "relay_requests_refused_total", reason="unknown")
-    h = {"Host": f"ghost.localhost:{relay.http_port}", "Authorization": f"Bearer {fake}"}
-    assert requests.get(relay.url("/x"), headers=h, timeout=T).status_code == 404
+    for dev_id in ("ghost", "live1"):
+        fake = f"{dev_id}.9999999999.0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAA"
+        r = requests.get(relay.dev_url(dev_id, "/x"), headers={"Authorization": f"Bearer {fake}"}, timeout=T)
+        assert (r.status_code, r.text) == (401, "invalid token\n"), (dev_id, r.text)
+        assert "X-Relay-Session" not in r.headers
+        h = {"Host": f"{dev_id}.localhost:{relay.http_port}", "Authorization": f"Bearer {fake}"}
+        assert requests.get(relay.url("/x"), headers=h, timeout=T).status_code == 401
+    relay.wait_delta(before, "relay_requests_refused_total", delta=4, reason="unauthorized")
+    assert relay.metrics()("relay_requests_refused_total", reason="unknown") == before(
+        "relay_requests_refused_total", reason="unknown")
 
 
 def test_no_device_named_400(relay):

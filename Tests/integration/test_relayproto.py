@@ -57,7 +57,7 @@ def test_datagram_lengths_match_table():
 def test_notify_layout_and_tag():
     k = rp.derive_key(SECRET_HEX)
     d = rp.notify("abc", k, 0xDEADBEEF, 0x0102030405060708, "A")
-    assert d[:4] == bytes([0x52, 0x01, 0x03, 3])
+    assert d[:4] == bytes([0x52, 0x02, 0x03, 3])
     assert d[4:7] == b"abc"
     assert d[7:11] == bytes.fromhex("deadbeef")
     assert d[11:19] == bytes.fromhex("0102030405060708")
@@ -95,8 +95,9 @@ def test_resync_and_connect_request_round_trip():
     lambda d: d[:-1],  # truncated
     lambda d: d + b"\0",  # oversized
     lambda d: b"X" + d[1:],  # wrong magic
-    lambda d: d[:1] + b"\x02" + d[2:],  # wrong version
-    lambda d: d[:2] + b"\x09" + d[3:],  # unknown type
+    lambda d: d[:1] + b"\x01" + d[2:],  # the old version
+    lambda d: d[:1] + b"\x03" + d[2:],  # an unknown version
+    lambda d: d[:2] + b"\x0a" + d[3:],  # unknown type
     lambda d: d[:3] + b"\x00" + d[4:],  # id length 0
     lambda d: d[:3] + b"\x40" + d[4:],  # id length 64
     lambda d: b"",

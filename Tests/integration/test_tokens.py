@@ -87,20 +87,22 @@ def test_revocation_reaches_an_open_keep_alive_connection(device):
 
 
 def test_cookie_from_query_token_is_refused_once_revoked(device):
+    # Cookies and URL tokens belong to host routing (each device its own origin).
     relay, _ = device
     token = relay.token("tk1")
     s = requests.Session()
-    url = relay.dev_url("tk1", f"/page?relay_token={token}")
-    r = s.get(url, allow_redirects=False, timeout=T)
+    host = {"Host": f"tk1.localhost:{relay.http_port}"}
+    url = relay.url(f"/page?relay_token={token}")
+    r = s.get(url, headers=host, allow_redirects=False, timeout=T)
     assert r.status_code == 302 and f"relay_token={token}" in r.headers.get("Set-Cookie", "")
-    assert s.get(relay.dev_url("tk1", "/page"), timeout=T).status_code == 200, "the cookie works"
+    assert s.get(relay.url("/page"), headers=host, timeout=T).status_code == 200, "the cookie works"
     revoke(relay, tid(token))
-    refused = wait_until(lambda: s.get(relay.dev_url("tk1", "/page"), timeout=T).status_code == 401, 3, 0.05)
+    refused = wait_until(lambda: s.get(relay.url("/page"), headers=host, timeout=T).status_code == 401, 3, 0.05)
     assert refused, "the cookie still works after revocation"
-    r = s.get(relay.dev_url("tk1", "/page"), timeout=T)
+    r = s.get(relay.url("/page"), headers=host, timeout=T)
     assert r.text == REVOKED
     # The query token itself is refused too: no new cookie for a revoked token.
-    r = requests.get(url, allow_redirects=False, timeout=T)
+    r = requests.get(url, headers=host, allow_redirects=False, timeout=T)
     assert (r.status_code, r.text) == (401, REVOKED) and "Set-Cookie" not in r.headers
 
 

@@ -76,6 +76,7 @@ typedef struct rb_dev_stats {
     uint64_t callbacks_refused;  /* any other status, or closed before it */
     uint64_t responses;          /* HTTP responses written on a link */
     uint64_t resyncs;
+    uint64_t acks;               /* NOTIFY_ACKs received (the relay answers every notify) */
 } rb_dev_stats;
 void rb_sim_dev_stats(const rb_sim *sim, rb_dev_stats *out);
 

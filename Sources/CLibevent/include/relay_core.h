@@ -155,7 +155,7 @@ typedef struct rl_stats {
     uint64_t notify_a_ok, notify_b_ok;
     uint64_t period_requests;
     uint64_t dgram_malformed, dgram_unknown_device, dgram_bad_auth, dgram_replay,
-        dgram_stale_epoch;           /* drops by reason, every kind summed */
+        dgram_stale_epoch, dgram_old_version; /* drops by reason, every kind summed */
     uint64_t address_changes;
     uint64_t conn_requests_sent;     /* including retransmissions */
     uint64_t wakes_started, wakes_bound, wakes_timeout;
@@ -202,6 +202,21 @@ enum {
 /* Copies up to `max` pending records into `out`; returns how many. Any thread. */
 size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max);
 
+/* Operator events the core notices on its own, for the log. */
+enum {
+    RL_EVENT_OLD_VERSION = 1,     /* a genuine datagram of protocol version 1: upgrade that agent */
+    RL_EVENT_ANCHOR_FLAP = 2,     /* the anchor alternates between two sources: two agents, one ID? */
+    RL_EVENT_DEVICE_LEFT = 3,     /* the agent said it was stopping */
+    RL_EVENT_WAKE_UNANSWERED = 4, /* no callback within the wake timeout: offline until it notifies */
+};
+typedef struct rl_core_event {
+    uint32_t kind;
+    char device_id[RL_ID_MAX + 1];
+    char detail[160];
+} rl_core_event;
+/* Copies up to `max` pending events into `out`; returns how many. Any thread. */
+size_t rl_core_drain_events(rl_core *core, rl_core_event *out, size_t max);
+
 /* ---- inspection, for the admin API (inspect.c) ----
  *
  * Each call queues a request to the loop thread, which copies what was asked into the
@@ -223,7 +238,7 @@ enum { RL_WAKE_BOUND = 1, RL_WAKE_TIMEOUT = 2 };
 typedef struct rl_device_view {
     char id[RL_ID_MAX + 1];        /* in: the device to look up */
     uint32_t known;                /* out: 1 when it is in the registry */
-    uint32_t online;               /* anchored and its last notify A within the period */
+    uint32_t online;               /* the front's liveness verdict: it would be woken now */
     int64_t last_notify_a_age_s;   /* -1: no notify A since the relay started */
     char address[RL_ADDR_TEXT];    /* anchor "ip:port" as the relay sees it, "" when none */
     uint32_t address_changes;      /* since it entered the side table (0 when not in it) */
@@ -231,6 +246,7 @@ typedef struct rl_device_view {
     uint64_t last_wake_unix;       /* 0: none recorded */
     uint32_t last_wake_outcome;    /* RL_WAKE_* */
     uint32_t last_wake_latency_us; /* wake to callback (bound), or the time waited */
+    char offline_reason[160];      /* why the relay would answer 503 now, "" when online */
 } rl_device_view;
 
 typedef struct rl_address_seen {
@@ -305,20 +321,29 @@ typedef struct rl_agent_config {
      * relay's certificate must carry (NULL: the host of `relay`), and this device's
      * certificate and key when the relay asks for one. */
     const char *tls_ca, *tls_name, *tls_cert, *tls_key;
+    /* What the agent sees and the likely cause, as it happens (registered, no answer, relay
+     * rejects the device, relay lost, a forward or callback that failed): called on the
+     * agent's loop thread with an event name and a sentence. NULL: silent. */
+    void (*log)(void *ctx, int level, const char *event, const char *text);
+    void *log_ctx;
 } rl_agent_config;
+
+/* rl_agent_config.log levels. */
+enum { RL_LOG_DEBUG = 0, RL_LOG_INFO = 1, RL_LOG_NOTICE = 2, RL_LOG_WARNING = 3, RL_LOG_ERROR = 4 };
 
 /* Agent state as seen by the control layer. */
 typedef struct rl_agent_stats {
     uint32_t registered;       /* period info received for the current epoch */
     uint32_t period_s, keepalive_s;
     uint64_t notify_a_sent, notify_b_sent, conn_requests, conn_requests_rejected,
-        links_opened, links_failed, resyncs;
+        links_opened, links_failed, resyncs, acks;
 } rl_agent_stats;
 
 rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len);
 /* Runs the agent loop on the calling thread until rl_agent_stop. */
 int rl_agent_run(rl_agent *agent);
-/* Safe from any thread or a signal-driven task. */
+/* Safe from any thread or a signal-driven task. A registered agent first tells the relay
+ * it is leaving (LEAVE, re-sent until answered, at most about a second), then returns. */
 void rl_agent_stop(rl_agent *agent);
 void rl_agent_stats_get(const rl_agent *agent, rl_agent_stats *out);
 void rl_agent_free(rl_agent *agent);
