@@ -184,22 +184,19 @@ static void fill_view(rl_core *core, rl_device_view *v, uint32_t now_ds) {
     v->last_wake_unix = 0;
     v->last_wake_outcome = 0;
     v->last_wake_latency_us = 0;
-    v->offline_reason[0] = 0;
+    v->offline_why = 0;
     if (!dev) return;
     /* The front's own verdict (liveness.c): a notify A within the period, an anchor, and no
-     * LEAVE or unanswered wake since; last_access is in tenths of a second. */
+     * LEAVE or unanswered wake since; last_access is in tenths of a second. The reason is a
+     * code (the control layer words it), in rl_liveness_verdict's order: no text is formatted
+     * on the loop thread. */
     if (dev->last_access) v->last_notify_a_age_s = (now_ds - (dev->last_access - 1)) / 10;
     v->online = (uint32_t)rl_device_alive(core, dev, now_ds);
-    if (!v->online) {
-        char msg[200];
-        rl_liveness_verdict(core, dev, v->id, msg, sizeof msg);
-        const char *why = strstr(msg, "is offline: ");
-        why = why ? why + strlen("is offline: ") : msg;
-        size_t n = strcspn(why, "\n");
-        if (n >= sizeof v->offline_reason) n = sizeof v->offline_reason - 1;
-        memcpy(v->offline_reason, why, n);
-        v->offline_reason[n] = 0;
-    }
+    if (!v->online)
+        v->offline_why = dev->last_access == 0 || dev->sock == RL_NO_SOCK ? RL_OFFLINE_NEVER
+                         : dev->flags & RL_DEV_LEFT                         ? RL_OFFLINE_LEFT
+                         : dev->flags & RL_DEV_UNANSWERED                   ? RL_OFFLINE_UNANSWERED
+                                                                            : RL_OFFLINE_STALE;
     if (dev->sock != RL_NO_SOCK) format_addr(dev->addr, dev->port, v->address, sizeof v->address);
     rl_track *e = track_find(core, h);
     if (e) {

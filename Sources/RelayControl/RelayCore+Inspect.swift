@@ -101,7 +101,6 @@ extension RelayCore {
             guard rc == 0 else { throw CoreUnavailable() }
             for (i, v) in views.enumerated() {
                 let address = String(cTuple: v.address)
-                let reason = String(cTuple: v.offline_reason)
                 result.append(
                     DeviceLiveView(
                         id: chunk[chunk.startIndex + i], known: v.known != 0, online: v.online != 0,
@@ -112,7 +111,7 @@ extension RelayCore {
                             ? nil
                             : WakeRecord(
                                 atUnix: v.last_wake_unix, outcome: v.last_wake_outcome, latency: v.last_wake_latency_us),
-                        offlineReason: reason.isEmpty ? nil : reason))
+                        offlineReason: Self.offlineReason(v.offline_why, age: v.last_notify_a_age_s)))
             }
             start += chunk.count
         }
@@ -127,6 +126,18 @@ extension RelayCore {
     /// Returns once the loop thread applied every device change queued before the call.
     public func barrier() throws {
         guard rl_core_inspect_devices(pointer, nil, 0, Self.inspectTimeoutMs) == 0 else { throw CoreUnavailable() }
+    }
+
+    /// The words of the front's 503 for each RL_OFFLINE_* code (liveness.c).
+    static func offlineReason(_ why: UInt32, age: Int64) -> String? {
+        switch Int(why) {
+        case Int(RL_OFFLINE_NEVER): return "it has not notified the relay since the relay started"
+        case Int(RL_OFFLINE_LEFT): return "its agent said it was stopping"
+        case Int(RL_OFFLINE_UNANSWERED):
+            return "it did not answer its last wake; it counts as offline until it notifies again"
+        case Int(RL_OFFLINE_STALE): return "last notify \(age) s ago, longer than the max access period"
+        default: return nil
+        }
     }
 
     /// nil when the core does not know `id`.

@@ -246,8 +246,11 @@ typedef struct rl_device_view {
     uint64_t last_wake_unix;       /* 0: none recorded */
     uint32_t last_wake_outcome;    /* RL_WAKE_* */
     uint32_t last_wake_latency_us; /* wake to callback (bound), or the time waited */
-    char offline_reason[160];      /* why the relay would answer 503 now, "" when online */
+    uint32_t offline_why;          /* RL_OFFLINE_*: why the front would answer 503 now, 0 when online */
 } rl_device_view;
+
+/* Why a device is offline, as the front's verdict (liveness.c) says it. */
+enum { RL_OFFLINE_NEVER = 1, RL_OFFLINE_STALE = 2, RL_OFFLINE_LEFT = 3, RL_OFFLINE_UNANSWERED = 4 };
 
 typedef struct rl_address_seen {
     uint64_t at_unix;
