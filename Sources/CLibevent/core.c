@@ -458,6 +458,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
     set_accepting(core, 0);
     rl_term_close_all(core);
     rl_session_free_all(core);
+    rl_metrics_close_all(core);
     event_base_loopbreak(core->base);
 }
 
@@ -475,6 +476,7 @@ void rl_core_free(rl_core *core) {
     if (!core->started) {
         rl_term_close_all(core);
         rl_session_free_all(core);
+        rl_metrics_close_all(core);
     }
     for (int i = 0; i < core->n_http; i++)
         if (core->http[i].lev) evconnlistener_free(core->http[i].lev);

@@ -146,6 +146,7 @@ struct rl_core {
     uint32_t n_sessions;
     rl_term *terms; /* every live terminal connection, for shutdown */
     uint32_t n_scrapes; /* open /metrics connections (metrics.c bounds them) */
+    struct rl_scrape *scrapes; /* ... and the list of them, for shutdown */
 
     /* device changes from other threads (guarded by cmd_mu) */
     pthread_mutex_t cmd_mu;
@@ -384,6 +385,8 @@ void rl_inspect_free(rl_core *core);
 
 /* ---- metrics.c ---- */
 void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg);
+/* Stopping: closes every open scrape connection. */
+void rl_metrics_close_all(rl_core *core);
 
 /* ---- netaddr.c ---- */
 /* accept() failed: out of descriptors pauses the listener (instead of a busy loop on a

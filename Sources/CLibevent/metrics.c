@@ -218,12 +218,16 @@ static void render(rl_core *core, struct evbuffer *b) {
  * most RL_MAX_SCRAPES are open at once. */
 #define RL_MAX_SCRAPES 32
 typedef struct rl_scrape {
+    struct rl_scrape *prev, *next;
     rl_core *core;
     rl_stream *st;
     struct event *timer;
 } rl_scrape;
 
 static void scrape_free(rl_scrape *sc) {
+    if (sc->prev) sc->prev->next = sc->next;
+    else sc->core->scrapes = sc->next;
+    if (sc->next) sc->next->prev = sc->prev;
     sc->core->n_scrapes--;
     event_free(sc->timer);
     rl_stream_free(sc->st);
@@ -264,6 +268,10 @@ static void scrape_cb(rl_stream *st, int event, void *arg) {
     }
 }
 
+void rl_metrics_close_all(rl_core *core) {
+    while (core->scrapes) scrape_free(core->scrapes);
+}
+
 void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg) {
     rl_core *core = arg;
     if (rl_core_fd_refused(core, fd)) return;
@@ -283,6 +291,9 @@ void rl_metrics_accept(struct evconnlistener *lev, evutil_socket_t fd, struct so
         return;
     }
     core->n_scrapes++;
+    sc->next = core->scrapes;
+    if (core->scrapes) core->scrapes->prev = sc;
+    core->scrapes = sc;
     struct timeval tv = {core->cfg.header_timeout_ms / 1000, (core->cfg.header_timeout_ms % 1000) * 1000};
     evtimer_add(sc->timer, &tv);
     rl_stream_read(sc->st, 1);
