@@ -21,14 +21,7 @@ enum AdminOpenAPI {
     "summary": "This document",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "OpenAPI 3.1",
@@ -45,14 +38,7 @@ enum AdminOpenAPI {
     "summary": "Fleet counts",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "Counts",
@@ -65,14 +51,7 @@ enum AdminOpenAPI {
       }
      },
      "503": {
-      "description": "Core not answering",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/CoreNotAnswering"
      }
     }
    }
@@ -82,14 +61,7 @@ enum AdminOpenAPI {
     "summary": "List devices, ordered by ID, paged by cursor",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "A page",
@@ -102,14 +74,7 @@ enum AdminOpenAPI {
       }
      },
      "400": {
-      "description": "Bad query",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/BadQuery"
      }
     },
     "parameters": [
@@ -153,14 +118,7 @@ enum AdminOpenAPI {
     "summary": "Provision a device; the secret is returned once",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "201": {
       "description": "Provisioned",
@@ -173,44 +131,16 @@ enum AdminOpenAPI {
       }
      },
      "400": {
-      "description": "Bad body or ID",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/BadBodyOrId"
      },
      "409": {
-      "description": "Exists",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/Exists"
      },
      "413": {
-      "description": "Body too large",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/BodyTooLarge"
      },
      "507": {
-      "description": "Registry full",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/RegistryFull"
      }
     },
     "requestBody": {
@@ -250,14 +180,7 @@ enum AdminOpenAPI {
     "summary": "One device with address history, last wakes, sessions and tokens",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "The device",
@@ -270,14 +193,7 @@ enum AdminOpenAPI {
       }
      },
      "404": {
-      "description": "Unknown device",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/UnknownDevice"
      }
     }
    },
@@ -285,14 +201,7 @@ enum AdminOpenAPI {
     "summary": "Deprovision a device: its sessions end, its tokens stop working",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "Removed",
@@ -310,14 +219,7 @@ enum AdminOpenAPI {
       }
      },
      "404": {
-      "description": "Unknown device",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/UnknownDevice"
      }
     }
    }
@@ -339,14 +241,7 @@ enum AdminOpenAPI {
     "summary": "Rotate the device secret (returned once); old tokens stop working",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "New secret",
@@ -367,14 +262,7 @@ enum AdminOpenAPI {
       }
      },
      "404": {
-      "description": "Unknown device",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/UnknownDevice"
      }
     }
    }
@@ -396,14 +284,7 @@ enum AdminOpenAPI {
     "summary": "The device's tokens",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "Tokens",
@@ -416,14 +297,7 @@ enum AdminOpenAPI {
       }
      },
      "404": {
-      "description": "Unknown device",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/UnknownDevice"
      }
     },
     "parameters": [
@@ -441,14 +315,7 @@ enum AdminOpenAPI {
     "summary": "Mint a terminal token",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "201": {
       "description": "Minted",
@@ -461,34 +328,13 @@ enum AdminOpenAPI {
       }
      },
      "400": {
-      "description": "Bad ttl or body",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/BadTtlOrBody"
      },
      "404": {
-      "description": "Unknown device",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/UnknownDevice"
      },
      "413": {
-      "description": "Body too large",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/BodyTooLarge"
      }
     },
     "requestBody": {
@@ -514,14 +360,7 @@ enum AdminOpenAPI {
     "summary": "Tokens of every device",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "Tokens",
@@ -534,14 +373,7 @@ enum AdminOpenAPI {
       }
      },
      "404": {
-      "description": "Unknown device",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/UnknownDevice"
      }
     },
     "parameters": [
@@ -578,14 +410,7 @@ enum AdminOpenAPI {
     "summary": "Revoke a token: refused by the relay when this returns",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "Revoked",
@@ -606,24 +431,10 @@ enum AdminOpenAPI {
       }
      },
      "400": {
-      "description": "Not a token ID",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/NotATokenId"
      },
      "404": {
-      "description": "Unknown token",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/UnknownToken"
      }
     }
    }
@@ -633,14 +444,7 @@ enum AdminOpenAPI {
     "summary": "Live sessions (waking, bound or idle), at most 1000",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "Sessions",
@@ -691,14 +495,7 @@ enum AdminOpenAPI {
     "summary": "End a session: its terminal and device link are closed",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "Ended",
@@ -716,24 +513,10 @@ enum AdminOpenAPI {
       }
      },
      "400": {
-      "description": "Not a session ID",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/NotASessionId"
      },
      "404": {
-      "description": "Unknown session",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/UnknownSession"
      }
     }
    }
@@ -743,14 +526,7 @@ enum AdminOpenAPI {
     "summary": "Apply the store's changes (made by the CLI) to the running relay now",
     "responses": {
      "401": {
-      "description": "Missing or wrong admin key",
-      "content": {
-       "application/json": {
-        "schema": {
-         "$ref": "#/components/schemas/Error"
-        }
-       }
-      }
+      "$ref": "#/components/responses/MissingOrWrongAdminKey"
      },
      "200": {
       "description": "Applied",
@@ -1088,6 +864,138 @@ enum AdminOpenAPI {
      "summary_chunks": {
       "type": "integer",
       "description": "Loop callbacks that pass took (65536 registry entries each)"
+     }
+    }
+   }
+  },
+  "responses": {
+   "MissingOrWrongAdminKey": {
+    "description": "Missing or wrong admin key",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "CoreNotAnswering": {
+    "description": "Core not answering",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "BadQuery": {
+    "description": "Bad query",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "BadBodyOrId": {
+    "description": "Bad body or ID",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "Exists": {
+    "description": "Exists",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "BodyTooLarge": {
+    "description": "Body too large",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "RegistryFull": {
+    "description": "Registry full",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "UnknownDevice": {
+    "description": "Unknown device",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "BadTtlOrBody": {
+    "description": "Bad ttl or body",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "NotATokenId": {
+    "description": "Not a token ID",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "UnknownToken": {
+    "description": "Unknown token",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "NotASessionId": {
+    "description": "Not a session ID",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
+     }
+    }
+   },
+   "UnknownSession": {
+    "description": "Unknown session",
+    "content": {
+     "application/json": {
+      "schema": {
+       "$ref": "#/components/schemas/Error"
+      }
      }
     }
    }

@@ -10,15 +10,7 @@
 #include <arpa/inet.h>
 #include "internal.h"
 
-static int passed, failed;
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) passed++;                                                         \
-        else {                                                                      \
-            failed++;                                                               \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                           \
-    } while (0)
+#include "check.h"
 
 static const uint8_t key_a[RL_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 

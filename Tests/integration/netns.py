@@ -220,12 +220,3 @@ def ns_call(ns: str, fn, *args, timeout: float = 60.0, **kw):
 
     threading.Thread(target=body, daemon=True).start()
     return fut.result(timeout)
-
-
-def wait_for(pred, timeout: float, interval: float = 0.1):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(interval)

@@ -19,9 +19,10 @@ import pytest
 import requests
 
 import netns
+
 from conftest import Proc, parse_metrics, relay_bin
 from devservers import RecordingServer
-from helpers import run_bg
+from helpers import run_bg, wait_until
 
 PERIOD = 20          # max access period (s): short, so that liveness effects show within a test
 KEEPALIVE = 3        # NOTIFY_B interval (s), unless a test needs another
@@ -110,7 +111,7 @@ class Stack:
         self.agent = Proc(self.nat.prefix("dev") + [
             self.site["binary"], "agent", "--relay", f"{netns.RELAY_IP}:{UDP}", "--id", DEVICE,
             "--key", self.site["secret"], "--forward", f"127.0.0.1:{self.site['port']}"], self.workdir, "agent")
-        ok = netns.wait_for(lambda: self.metric("relay_notify_total", kind="a") > base or not self.agent.alive(),
+        ok = wait_until(lambda: self.metric("relay_notify_total", kind="a") > base or not self.agent.alive(),
                             timeout)
         assert ok and self.agent.alive(), f"agent not registered through the NAT\n{self.agent.describe()}"
 
@@ -142,7 +143,7 @@ class Stack:
     def wait_notify(self, timeout: float = KEEPALIVE + 5) -> bool:
         """Waits for the relay to accept one more notify."""
         base = self.notifies()
-        return bool(netns.wait_for(lambda: self.notifies() > base, timeout, 0.05))
+        return bool(wait_until(lambda: self.notifies() > base, timeout, 0.05))
 
     def mapping(self, role: str = "cgn") -> list:
         return self.nat.mappings(role, UDP)
@@ -219,7 +220,7 @@ def test_nat_timeout_shorter_than_keepalive(stack, nat):
     stack.start_relay(keepalive=keepalive, wake_timeout="2s")
     stack.start_agent()
     t0 = time.monotonic()
-    gone = netns.wait_for(lambda: not stack.mapping(), keepalive + 4, 0.05)
+    gone = wait_until(lambda: not stack.mapping(), keepalive + 4, 0.05)
     say(f"NAT timeout {unreplied}s < keepalive {keepalive}s: mapping "
         f"{'expired' if gone else 'still there'} {time.monotonic() - t0:.2f}s after registration "
         f"(cgn: {stack.mapping() or 'no entry'})")
@@ -244,14 +245,14 @@ def test_one_lost_keepalive(stack, nat, origin):
     if origin == "nat-reboot":
         moves = stack.metric("relay_address_changes_total")
         nat.flush_udp()
-        assert netns.wait_for(lambda: stack.metric("relay_address_changes_total") > moves, KEEPALIVE + 5), \
+        assert wait_until(lambda: stack.metric("relay_address_changes_total") > moves, KEEPALIVE + 5), \
             "no notify through a new carrier NAT mapping after the reboot"
     # conntrack promotes a two-way flow to the stream timeout on a packet over 2 s after it began
     assert stack.wait_notify()
     before = stack.mapping()
     moves = stack.metric("relay_address_changes_total")
     nat.add_drop("home", NOTIFY_B_MATCH)
-    assert netns.wait_for(lambda: nat.drop_count("home") >= 1, KEEPALIVE + 5, 0.05), "no NOTIFY_B to drop"
+    assert wait_until(lambda: nat.drop_count("home") >= 1, KEEPALIVE + 5, 0.05), "no NOTIFY_B to drop"
     nat.clear_drops("home")
     t_lost = time.monotonic()
     assert stack.wait_notify(), "no notify after the lost one"
