@@ -18,18 +18,18 @@ release: setup
 run: release
 	$(SWIFT) run -c release relay serve $(ARGS)
 
-CORE_SRC := $(wildcard Sources/CLibevent/*.c)
+CORE_SRC := $(wildcard Sources/CRelayCore/*.c)
 CORE_LIBS := -levent_core -levent_pthreads -lhttp_parser -lssl -lcrypto -lpthread
 
 # The C core's unit tests, under AddressSanitizer and UndefinedBehaviorSanitizer.
 test-c: setup
 	@mkdir -p .build
 	cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -ISources/CLibevent/include -ISources/CLibevent $(CORE_SRC) Tests/CoreTests/core_tests.c \
+	  -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/core_tests.c \
 	  -o .build/core_tests $(CORE_LIBS)
 	.build/core_tests
 	cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -ISources/CLibevent/include -ISources/CLibevent $(CORE_SRC) Tests/CoreTests/inspect_tests.c \
+	  -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/inspect_tests.c \
 	  -o .build/inspect_tests $(CORE_LIBS)
 	.build/inspect_tests
 
@@ -52,14 +52,14 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := fuzz_dgram fuzz_token fuzz_flow fuzz_front
 FUZZ_DIR := .build-fuzz/fuzz
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -ISources/CLibevent/include -ISources/CLibevent
+  -ISources/CRelayCore/include -ISources/CRelayCore
 
 .PHONY: fuzz-setup fuzz-build fuzz fuzz-config test-asan test-tsan test-soak
 
 fuzz-setup:
 	@bash scripts/setup.sh --fuzz
 
-$(FUZZ_DIR)/%: Tests/fuzz/%.c Tests/fuzz/fuzz_util.h $(CORE_SRC) $(wildcard Sources/CLibevent/*.h)
+$(FUZZ_DIR)/%: Tests/fuzz/%.c Tests/fuzz/fuzz_util.h $(CORE_SRC) $(wildcard Sources/CRelayCore/*.h)
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRC) $< -o $@ $(CORE_LIBS)
 
@@ -130,7 +130,7 @@ test-asan:
 # the Swift runtime is not TSan-clean on Linux). Fails on any report.
 test-tsan: fuzz-setup
 	@mkdir -p .build-fuzz
-	$(FUZZ_CC) -g -O1 -std=gnu11 -fsanitize=thread -ISources/CLibevent/include -ISources/CLibevent \
+	$(FUZZ_CC) -g -O1 -std=gnu11 -fsanitize=thread -ISources/CRelayCore/include -ISources/CRelayCore \
 	  $(CORE_SRC) Tests/fuzz/tsan_core.c -o .build-fuzz/tsan_core $(CORE_LIBS)
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 .build-fuzz/tsan_core
 

@@ -27,7 +27,7 @@ let package = Package(
         // The data plane: UDP ingest, registry, wakes, callbacks, HTTP front, splicing.
         // libevent, OpenSSL and http-parser stay inside; Swift sees include/relay_core.h only.
         .target(
-            name: "CLibevent",
+            name: "CRelayCore",
             cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])],
             linkerSettings: [
                 .linkedLibrary("event_core"),
@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "RelayControl",
             dependencies: [
-                "CLibevent",
+                "CRelayCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -68,7 +68,7 @@ let package = Package(
         // 127.10.x.y), the bare recvmmsg baseline, terminals for wakes. See bench/README.md.
         .target(
             name: "CBench",
-            dependencies: ["CLibevent"],
+            dependencies: ["CRelayCore"],
             cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-deprecated-declarations"])],
             linkerSettings: [.linkedLibrary("crypto"), .linkedLibrary("pthread")]
         ),
@@ -88,7 +88,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RelayControlTests",
-            dependencies: ["RelayControl", "CLibevent"]
+            dependencies: ["RelayControl", "CRelayCore"]
         ),
     ]
 )

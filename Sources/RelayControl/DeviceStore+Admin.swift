@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 import Foundation
 import GRDB
 

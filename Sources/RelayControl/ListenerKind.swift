@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 
 /// The kinds of sockets the core listens on, each named after its CLI flag.
 public enum ListenerKind: CaseIterable, Sendable {

@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 
 /// Returns freed heap memory to the system after a start-up that allocated and freed a lot.
 func releaseFreeMemory() {

@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 
 extension RelayConfiguration {
     /// The C core's view of this configuration: the core's own defaults first (so that a

@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 
 /// Live state of one device as the core sees it (``RelayCore/inspect(ids:)``).
 public struct DeviceLiveView: Sendable, Equatable {

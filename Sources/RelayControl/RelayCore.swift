@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 
 /// Owns one C relay core (rl_core): the data plane's loop thread and everything on it.
 ///

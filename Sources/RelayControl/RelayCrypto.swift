@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 
 /// Swift faces of the C crypto helpers, so that the store, the CLI and the tests share one
 /// implementation with the relay and the agent (the wire format must agree byte for byte).

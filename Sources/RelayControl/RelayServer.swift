@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 import Glibc
 import Logging
 import ServiceLifecycle

@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 
 /// One finished terminal session, copied out of the core's rl_session_record.
 public struct SessionRecord: Sendable, Equatable {

@@ -1,4 +1,4 @@
-import CLibevent
+import CRelayCore
 
 /// Terminal access tokens "<id>.<expiry>.<tid>.<mac>" (docs/PROTOCOL.md, "Terminal tokens").
 /// Minting and checking are the C functions the relay itself verifies with.
