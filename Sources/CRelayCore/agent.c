@@ -14,7 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
-#include "internal.h"
+#include "relay_core.h"
+#include "clock.h"
+#include "counter.h"
+#include "util.h"
+#include "netaddr.h"
+#include "stream.h"
+#include "tls.h"
+#include "wire.h"
 
 #define SEEN_SIDS 64
 /* Callbacks not yet bound: CONNECT_REQUESTs beyond are ignored. A replayed old request (its

@@ -9,7 +9,12 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <openssl/crypto.h>
-#include "internal.h"
+#include "core_types.h"
+#include "callback.h"
+#include "session.h"
+#include "front.h"
+#include "listen.h"
+#include "netaddr.h"
 
 typedef struct rl_pending_cb {
     rl_core *core;

@@ -1,7 +1,6 @@
 /* core.c: rl_core lifecycle, the loop thread, device and token commands, records and stats. */
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,40 +8,13 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/resource.h>
-#include <event2/thread.h>
-#include <netinet/tcp.h>
-#include "internal.h"
-
-static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
-static void init_threads(void) {
-    /* Must precede every event_base: other threads wake the loop with event_active. */
-    evthread_use_pthreads();
-    /* A peer that resets mid-write must give EPIPE, not kill the process. */
-    signal(SIGPIPE, SIG_IGN);
-}
-
-void rl_init_threads(void) {
-    pthread_once(&threads_once, init_threads);
-}
-
-uint64_t rl_mono_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint32_t rl_core_now_s(const rl_core *core) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint32_t)(ts.tv_sec - core->t0.tv_sec);
-}
-
-uint32_t rl_core_now_ds(const rl_core *core) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a few ms coarse: plenty for tenths */
-    int64_t ns = (int64_t)(ts.tv_sec - core->t0.tv_sec) * 1000000000 + (ts.tv_nsec - core->t0.tv_nsec);
-    return (uint32_t)(ns / 100000000);
-}
+#include "core.h"
+#include "util.h"
+#include "udp.h"
+#include "session.h"
+#include "front.h"
+#include "metrics.h"
+#include "inspect.h"
 
 void rl_core_config_defaults(rl_core_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
@@ -67,8 +39,6 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg);
 static void on_stop(evutil_socket_t fd, short what, void *arg);
 static void on_drain(evutil_socket_t fd, short what, void *arg);
 static void on_sweep(evutil_socket_t fd, short what, void *arg);
-static void on_resume(evutil_socket_t fd, short what, void *arg);
-static void set_accepting(rl_core *core, int on);
 
 rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     rl_init_threads();
@@ -117,7 +87,7 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     core->stop_ev = event_new(core->base, -1, 0, on_stop, core);
     core->drain_ev = event_new(core->base, -1, 0, on_drain, core);
     core->sweep_ev = event_new(core->base, -1, EV_PERSIST, on_sweep, core);
-    core->resume_ev = evtimer_new(core->base, on_resume, core);
+    core->resume_ev = evtimer_new(core->base, rl_listen_resume, core);
     /* Out of descriptors, libdispatch (Swift's runtime) can trap rather than fail, SQLite cannot
      * open the store, a TLS reload cannot read its files: the relay keeps 1/64 of its limit
      * (16 to 256) for them and refuses connections that would eat into it. */
@@ -139,58 +109,17 @@ int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t 
         rl_set_err(err, err_len, "listeners must be added before start");
         return -1;
     }
-    rl_listener *arr;
-    int *count;
-    evconnlistener_cb cb;
-    switch (kind) {
-    case RL_LISTEN_UDP:
-        if (core->n_udp >= RL_MAX_LISTENERS) break;
-        if (rl_udp_open(core, addr, err, err_len) != 0) return -1;
-        return core->n_udp - 1;
-    case RL_LISTEN_HTTP: arr = core->http; count = &core->n_http; cb = rl_front_accept; goto tcp;
-    case RL_LISTEN_TCP: arr = core->tcp; count = &core->n_tcp; cb = rl_callback_accept; goto tcp;
-    case RL_LISTEN_METRICS: arr = core->metrics; count = &core->n_metrics; cb = rl_metrics_accept; goto tcp;
-    case RL_LISTEN_HTTPS: arr = core->https; count = &core->n_https; cb = rl_front_accept_tls; goto tcp;
-    default:
-        rl_set_err(err, err_len, "unknown listener kind %d", kind);
-        return -1;
-    }
-    rl_set_err(err, err_len, "at most %d listeners of a kind", RL_MAX_LISTENERS);
-    return -1;
-tcp:
-    if (*count >= RL_MAX_LISTENERS) {
+    if (kind != RL_LISTEN_UDP) return rl_listen_add(core, kind, addr, err, err_len);
+    if (core->n_udp >= RL_MAX_LISTENERS) {
         rl_set_err(err, err_len, "at most %d listeners of a kind", RL_MAX_LISTENERS);
         return -1;
     }
-    if (rl_listen_tcp(core, &arr[*count], addr, cb, err, err_len) != 0) return -1;
-    if (kind == RL_LISTEN_TCP) {
-        /* A device speaks first (its hello): the kernel hands over a callback with the hello
-         * already in, one loop wake-up instead of two. Past the wake timeout it hands it over
-         * anyway, and the hello timer refuses it. */
-        int secs = (int)(core->cfg.wake_timeout_ms / 1000) + 1;
-        setsockopt(evconnlistener_get_fd(arr[*count].lev), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
-    }
-    return (*count)++;
+    if (rl_udp_open(core, addr, err, err_len) != 0) return -1;
+    return core->n_udp - 1;
 }
 
 int rl_core_bound_port(const rl_core *core, int kind, int index) {
-    switch (kind) {
-    case RL_LISTEN_UDP: {
-        if (index < 0 || index >= core->n_udp) return -1;
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        if (getsockname(core->udp[index].fd, (struct sockaddr *)&ss, &len) != 0) return -1;
-        uint8_t a[16];
-        uint16_t port;
-        rl_addr_to_v6((struct sockaddr *)&ss, a, &port);
-        return port;
-    }
-    case RL_LISTEN_HTTP: return index >= 0 && index < core->n_http ? core->http[index].port : -1;
-    case RL_LISTEN_TCP: return index >= 0 && index < core->n_tcp ? core->tcp[index].port : -1;
-    case RL_LISTEN_METRICS: return index >= 0 && index < core->n_metrics ? core->metrics[index].port : -1;
-    case RL_LISTEN_HTTPS: return index >= 0 && index < core->n_https ? core->https[index].port : -1;
-    default: return -1;
-    }
+    return kind == RL_LISTEN_UDP ? rl_udp_port(core, index) : rl_listen_port(core, kind, index);
 }
 
 /* ---- device changes and token revocations ---- */
@@ -266,47 +195,6 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
     rl_tally_sweep(&core->devices, now);
     rl_tally_sweep(&core->callback_sources, now);
     rl_revoked_sweep(&core->revoked, (uint64_t)time(NULL));
-}
-
-/* Every TCP listener still open (a drain frees the terminal ones) on or off. */
-static void set_accepting(rl_core *core, int on) {
-    rl_listener *groups[] = {core->http, core->https, core->tcp, core->metrics};
-    int counts[] = {core->n_http, core->n_https, core->n_tcp, core->n_metrics};
-    for (int g = 0; g < 4; g++)
-        for (int i = 0; i < counts[g]; i++) {
-            struct evconnlistener *lev = groups[g][i].lev;
-            if (lev) on ? evconnlistener_enable(lev) : evconnlistener_disable(lev);
-        }
-}
-
-/* Descriptors may be free again: accept anew (and pause again at once if not). */
-static void on_resume(evutil_socket_t fd, short what, void *arg) {
-    rl_core *core = arg;
-    core->accept_paused = 0;
-    set_accepting(core, 1);
-}
-
-/* Descriptors are process-wide: when one accept runs out of them, every listener would, so
- * all of them pause together. */
-static void pause_accepting(rl_core *core) {
-    if (core->accept_paused) return;
-    core->accept_paused = 1;
-    set_accepting(core, 0);
-    CTR_INC(core->ctr.accept_paused);
-    struct timeval wait = {0, 250000};
-    evtimer_add(core->resume_ev, &wait);
-}
-
-void rl_listener_error(struct evconnlistener *lev, void *arg) {
-    int err = EVUTIL_SOCKET_ERROR();
-    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) pause_accepting(arg);
-}
-
-int rl_core_fd_refused(rl_core *core, int fd) {
-    if (fd < core->fd_ceiling) return 0;
-    close(fd);
-    pause_accepting(core);
-    return 1;
 }
 
 static void on_cmd(evutil_socket_t fd, short what, void *arg) {
@@ -385,11 +273,12 @@ static void *loop_main(void *arg) {
 
 int rl_core_start(rl_core *core, char *err, size_t err_len) {
     if (core->started) return 0;
-    if (core->n_http + core->n_https == 0 || core->n_udp == 0 || core->n_tcp == 0) {
+    if (rl_listen_count(core, RL_LISTEN_HTTP) + rl_listen_count(core, RL_LISTEN_HTTPS) == 0 || core->n_udp == 0 ||
+        rl_listen_count(core, RL_LISTEN_TCP) == 0) {
         rl_set_err(err, err_len, "the relay needs at least one HTTP or HTTPS, one UDP and one TCP listener");
         return -1;
     }
-    if (core->n_https > 0 && !core->tls) {
+    if (rl_listen_count(core, RL_LISTEN_HTTPS) > 0 && !core->tls) {
         rl_set_err(err, err_len, "HTTPS listeners need a certificate and key");
         return -1;
     }
@@ -436,14 +325,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
     /* Closed, not just disabled: a new terminal is refused at once (and a load balancer
      * moves on) instead of waiting in the backlog of a relay that will never accept it. */
-    for (int i = 0; i < core->n_http; i++) {
-        evconnlistener_free(core->http[i].lev);
-        core->http[i].lev = NULL;
-    }
-    for (int i = 0; i < core->n_https; i++) {
-        evconnlistener_free(core->https[i].lev);
-        core->https[i].lev = NULL;
-    }
+    rl_listen_close_terminal(core);
     rl_term_close_idle(core);
     rl_session_free_idle(core);
 }
@@ -455,7 +337,7 @@ void rl_core_drain(rl_core *core) {
 
 static void on_stop(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
-    set_accepting(core, 0);
+    rl_listen_stop_all(core);
     rl_term_close_all(core);
     rl_session_free_all(core);
     rl_metrics_close_all(core);
@@ -478,14 +360,9 @@ void rl_core_free(rl_core *core) {
         rl_session_free_all(core);
         rl_metrics_close_all(core);
     }
-    for (int i = 0; i < core->n_http; i++)
-        if (core->http[i].lev) evconnlistener_free(core->http[i].lev);
-    for (int i = 0; i < core->n_https; i++)
-        if (core->https[i].lev) evconnlistener_free(core->https[i].lev);
+    rl_listen_free_all(core);
     rl_tls_free(core->tls);
     rl_tls_free(core->pending_tls);
-    for (int i = 0; i < core->n_tcp; i++) evconnlistener_free(core->tcp[i].lev);
-    for (int i = 0; i < core->n_metrics; i++) evconnlistener_free(core->metrics[i].lev);
     rl_udp_close_all(core);
     if (core->cmd_ev) event_free(core->cmd_ev);
     if (core->stop_ev) event_free(core->stop_ev);

@@ -7,15 +7,6 @@
 #include <openssl/rand.h>
 #include "wire.h"
 
-int rl_device_id_valid(const char *id, size_t len) {
-    if (len < 1 || len > RL_ID_MAX || id[0] == '-' || id[len - 1] == '-') return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return 0;
-    }
-    return 1;
-}
-
 int rl_random_bytes(uint8_t *out, size_t len) {
     return RAND_bytes(out, (int)len) == 1 ? 0 : -1;
 }

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include "internal.h"
 #include "flow.h"
 
 typedef struct parse_ctx {

@@ -30,7 +30,20 @@ typedef struct rl_head {
     const char *error;       /* why rl_flow_head refused the head, for the 400 */
 } rl_head;
 
-struct rl_flow;
+/* Which direction's HTTP framing is being tracked. */
+typedef struct rl_flow {
+    http_parser parser;
+    int raw;          /* opaque byte stream from here on (Upgrade, close-delimited) */
+    int in_body;      /* head seen; counting body bytes of the current message */
+    int done;         /* set by on_message_complete */
+    int skip_body;    /* response to a HEAD request */
+    int chunk_check;  /* a chunked request body: its framing is checked byte by byte (flow.c) */
+    int chunk_state;  /* where in the chunk grammar the next byte is */
+    uint64_t chunk_left;  /* data bytes left in the current chunk (its size while reading it) */
+    int chunk_digits; /* hex digits of the current chunk size so far */
+} rl_flow;
+
+
 /* Parses the complete head `p[0..n)` (ending in CRLF CRLF) at a message boundary.
  * 0, or -1 when it is not valid HTTP/1.x (`h->error` says why). A request head is held to
  * RFC 9112 strictly (see check_request_bytes, check_request_fields), so that the relay

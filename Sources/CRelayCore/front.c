@@ -10,7 +10,13 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
-#include "internal.h"
+#include "core_types.h"
+#include "front.h"
+#include "core.h"
+#include "session.h"
+#include "liveness.h"
+#include "http.h"
+#include "netaddr.h"
 #include "flow.h"
 #include "rewrite.h"
 
@@ -558,7 +564,7 @@ static void redirect_to_https(rl_term *t, rl_route *r) {
         term_refuse(t, r);
         return;
     }
-    int port = t->core->https[0].port;
+    int port = rl_listen_port(t->core, RL_LISTEN_HTTPS, 0);
     char portbuf[8] = "";
     if (port != 443) snprintf(portbuf, sizeof portbuf, ":%d", port);
     int slash = target.n == 0 || target.p[0] != '/';
@@ -601,7 +607,7 @@ static int term_on_head(rl_term *t) {
         return 0;
     }
     route_request(t, &h, &r);
-    if (!t->st->ssl && core->tls && core->n_https > 0 && !r.own_endpoint) {
+    if (!t->st->ssl && core->tls && rl_listen_count(core, RL_LISTEN_HTTPS) > 0 && !r.own_endpoint) {
         redirect_to_https(t, &r);
         return 0;
     }

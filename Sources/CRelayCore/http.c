@@ -1,7 +1,7 @@
 /* http.c: the relay's own HTTP answers (refusals, redirects, health). */
 #include <stdio.h>
 #include <string.h>
-#include "internal.h"
+#include "http.h"
 
 const char *rl_http_reason(int status) {
     switch (status) {

@@ -23,7 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "internal.h"
+#include "core_types.h"
+#include "inspect.h"
+#include "liveness.h"
+#include "session.h"
 
 static uint32_t slot_of(uint64_t h) {
     return (uint32_t)(h ^ (h >> 29)) & (RL_TRACK_SLOTS - 1);

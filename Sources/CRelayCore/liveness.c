@@ -4,7 +4,8 @@
  * the device's mark for when it went offline, so answering costs no datagram.
  */
 #include <stdio.h>
-#include "internal.h"
+#include "core_types.h"
+#include "liveness.h"
 
 int rl_device_alive(const rl_core *core, const rl_dev *dev, uint32_t now_ds) {
     if (dev->last_access == 0 || dev->sock == RL_NO_SOCK || (dev->flags & (RL_DEV_LEFT | RL_DEV_UNANSWERED))) return 0;

@@ -8,7 +8,11 @@
 #include <unistd.h>
 #include <dirent.h>
 #include <sys/resource.h>
-#include "internal.h"
+#include "core_types.h"
+#include "metrics.h"
+#include "liveness.h"
+#include "udp.h"
+#include "http.h"
 #include "flow.h"
 
 const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS] = {250,    500,    1000,   2500,    5000,    10000,  25000,

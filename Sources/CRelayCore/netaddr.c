@@ -1,23 +1,13 @@
-/* netaddr.c: address text parsing, listener setup, and the anchor address form. */
+/* netaddr.c: address text parsing and the anchor address form. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include "internal.h"
-
-void rl_set_err(char *err, size_t err_len, const char *fmt, ...) {
-    if (!err || !err_len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
+#include "netaddr.h"
+#include "util.h"
 
 int rl_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t err_len) {
     char host[256];
@@ -65,40 +55,6 @@ int rl_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len,
     memcpy(ss, res->ai_addr, res->ai_addrlen);
     *len = res->ai_addrlen;
     freeaddrinfo(res);
-    return 0;
-}
-
-int rl_listen_tcp(rl_core *core, rl_listener *l, const char *addr, evconnlistener_cb cb, char *err, size_t err_len) {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (rl_parse_addr(addr, &ss, &len, err, err_len) != 0) return -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        rl_set_err(err, err_len, "socket for %s: %s", addr, strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* accepted sockets inherit it */
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 1024) != 0) {
-        rl_set_err(err, err_len, "cannot listen on %s: %s", addr, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    getsockname(fd, (struct sockaddr *)&bound, &blen);
-    l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                : ((struct sockaddr_in *)&bound)->sin_port);
-    l->family = ss.ss_family;
-    l->lev = evconnlistener_new(core->base, cb, core, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-    if (!l->lev) {
-        rl_set_err(err, err_len, "cannot watch listener %s", addr);
-        close(fd);
-        return -1;
-    }
-    evconnlistener_set_error_cb(l->lev, rl_listener_error);
     return 0;
 }
 

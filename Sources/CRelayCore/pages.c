@@ -7,7 +7,7 @@
  */
 #include <string.h>
 #include <strings.h>
-#include "internal.h"
+#include "http.h"
 #include "flow.h"
 
 static const char *what_to_do(int status) {

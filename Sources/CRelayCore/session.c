@@ -10,7 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "core_types.h"
+#include "session.h"
+#include "core.h"
+#include "udp.h"
+#include "front.h"
+#include "splice.h"
+#include "liveness.h"
+#include "inspect.h"
 #include "flow.h"
 
 static void on_wake_timer(evutil_socket_t fd, short what, void *arg);

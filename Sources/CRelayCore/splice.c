@@ -15,7 +15,10 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include "internal.h"
+#include "core_types.h"
+#include "splice.h"
+#include "session.h"
+#include "front.h"
 #include "flow.h"
 
 #define RL_SPLICE_PIPE (1 << 20) /* pipe capacity asked for: fewer calls per MiB */

@@ -6,7 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include "tls.h"
-#include "internal.h"
+#include "util.h"
 
 #define RL_TLS_MAX_CERTS 16
 #define RL_TLS_MAX_NAMES 32

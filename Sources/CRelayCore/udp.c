@@ -19,7 +19,14 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
-#include "internal.h"
+#include "core_types.h"
+#include "udp.h"
+#include "core.h"
+#include "liveness.h"
+#include "session.h"
+#include "inspect.h"
+#include "netaddr.h"
+#include "util.h"
 
 #define RL_UDP_BUDGET 16
 #define RL_UDP_BUF 256 /* larger than any valid datagram: longer ones are flagged MSG_TRUNC */
@@ -72,6 +79,17 @@ int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len) {
     return 0;
 }
 
+int rl_udp_port(const rl_core *core, int index) {
+    if (index < 0 || index >= core->n_udp) return -1;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(core->udp[index].fd, (struct sockaddr *)&ss, &len) != 0) return -1;
+    uint8_t a[16];
+    uint16_t port;
+    rl_addr_to_v6((struct sockaddr *)&ss, a, &port);
+    return port;
+}
+
 void rl_udp_close_all(rl_core *core) {
     for (int i = 0; i < core->n_udp; i++) {
         event_free(core->udp[i].ev);
@@ -119,9 +137,8 @@ void rl_udp_flush(rl_udp_sock *u) {
 /* The callback port to tell a device: a TCP listener of the same address family as the UDP
  * socket it talks to, so a device reached over IPv6 calls back over IPv6. */
 static uint16_t callback_port(const rl_core *core, int family) {
-    for (int i = 0; i < core->n_tcp; i++)
-        if (core->tcp[i].family == family) return (uint16_t)core->tcp[i].port;
-    return (uint16_t)(core->n_tcp ? core->tcp[0].port : 0);
+    const rl_listener *l = rl_listen_for_family(core, RL_LISTEN_TCP, family);
+    return (uint16_t)(l ? l->port : 0);
 }
 
 /* The replay rule for every device -> relay datagram [claims 21-23]: a counter not above the

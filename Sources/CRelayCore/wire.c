@@ -5,6 +5,16 @@
 #include <openssl/sha.h>
 #include "wire.h"
 
+/* Device IDs are DNS labels of [a-z0-9-]: they name hosts under the relay's domain. */
+int rl_device_id_valid(const char *id, size_t len) {
+    if (len < 1 || len > RL_ID_MAX || id[0] == '-' || id[len - 1] == '-') return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return 0;
+    }
+    return 1;
+}
+
 /* HMAC-SHA256 (RFC 2104) straight over OpenSSL's SHA-256 block functions. Every datagram is
  * verified, so this is on the ingest path: EVP_MAC re-keys through the provider layer on each
  * message (fetch, context copies), which cost more than the hashing itself. Here a message

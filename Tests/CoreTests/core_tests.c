@@ -8,7 +8,19 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
-#include "internal.h"
+#include "core_types.h"
+#include "core.h"
+#include "util.h"
+#include "netaddr.h"
+#include "udp.h"
+#include "liveness.h"
+#include "session.h"
+#include "splice.h"
+#include "front.h"
+#include "callback.h"
+#include "inspect.h"
+#include "metrics.h"
+#include "http.h"
 #include "flow.h"
 #include "rewrite.h"
 

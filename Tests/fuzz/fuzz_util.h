@@ -17,7 +17,19 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
-#include "internal.h"
+#include "core_types.h"
+#include "core.h"
+#include "util.h"
+#include "netaddr.h"
+#include "udp.h"
+#include "liveness.h"
+#include "session.h"
+#include "splice.h"
+#include "front.h"
+#include "callback.h"
+#include "inspect.h"
+#include "metrics.h"
+#include "http.h"
 
 #define FZ_CHECK(cond)                                                                   \
     do {                                                                                 \

@@ -14,7 +14,19 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "core_types.h"
+#include "core.h"
+#include "util.h"
+#include "netaddr.h"
+#include "udp.h"
+#include "liveness.h"
+#include "session.h"
+#include "splice.h"
+#include "front.h"
+#include "callback.h"
+#include "inspect.h"
+#include "metrics.h"
+#include "http.h"
 
 static rl_core *core;
 static atomic_int stop;

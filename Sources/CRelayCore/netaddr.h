@@ -1,0 +1,13 @@
+/* netaddr.h: address text and the 16-byte anchor form (IPv4 as v4-mapped IPv6). */
+#ifndef RL_NETADDR_H
+#define RL_NETADDR_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Parses "HOST:PORT", "[V6]:PORT" or "*:PORT" (numeric hosts and names). */
+int rl_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t err_len);
+void rl_addr_to_v6(const struct sockaddr *sa, uint8_t addr[16], uint16_t *port);
+void rl_v6_to_sockaddr(const uint8_t addr[16], uint16_t port, int family, struct sockaddr_storage *ss, socklen_t *len);
+
+#endif

@@ -1,0 +1,32 @@
+/* session.h: wakes, the session table, device links and idle reuse (session.c). */
+#ifndef RL_SESSION_H
+#define RL_SESSION_H
+
+#include "core_types.h"
+
+/* CONNECT_REQUEST resends: after 100 ms, doubling, at most a second apart. */
+#define RL_RESEND_FIRST_MS 100u
+#define RL_RESEND_MAX_MS 1000u
+rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash);
+/* A notify moved `dev`'s anchor: its wakes in flight re-send CONNECT_REQUEST there at once. */
+void rl_session_anchor_moved(rl_core *core, rl_dev *dev);
+rl_session *rl_session_find(rl_core *core, const uint8_t sid[RL_SESSION_ID_LEN]);
+/* Binds a verified device callback to a waking session. */
+void rl_session_bind(rl_session *s, rl_stream *link);
+/* Attaches a terminal to an idle session (reuse: no wake). */
+void rl_session_attach(rl_session *s, rl_term *term);
+/* The terminal leaves: the link goes idle when it is at a message boundary, else closes. */
+void rl_session_detach(rl_session *s);
+void rl_session_free(rl_session *s);
+/* No message in flight either way: the link may be kept or handed over. */
+int rl_session_at_boundary(const rl_session *s);
+void rl_session_end_device(rl_core *core, uint64_t id_hash);
+void rl_session_free_all(rl_core *core);
+/* Draining: frees sessions that wait idle for reuse. */
+void rl_session_free_idle(rl_core *core);
+/* Moves response bytes device -> terminal (called when either side can make progress). */
+void rl_session_pump_response(rl_session *s);
+/* The link failed or closed: the terminal hears what it can, the session ends (frees s). */
+void rl_session_device_gone(rl_session *s, const char *why);
+
+#endif

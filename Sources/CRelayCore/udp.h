@@ -1,0 +1,23 @@
+/* udp.h: notify ingest and the datagrams the relay sends (udp.c). */
+#ifndef RL_UDP_H
+#define RL_UDP_H
+
+#include "core_types.h"
+
+int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len);
+/* The smallest receive buffer the kernel granted among the UDP sockets (0 with none). */
+uint32_t rl_udp_rcvbuf(const rl_core *core);
+int rl_udp_port(const rl_core *core, int index);
+void rl_udp_close_all(rl_core *core);
+/* Sends the replies queued on `u` (one sendmmsg). */
+void rl_udp_flush(rl_udp_sock *u);
+/* Sends CONNECT_REQUEST for `s` to its device's current anchor. 0, or -1 when the
+ * device has no anchor (never notified) or was removed. */
+int rl_udp_send_connect(rl_core *core, rl_session *s);
+/* Handles one received datagram of `len` bytes from `from` on socket `u` (loop thread).
+ * Counts exactly one outcome counter; answers only datagrams that verify. Not static so
+ * that the fuzz target Tests/fuzz/fuzz_dgram.c can drive it without a socket read. */
+void rl_udp_handle(rl_core *core, rl_udp_sock *u, const uint8_t *buf, size_t len, int truncated,
+                   const struct sockaddr *from, socklen_t from_len);
+
+#endif
