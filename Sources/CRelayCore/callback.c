@@ -93,7 +93,7 @@ static void try_hello(rl_pending_cb *p) {
         char body[300];
         snprintf(body, sizeof body, "device %s was refused: %s\n", s->device_id, bad_cert);
         if (s->term) rl_term_fail(s->term, 502, body);
-        rl_session_free(s);
+        rl_session_end(s);
         reject(p, RL_CB_BAD_CERT);
         return;
     }
@@ -101,13 +101,11 @@ static void try_hello(rl_pending_cb *p) {
     pending_free(p, 0);
     uint8_t ok = RL_CB_OK;
     evbuffer_add(st->out, &ok, 1); /* written with the terminal's first request, in one write */
-    uint8_t sid_copy[RL_SESSION_ID_LEN];
-    memcpy(sid_copy, s->sid, sizeof sid_copy);
     rl_session_bind(s, st); /* bytes the device sent after its hello stay queued in st->in */
     /* Binding forwards the terminal's queued requests, and a bad one among them ends the
-     * terminal and with it the session and this link: look the session up again rather than
-     * touch `s` or `st` (found by Tests/fuzz/fuzz_front; session IDs are never reused). */
-    if (rl_session_find(core, sid_copy) != s || s->link != st) return;
+     * terminal and with it the session: `s` stays valid until this callback returns (reap.h),
+     * but it is over (the use-after-free Tests/fuzz/fuzz_front once found here). */
+    if (s->dying) return;
     rl_stream_flush(st); /* the status byte, when no request went with it */
     if (evbuffer_get_length(st->in) > 0) rl_session_pump_response(s);
 }

@@ -39,6 +39,7 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg);
 static void on_stop(evutil_socket_t fd, short what, void *arg);
 static void on_drain(evutil_socket_t fd, short what, void *arg);
 static void on_sweep(evutil_socket_t fd, short what, void *arg);
+static void on_reap(evutil_socket_t fd, short what, void *arg);
 
 rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     rl_init_threads();
@@ -88,6 +89,12 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     core->drain_ev = event_new(core->base, -1, 0, on_drain, core);
     core->sweep_ev = event_new(core->base, -1, EV_PERSIST, on_sweep, core);
     core->resume_ev = evtimer_new(core->base, rl_listen_resume, core);
+    core->reap_ev = event_new(core->base, -1, 0, on_reap, core);
+    if (!core->cmd_ev || !core->stop_ev || !core->drain_ev || !core->sweep_ev || !core->resume_ev || !core->reap_ev) {
+        rl_set_err(err, err_len, "cannot create the core's events");
+        rl_core_free(core);
+        return NULL;
+    }
     /* Out of descriptors, libdispatch (Swift's runtime) can trap rather than fail, SQLite cannot
      * open the store, a TLS reload cannot read its files: the relay keeps 1/64 of its limit
      * (16 to 256) for them and refuses connections that would eat into it. */
@@ -186,6 +193,10 @@ static void apply_timers(rl_core *core, const rl_core_config *n) {
     core->cfg.max_sessions_per_device = n->max_sessions_per_device;
     core->cfg.wakes_per_device_minute = n->wakes_per_device_minute;
     core->cfg.idle_timeout_s = n->idle_timeout_s;
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg) {
+    rl_reap_now(arg);
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg) {
@@ -327,7 +338,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg) {
      * moves on) instead of waiting in the backlog of a relay that will never accept it. */
     rl_listen_close_terminal(core);
     rl_term_close_idle(core);
-    rl_session_free_idle(core);
+    rl_session_end_idle(core);
 }
 
 void rl_core_drain(rl_core *core) {
@@ -339,8 +350,9 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
     rl_listen_stop_all(core);
     rl_term_close_all(core);
-    rl_session_free_all(core);
+    rl_session_end_all(core);
     rl_metrics_close_all(core);
+    rl_reap_now(core);
     event_base_loopbreak(core->base);
 }
 
@@ -357,9 +369,10 @@ void rl_core_free(rl_core *core) {
     rl_core_stop(core);
     if (!core->started) {
         rl_term_close_all(core);
-        rl_session_free_all(core);
+        rl_session_end_all(core);
         rl_metrics_close_all(core);
     }
+    rl_reap_now(core);
     rl_listen_free_all(core);
     rl_tls_free(core->tls);
     rl_tls_free(core->pending_tls);
@@ -369,6 +382,7 @@ void rl_core_free(rl_core *core) {
     if (core->drain_ev) event_free(core->drain_ev);
     if (core->sweep_ev) event_free(core->sweep_ev);
     if (core->resume_ev) event_free(core->resume_ev);
+    if (core->reap_ev) event_free(core->reap_ev);
     if (core->base) event_base_free(core->base);
     rl_registry_free(&core->reg);
     rl_tally_free(&core->sources);

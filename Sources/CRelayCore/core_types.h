@@ -31,6 +31,7 @@
 #include "flow.h"
 #include "listen.h"
 #include "clock.h"
+#include "reap.h"
 #include "counter.h"
 
 #define RL_RECORD_RING 4096
@@ -146,6 +147,8 @@ struct rl_core {
     struct event *drain_ev;
     struct event *sweep_ev;  /* once a second: forget tallies of keys gone quiet */
     struct event *resume_ev; /* re-enables the listeners paused for lack of descriptors */
+    struct event *reap_ev;   /* frees what ended during a callback, after it (reap.h) */
+    rl_reap *reap;
     int accept_paused;       /* accept ran out of descriptors: every listener waits for resume_ev */
     int fd_ceiling;          /* accepted descriptors from here up are refused: a reserve below
                               * RLIMIT_NOFILE stays for the runtime, the store and TLS reloads */
@@ -177,6 +180,8 @@ struct rl_core {
 enum rl_session_state { SESS_WAKING, SESS_BOUND, SESS_IDLE };
 
 struct rl_session {
+    rl_reap reap;            /* first: the reap queue's node (reap.h) */
+    int dying;               /* ended: unlinked, silent, freed after the current callback */
     rl_session *next_in_bucket;
     rl_core *core;
     uint8_t sid[RL_SESSION_ID_LEN];
@@ -203,6 +208,8 @@ struct rl_session {
 enum rl_term_state { TERM_HEAD, TERM_WAKING, TERM_BOUND, TERM_CLOSING };
 
 struct rl_term {
+    rl_reap reap;            /* first: the reap queue's node (reap.h) */
+    int dying;               /* closed: unlinked, silent, freed after the current callback */
     rl_term *prev, *next;
     rl_core *core;
     rl_stream *st;

@@ -23,7 +23,7 @@
 static void term_cb(rl_stream *st, int event, void *arg);
 static void on_head_timeout(evutil_socket_t fd, short what, void *arg);
 static void term_arm_timer(rl_term *t);
-static int term_on_head(rl_term *t);
+static void term_on_head(rl_term *t);
 
 /* What one request head asks for, after routing and authentication. */
 typedef struct rl_route {
@@ -153,30 +153,35 @@ static void push_record(rl_term *t, int status, int outcome) {
     rl_core_push_record(t->core, &r);
 }
 
-static void term_free(rl_term *t) {
+static void term_destroy(rl_reap *node) {
+    rl_term *t = (rl_term *)node;
+    event_free(t->head_timer);
+    rl_stream_free(t->st);
+    free(t);
+}
+
+/* Closes the terminal now (unlinked, silent, its source's slot free) and frees it after the
+ * current callback (reap.h); its session (if any) is detached: idle for reuse, or ended. */
+void rl_term_close(rl_term *t, int outcome) {
+    if (t->dying) return;
     rl_core *core = t->core;
+    t->dying = 1;
+    rl_session *s = t->sess;
+    if (s) {
+        push_record(t, 0, outcome);
+        rl_unpair(t);
+        if (s->state == SESS_WAKING) rl_session_end(s);
+        else rl_session_detach(s);
+    }
     if (t->prev) t->prev->next = t->next;
     else core->terms = t->next;
     if (t->next) t->next->prev = t->prev;
     CTR_DEC(core->ctr.terminals_open);
     if (t->source) t->source->open--;
     if (t->st->ssl && !t->tls_seen) CTR_INC(core->ctr.tls_terminal_failed); /* never finished its handshake */
-    event_free(t->head_timer);
-    rl_stream_free(t->st);
-    free(t);
-}
-
-/* Closes the terminal; its session (if any) is detached: idle for reuse, or closed. */
-void rl_term_close(rl_term *t, int outcome) {
-    rl_session *s = t->sess;
-    if (s) {
-        push_record(t, 0, outcome);
-        t->sess = NULL;
-        s->term = NULL;
-        if (s->state == SESS_WAKING) rl_session_free(s);
-        else rl_session_detach(s);
-    }
-    term_free(t);
+    evtimer_del(t->head_timer);
+    rl_stream_mute(t->st);
+    rl_reap_later(core, &t->reap, term_destroy);
 }
 
 void rl_term_close_all(rl_core *core) {
@@ -234,9 +239,8 @@ static void term_answer(rl_term *t, int status, const char *extra, const char *b
 void rl_term_finish(rl_term *t) {
     rl_session *s = t->sess;
     push_record(t, 0, RL_OUTCOME_RELAYED);
-    t->sess = NULL;
-    s->term = NULL;
-    rl_session_free(s);
+    rl_unpair(t);
+    rl_session_end(s);
     term_close_after_flush(t, 1);
 }
 
@@ -244,8 +248,7 @@ void rl_term_fail(rl_term *t, int status, const char *body) {
     rl_session *s = t->sess;
     if (s) {
         push_record(t, status, status == 504 ? RL_OUTCOME_TIMEOUT : RL_OUTCOME_DEVICE_LOST);
-        s->term = NULL;
-        t->sess = NULL;
+        rl_unpair(t);
     }
     if (status) term_answer(t, status, NULL, body);
     else rl_term_close(t, RL_OUTCOME_DEVICE_LOST);
@@ -575,7 +578,7 @@ static void redirect_to_https(rl_term *t, rl_route *r) {
     term_refuse(t, r);
 }
 
-static int term_on_head(rl_term *t) {
+static void term_on_head(rl_term *t) {
     rl_core *core = t->core;
     struct evbuffer *in = t->st->in;
     size_t head_len = rl_flow_find_head(in);
@@ -585,17 +588,17 @@ static int term_on_head(rl_term *t) {
             term_refuse(t, &r);
         } else if (t->st->eof) {
             rl_term_close(t, RL_OUTCOME_ABORTED);
-            return -1;
+            return;
         } else if (!t->head_since_us && evbuffer_get_length(in) > 0) {
             t->head_since_us = rl_mono_us(); /* the header timeout runs from this head's first byte */
             term_arm_timer(t);
         }
-        return 0;
+        return;
     }
     if (head_len > core->cfg.max_header_bytes) {
         rl_route r = {.status = 431, .body = "request head too large\n"};
         term_refuse(t, &r);
-        return 0;
+        return;
     }
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
     rl_head h;
@@ -604,16 +607,16 @@ static int term_on_head(rl_term *t) {
         memset(&r, 0, sizeof r);
         set_body(&r, 400, "malformed HTTP request: %s\n", h.error ? h.error : "not HTTP/1.x");
         term_refuse(t, &r);
-        return 0;
+        return;
     }
     route_request(t, &h, &r);
     if (!t->st->ssl && core->tls && rl_listen_count(core, RL_LISTEN_HTTPS) > 0 && !r.own_endpoint) {
         redirect_to_https(t, &r);
-        return 0;
+        return;
     }
     if (r.status) {
         term_refuse(t, &r);
-        return 0;
+        return;
     }
     t->head_since_us = 0;
     evtimer_del(t->head_timer);
@@ -627,7 +630,7 @@ static int term_on_head(rl_term *t) {
             t->state = TERM_BOUND;
             CTR_INC(core->ctr.sessions_reused);
             rl_session_attach(s, t);
-            return 0;
+            return;
         }
     }
     uint8_t key[16] = {0};
@@ -639,7 +642,7 @@ static int term_on_head(rl_term *t) {
         set_body(&r, 429, "device %s has too many sessions open; retry later\n", r.device);
         snprintf(r.extra, sizeof r.extra, "Retry-After: 1\r\n");
         term_refuse(t, &r);
-        return 0;
+        return;
     }
     if (dev && core->cfg.wakes_per_device_minute && dev->window_events >= core->cfg.wakes_per_device_minute) {
         CTR_INC(core->ctr.limited_device_wakes);
@@ -647,7 +650,7 @@ static int term_on_head(rl_term *t) {
         set_body(&r, 429, "device %s was woken too often in the last minute; retry later\n", r.device);
         snprintf(r.extra, sizeof r.extra, "Retry-After: %u\r\n", left ? left : 1);
         term_refuse(t, &r);
-        return 0;
+        return;
     }
     rl_stream_read(t->st, 0); /* hold further bytes in the kernel until the device is here */
     t->state = TERM_WAKING;
@@ -662,13 +665,12 @@ static int term_on_head(rl_term *t) {
         rl_route busy = {.status = 503, .body = "relay busy: too many sessions\n"};
         term_answer(t, busy.status, NULL, busy.body);
     }
-    return 0;
+    return;
 }
 
 void rl_term_rewake(rl_term *t) {
     push_record(t, 0, RL_OUTCOME_RELAYED);
-    if (t->sess) t->sess->term = NULL;
-    t->sess = NULL;
+    rl_unpair(t);
     t->upgrade_wait = 0;
     if (t->close_after) {
         term_close_after_flush(t, 1); /* that response was the connection's last */
@@ -721,28 +723,27 @@ void rl_term_response_head(rl_term *t, const rl_head *h) {
 static void term_leave_session(rl_term *t, int keep_link) {
     rl_session *s = t->sess;
     push_record(t, 0, RL_OUTCOME_RELAYED);
-    t->sess = NULL;
-    s->term = NULL;
+    rl_unpair(t);
     if (keep_link) rl_session_detach(s);
-    else rl_session_free(s);
+    else rl_session_end(s);
 }
 
 /* ---- a bound connection: forward every request, rewriting each head ---- */
 
 /* A head that is not forwarded on this session (a refusal, a malformed head, another
  * device): once the responses in flight are complete, it is handled as a first head. */
-static int term_restart_head(rl_term *t) {
+static void term_restart_head(rl_term *t) {
     term_leave_session(t, 1);
     t->state = TERM_HEAD;
     t->bytes_to_device = t->bytes_to_terminal = 0;
     t->started_us = rl_mono_us();
     t->reused = 0;
-    return term_on_head(t);
+    term_on_head(t);
 }
 
 /* Forwards the next complete head of `in`. 1: forwarded, 0: no complete head yet, 2: a
  * complete head waits (for a free pipeline slot, or for the responses in flight to finish
- * before it is refused), -1: `t` was closed or handed to term_on_head. */
+ * before it is refused), -1: `t` left the session (closed, or its head handed to term_on_head). */
 static int forward_next_head(rl_term *t, rl_session *s, struct evbuffer *in, struct evbuffer *out) {
     size_t head_len = rl_flow_find_head(in);
     if (!head_len) {
@@ -788,15 +789,15 @@ static int term_heads_held(const rl_term *t) {
     return t->upgrade_wait || t->close_after;
 }
 
-int rl_term_pump_request(rl_term *t) {
+void rl_term_pump_request(rl_term *t) {
     rl_session *s = t->sess;
-    if (!s || !s->link || t->state != TERM_BOUND) return 0;
+    if (t->dying || !s || !s->link || t->state != TERM_BOUND) return;
     if (t->close_after && s->pend_count == 0 && rl_session_at_boundary(s)) {
         /* The last response is complete: close after it; a link the device keeps open stays
          * for reuse unless the device said close. */
         term_leave_session(t, t->close_after == CLOSE_TERMINAL_SAID);
         term_close_after_flush(t, 1);
-        return -1;
+        return;
     }
     struct evbuffer *in = t->st->in, *out = s->link->out;
     size_t before = evbuffer_get_length(out);
@@ -806,7 +807,7 @@ int rl_term_pump_request(rl_term *t) {
             long n = rl_flow_body(&t->req, in, out);
             if (n < 0) {
                 rl_term_close(t, RL_OUTCOME_ABORTED);
-                return -1;
+                return;
             }
             if (t->req.done) rl_flow_next(&t->req);
             if (n == 0) break;
@@ -815,7 +816,7 @@ int rl_term_pump_request(rl_term *t) {
         if (t->close_after) evbuffer_drain(in, evbuffer_get_length(in)); /* pipelined after the last */
         if (term_heads_held(t)) break;
         int got = forward_next_head(t, s, in, out);
-        if (got < 0) return -1;
+        if (got < 0) return;
         waiting = got == 2;
         if (got != 1) break;
     }
@@ -827,7 +828,6 @@ int rl_term_pump_request(rl_term *t) {
     int held = waiting || (term_heads_held(t) && !t->req.raw && !t->req.in_body);
     rl_stream_read(t->st, !rl_stream_out_high(s->link) && !t->st->eof && !held);
     if (t->st->eof && evbuffer_get_length(in) == 0 && t->req.raw) rl_stream_shutdown_after_flush(s->link);
-    return 0;
 }
 
 /* ---- events ---- */
@@ -844,8 +844,8 @@ static void term_cb(rl_stream *st, int event, void *arg) {
         if (t->state == TERM_HEAD) {
             term_on_head(t);
         } else if (t->state == TERM_BOUND) {
-            if (rl_term_pump_request(t) < 0) return;
-            if (event == RL_STREAM_EOF && t->sess && !t->req.raw && t->sess->pend_count == 0)
+            rl_term_pump_request(t);
+            if (event == RL_STREAM_EOF && !t->dying && t->state == TERM_BOUND && t->sess && !t->req.raw && t->sess->pend_count == 0)
                 rl_term_close(t, RL_OUTCOME_RELAYED);
         } else if (t->state == TERM_WAKING && event == RL_STREAM_EOF) {
             rl_term_close(t, RL_OUTCOME_ABORTED);

@@ -11,8 +11,7 @@ void rl_front_accept_tls(struct evconnlistener *lev, evutil_socket_t fd, struct 
 /* The session of `t` ended without a response: answer `status` (0: just close). */
 void rl_term_fail(rl_term *t, int status, const char *body);
 /* Bytes can move terminal -> device again. */
-/* Returns -1 when `t` was closed (freed) meanwhile. */
-int rl_term_pump_request(rl_term *t);
+void rl_term_pump_request(rl_term *t);
 /* Called by the session when it is bound to `t` (wake done or reuse). */
 void rl_term_bound(rl_term *t);
 /* The session ended at a message boundary: the next request on `t` starts anew. */

@@ -321,7 +321,7 @@ static void run_end_session(rl_inspect_req *r) {
         r->result = -1;
         return;
     }
-    rl_session_free(s); /* its terminal is closed (outcome aborted), its link too */
+    rl_session_end(s); /* its terminal is closed (outcome aborted), its link too */
     r->result = 0;
 }
 

@@ -66,8 +66,7 @@ rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id,
     snprintf(s->device_id, sizeof s->device_id, "%s", device_id);
     s->id_hash = id_hash;
     s->state = SESS_WAKING;
-    s->term = term;
-    term->sess = s;
+    rl_pair(term, s);
     uint32_t b = bucket_of(core, s->sid);
     s->next_in_bucket = core->sess_buckets[b];
     core->sess_buckets[b] = s;
@@ -113,7 +112,7 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
         char body[160];
         snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id, core->cfg.wake_timeout_ms);
         if (t) rl_term_fail(t, 504, body);
-        rl_session_free(s);
+        rl_session_end(s);
         return;
     }
     rl_udp_send_connect(core, s);
@@ -146,10 +145,9 @@ void rl_session_bind(rl_session *s, rl_stream *link) {
 void rl_session_attach(rl_session *s, rl_term *t) {
     evtimer_del(s->timer);
     s->state = SESS_BOUND;
-    s->term = t;
+    rl_pair(t, s);
     s->resp_started = 0;
     s->last_status = 0;
-    t->sess = s;
     rl_stream_read(s->link, 1);
     rl_term_bound(t);
 }
@@ -161,10 +159,10 @@ int rl_session_at_boundary(const rl_session *s) {
 
 void rl_session_detach(rl_session *s) {
     rl_core *core = s->core;
+    if (s->term) rl_unpair(s->term);
     int clean = s->link && !s->link->eof && rl_session_at_boundary(s) && evbuffer_get_length(s->link->in) == 0;
-    s->term = NULL;
     if (!clean || core->cfg.idle_link_s == 0 || atomic_load_explicit(&core->draining, memory_order_relaxed)) {
-        rl_session_free(s);
+        rl_session_end(s);
         return;
     }
     s->state = SESS_IDLE;
@@ -174,26 +172,46 @@ void rl_session_detach(rl_session *s) {
 
 static void on_idle_timer(evutil_socket_t fd, short what, void *arg) {
     rl_session *s = arg;
-    if (s->state == SESS_IDLE) rl_session_free(s);
+    if (s->state == SESS_IDLE) rl_session_end(s);
 }
 
-void rl_session_free(rl_session *s) {
+void rl_pair(rl_term *t, rl_session *s) {
+    t->sess = s;
+    s->term = t;
+}
+
+void rl_unpair(rl_term *t) {
+    if (t->sess) t->sess->term = NULL;
+    t->sess = NULL;
+}
+
+static void session_destroy(rl_reap *node) {
+    rl_session *s = (rl_session *)node;
+    if (s->timer) event_free(s->timer);
+    rl_stream_free(s->link);
+    free(s);
+}
+
+/* Ends the session now (no lookup finds it, nothing of it runs again, its slot counts as
+ * free) and frees it after the current callback. */
+void rl_session_end(rl_session *s) {
+    if (s->dying) return;
     rl_core *core = s->core;
-    rl_splice_free(s->splice); /* first: its events watch the terminal's and the link's sockets */
+    s->dying = 1;
+    rl_splice_free(s->splice); /* its events watch the terminal's and the link's sockets */
     s->splice = NULL;
     if (s->term) {
         rl_term *t = s->term;
-        s->term = NULL;
-        t->sess = NULL;
+        rl_unpair(t);
         rl_term_close(t, RL_OUTCOME_ABORTED);
     }
     unlink_session(s);
     if (s->tally) s->tally->open--;
-    if (s->timer) event_free(s->timer);
-    rl_stream_free(s->link);
+    if (s->timer) evtimer_del(s->timer);
+    rl_stream_mute(s->link);
     core->n_sessions--;
     CTR_DEC(core->ctr.sessions_active);
-    free(s);
+    rl_reap_later(core, &s->reap, session_destroy);
 }
 
 void rl_session_end_device(rl_core *core, uint64_t id_hash) {
@@ -201,26 +219,26 @@ void rl_session_end_device(rl_core *core, uint64_t id_hash) {
         rl_session *s = core->sess_buckets[b];
         while (s) {
             rl_session *next = s->next_in_bucket;
-            if (s->id_hash == id_hash) rl_session_free(s);
+            if (s->id_hash == id_hash) rl_session_end(s);
             s = next;
         }
     }
 }
 
-void rl_session_free_idle(rl_core *core) {
+void rl_session_end_idle(rl_core *core) {
     for (uint32_t b = 0; b <= core->sess_mask; b++) {
         rl_session *s = core->sess_buckets[b];
         while (s) {
             rl_session *next = s->next_in_bucket;
-            if (s->state == SESS_IDLE) rl_session_free(s);
+            if (s->state == SESS_IDLE) rl_session_end(s);
             s = next;
         }
     }
 }
 
-void rl_session_free_all(rl_core *core) {
+void rl_session_end_all(rl_core *core) {
     for (uint32_t b = 0; b <= core->sess_mask; b++)
-        while (core->sess_buckets[b]) rl_session_free(core->sess_buckets[b]);
+        while (core->sess_buckets[b]) rl_session_end(core->sess_buckets[b]);
 }
 
 /* ---- device -> terminal ---- */
@@ -240,36 +258,33 @@ void rl_session_device_gone(rl_session *s, const char *why) {
         /* The device closed between requests (an HTTP/1.0 server does after each one): the
          * terminal keeps its connection and its next request wakes the device again. */
         rl_term_rewake(t); /* detaches t from s */
-        rl_session_free(s);
+        rl_session_end(s);
         return;
     }
     if (t) {
         if (!s->resp_started && s->pend_count > 0) {
             char body[200];
             snprintf(body, sizeof body, "device %s closed its link before answering (%s)\n", s->device_id, why);
-            s->term = NULL;
-            t->sess = NULL;
-            rl_term_fail(t, 502, body);
+            rl_term_fail(t, 502, body); /* unpairs t from s */
         } else if (evbuffer_get_length(t->st->out) > 0) {
             /* Let the terminal have what already arrived, then close. */
-            s->term = NULL;
-            t->sess = NULL;
+            rl_unpair(t);
             t->state = TERM_CLOSING;
             rl_stream_read(t->st, 0);
             rl_stream_shutdown_after_flush(t->st);
         }
     }
-    rl_session_free(s);
+    rl_session_end(s);
 }
 
 void rl_session_pump_response(rl_session *s) {
     rl_core *core = s->core;
     rl_stream *link = s->link;
-    if (!link || s->splice) return; /* splice.c moves the body and calls back when done */
+    if (s->dying || !link || s->splice) return; /* splice.c moves the body and calls back when done */
     struct evbuffer *in = link->in;
     rl_term *t = s->term;
     if (!t) {
-        if (evbuffer_get_length(in) > 0 || link->eof) rl_session_free(s); /* idle links stay silent */
+        if (evbuffer_get_length(in) > 0 || link->eof) rl_session_end(s); /* idle links stay silent */
         return;
     }
     struct evbuffer *out = t->st->out;
@@ -351,7 +366,7 @@ static void link_cb(rl_stream *st, int event, void *arg) {
     case RL_STREAM_READ_READY:
     case RL_STREAM_EOF:
         if (s->state == SESS_IDLE) {
-            rl_session_free(s);
+            rl_session_end(s);
             return;
         }
         rl_session_pump_response(s);

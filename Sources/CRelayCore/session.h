@@ -17,13 +17,17 @@ void rl_session_bind(rl_session *s, rl_stream *link);
 void rl_session_attach(rl_session *s, rl_term *term);
 /* The terminal leaves: the link goes idle when it is at a message boundary, else closes. */
 void rl_session_detach(rl_session *s);
-void rl_session_free(rl_session *s);
+/* Ends the session: unlinked and silent at once, freed after the current callback (reap.h). */
+void rl_session_end(rl_session *s);
+/* The only writers of t->sess and s->term: a terminal and a session, paired or apart. */
+void rl_pair(rl_term *t, rl_session *s);
+void rl_unpair(rl_term *t);
 /* No message in flight either way: the link may be kept or handed over. */
 int rl_session_at_boundary(const rl_session *s);
 void rl_session_end_device(rl_core *core, uint64_t id_hash);
-void rl_session_free_all(rl_core *core);
+void rl_session_end_all(rl_core *core);
 /* Draining: frees sessions that wait idle for reuse. */
-void rl_session_free_idle(rl_core *core);
+void rl_session_end_idle(rl_core *core);
 /* Moves response bytes device -> terminal (called when either side can make progress). */
 void rl_session_pump_response(rl_session *s);
 /* The link failed or closed: the terminal hears what it can, the session ends (frees s). */

@@ -98,8 +98,8 @@ static void finish(rl_session *s) {
 /* Moves what the pipe holds to the terminal, and keeps each side's event armed exactly
  * while it can make progress: the device's while the pipe has room, the terminal's while
  * the pipe holds bytes its socket did not take. Both sides run at once, as with buffers.
- * Returns -1 when `s` was freed. */
-static int pump_out(rl_session *s) {
+ */
+static void pump_out(rl_session *s) {
     rl_splice *p = s->splice;
     rl_term *t = s->term;
     int blocked = 0;
@@ -118,18 +118,17 @@ static int pump_out(rl_session *s) {
             blocked = 1; /* the terminal's socket is full */
             break;
         }
-        rl_term_close(t, RL_OUTCOME_RELAYED); /* the terminal went away mid-body; frees s */
-        return -1;
+        rl_term_close(t, RL_OUTCOME_RELAYED); /* the terminal went away mid-body; ends s */
+        return;
     }
     if (p->left == 0 && p->in_pipe == 0) {
         finish(s);
-        return -1; /* s may be gone */
+        return;
     }
     if (blocked) event_add(p->out_ev, NULL);
     else event_del(p->out_ev);
     if (p->left > 0 && p->in_pipe < p->cap && !p->full) event_add(p->in_ev, NULL);
     else event_del(p->in_ev);
-    return 0;
 }
 
 static void on_in(evutil_socket_t fd, short what, void *arg) {

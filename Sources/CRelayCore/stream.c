@@ -54,6 +54,17 @@ rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_str
     return s;
 }
 
+static void muted_cb(rl_stream *s, int event, void *arg) {}
+
+void rl_stream_mute(rl_stream *s) {
+    if (!s) return;
+    event_del(s->rev);
+    wev_off(s);
+    s->reading = 0;
+    s->cb = muted_cb;
+    s->arg = NULL;
+}
+
 void rl_stream_set_cb(rl_stream *s, rl_stream_cb cb, void *arg) {
     s->cb = cb;
     s->arg = arg;

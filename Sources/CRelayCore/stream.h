@@ -49,6 +49,8 @@ struct rl_stream {
  * sockets get TCP_NODELAY here; accepted ones inherit it from their listener. */
 rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_stream_cb cb, void *arg);
 void rl_stream_set_cb(rl_stream *s, rl_stream_cb cb, void *arg);
+/* No more events for its owner (which is ending); rl_stream_free still closes it. */
+void rl_stream_mute(rl_stream *s);
 void rl_stream_read(rl_stream *s, int on);
 /* Writes whatever `out` holds: at once on a plain stream (the socket usually takes it all,
  * and no write event is armed), the rest when the socket is writable. RL_STREAM_DRAINED

@@ -176,7 +176,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (dev >= 0) close(dev);
     fz_spin(core);
     rl_term_close_all(core);
-    rl_session_free_all(core);
+    rl_session_end_all(core);
     fz_spin(core);
     FZ_CHECK(core->terms == NULL && core->n_sessions == 0 && CTR_GET(core->ctr.sessions_active) == 0);
     rl_session_record recs[64];
