@@ -205,6 +205,18 @@ struct rl_session {
     rl_splice *splice;       /* a response body moving in the kernel (splice.c), or NULL */
 };
 
+/* The token a connection last proved, so that the next request carrying the same token for
+ * the same device and key costs no MAC: only its expiry and revocation are checked again,
+ * the two things that can change between requests. */
+typedef struct rl_auth_cache {
+    uint64_t id_hash;               /* 0: empty */
+    uint8_t key[RL_KEY_LEN];        /* the device key it was checked with (a re-key invalidates) */
+    uint64_t expires_unix;
+    uint8_t tid[8];
+    uint8_t len;
+    char token[RL_TOKEN_MAX];
+} rl_auth_cache;
+
 enum rl_term_state { TERM_HEAD, TERM_WAKING, TERM_BOUND, TERM_CLOSING };
 
 struct rl_term {
@@ -228,6 +240,7 @@ struct rl_term {
     uint64_t head_since_us;  /* a head is being read since then (its header timeout), or 0 */
     int upgrade_wait;        /* an Upgrade request was forwarded: no next head until its answer */
     int close_after;         /* CLOSE_*: the connection ends after the responses in flight */
+    rl_auth_cache auth;      /* the token this connection proved last (route.c) */
 };
 enum { CLOSE_TERMINAL_SAID = 1, CLOSE_DEVICE_SAID = 2 };
 

@@ -19,30 +19,12 @@
 #include "netaddr.h"
 #include "flow.h"
 #include "rewrite.h"
+#include "route.h"
 
 static void term_cb(rl_stream *st, int event, void *arg);
 static void on_head_timeout(evutil_socket_t fd, short what, void *arg);
 static void term_arm_timer(rl_term *t);
 static void term_on_head(rl_term *t);
-
-/* What one request head asks for, after routing and authentication. */
-typedef struct rl_route {
-    int status;                     /* 0: forward to `device`; else the relay answers */
-    const char *body;               /* the relay's answer */
-    char body_buf[400];
-    char extra[2600];               /* extra response headers (redirect, cookie) */
-    char device[RL_ID_MAX + 1];
-    uint64_t id_hash;
-    rl_span target;                 /* origin-form: path and query (absolute-form cut down) */
-    rl_span host;                   /* the target's authority, else the Host header */
-    int absolute_form;              /* "GET http://host/path": Host is rewritten to `host` */
-    int path_routed;                /* /d/ID/ prefix to strip */
-    size_t prefix_len;              /* bytes of the URL path that are the prefix */
-    int token_in;                   /* 1 Authorization, 2 query, 3 cookie */
-    uint8_t reuse_sid[RL_SESSION_ID_LEN];
-    int has_reuse_sid;
-    int own_endpoint;               /* /healthz: the relay's own answer, not a refusal */
-} rl_route;
 
 static void count_answer(rl_core *core, int status);
 
@@ -283,300 +265,7 @@ static void term_refuse(rl_term *t, rl_route *r) {
 
 /* ---- routing and authentication ---- */
 
-static void set_body(rl_route *r, int status, const char *fmt, const char *arg) {
-    r->status = status;
-    snprintf(r->body_buf, sizeof r->body_buf, fmt, arg);
-    r->body = r->body_buf;
-}
-
-/* Device named by a host "<id>.<domain>[:port]"; 1 when found. */
-static int route_by_host(const rl_core *core, rl_span host, char out[RL_ID_MAX + 1]) {
-    if (!host.p || !core->domain_len) return 0;
-    size_t n = host.n;
-    const char *colon = memchr(host.p, ':', n);
-    if (colon) n = (size_t)(colon - host.p);
-    if (n < core->domain_len + 2 || host.p[n - core->domain_len - 1] != '.') return 0;
-    if (strncasecmp(host.p + n - core->domain_len, core->domain, core->domain_len) != 0) return 0;
-    size_t id_len = n - core->domain_len - 1;
-    if (id_len > RL_ID_MAX) return 0;
-    for (size_t i = 0; i < id_len; i++) {
-        char c = host.p[i];
-        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-    }
-    out[id_len] = 0;
-    return rl_device_id_valid(out, id_len);
-}
-
-/* The request target in origin-form and the host it names. An absolute-form target
- * ("http://cam-1.example/x", RFC 9112 3.2.2) is accepted: its authority is the host (the
- * Host header is ignored, 7.2) and "/x" is what is routed and forwarded. 0, or -1. */
-static int split_target(const rl_head *h, rl_route *r) {
-    rl_span url = h->url;
-    r->target = url;
-    r->host = rl_span_trim(rl_head_get(h, "host"));
-    if (url.n && url.p[0] == '/') return 0;
-    size_t scheme = url.n > 7 && strncasecmp(url.p, "http://", 7) == 0    ? 7
-                    : url.n > 8 && strncasecmp(url.p, "https://", 8) == 0 ? 8
-                                                                          : 0;
-    if (!scheme) return -1;
-    const char *a = url.p + scheme, *end = url.p + url.n, *q = a;
-    while (q < end && *q != '/' && *q != '?') q++;
-    r->host = (rl_span){a, (size_t)(q - a)};
-    if (!rl_authority_valid(r->host)) return -1; /* userinfo ("@") included */
-    r->target = (rl_span){q, (size_t)(end - q)};
-    r->absolute_form = 1;
-    return 0;
-}
-
-/* The relay's own endpoints on a host that names no device. 1 when answered. */
-static int own_endpoint(rl_core *core, rl_span target, rl_route *r) {
-    if (target.n == 8 && memcmp(target.p, "/healthz", 8) == 0) {
-        /* Alive: the loop answers. 503 only before the relay first became ready. */
-        int ready = atomic_load(&core->ready) || atomic_load(&core->draining);
-        set_body(r, ready ? 200 : 503, "%s", ready ? "ok\n" : "starting\n");
-    } else if (target.n == 7 && memcmp(target.p, "/readyz", 7) == 0) {
-        /* Ready for terminals: listening, the device store readable, not stopping. */
-        const char *why = atomic_load(&core->draining)    ? "draining: the relay is stopping\n"
-                          : !atomic_load(&core->ready)    ? "starting\n"
-                          : !atomic_load(&core->store_ok) ? "device store unreadable\n"
-                                                          : NULL;
-        set_body(r, why ? 503 : 200, "%s", why ? why : "ready\n");
-    } else {
-        return 0;
-    }
-    r->own_endpoint = 1;
-    return 1;
-}
-
-/* "/d/ID/rest": the device and the prefix. 0, or -1 with the answer set in `r`. */
-static int route_by_path(rl_route *r) {
-    rl_span u = r->target;
-    const char *p = u.p + 3, *end = u.p + u.n, *q = p;
-    while (q < end && *q != '/' && *q != '?') q++;
-    size_t id_len = (size_t)(q - p);
-    if (id_len == 0 || id_len > RL_ID_MAX || !rl_device_id_valid(p, id_len)) {
-        set_body(r, 404, "%s", "no such device: device IDs are 1-63 of a-z, 0-9 and -\n");
-        return -1;
-    }
-    memcpy(r->device, p, id_len);
-    r->device[id_len] = 0;
-    r->path_routed = 1;
-    r->prefix_len = 3 + id_len;
-    if (q < end && *q == '/') return 0;
-    /* "/d/ID" is a directory: without the slash a client would resolve the page's relative
-     * links above it. The Location starts "/d/", so it stays on this origin. */
-    size_t rest = (size_t)(end - q);
-    if (rest + 3 + id_len + 2 + 14 > sizeof r->extra) {
-        set_body(r, 431, "%s", "URL too long\n");
-        return -1;
-    }
-    snprintf(r->extra, sizeof r->extra, "Location: /d/%s/%.*s\r\n", r->device, (int)rest, q);
-    set_body(r, 308, "%s", "a device's pages are under /d/ID/: continue at Location\n");
-    r->own_endpoint = 1;
-    return -1;
-}
-
-/* The token and where it came from. With path routing every device shares the relay's
- * browser origin, so a cookie or a URL token there would let one device's page use another
- * device's credential: path routing takes Authorization only. 0, or -1 with the answer. */
-static int find_token(rl_core *core, const rl_head *h, rl_route *r, rl_span *tok) {
-    rl_span none = {NULL, 0};
-    *tok = none;
-    if (rl_bearer(rl_head_get(h, "authorization"), tok)) {
-        r->token_in = 1;
-    } else if ((*tok = rl_query_token(r->target)).p) {
-        r->token_in = 2;
-    } else if ((*tok = rl_cookie_token(h)).p) {
-        r->token_in = 3;
-    }
-    if (r->path_routed && r->token_in > 1) {
-        set_body(r, 401,
-                 "path routing (/d/ID/) takes the token only in Authorization: Bearer <token>; "
-                 "browsers use host routing: http://ID.%s/?relay_token=<token>\n",
-                 core->domain_len ? core->domain : "<domain>");
-        return -1;
-    }
-    if (!tok->p || tok->n == 0) {
-        set_body(r, 401, "%s",
-                 r->path_routed ? "missing token: send Authorization: Bearer <token>\n"
-                                : "missing token: send Authorization: Bearer <token> or ?relay_token=<token>\n");
-        return -1;
-    }
-    return 0;
-}
-
-/* Checks the token against the device. A device that is not registered is checked against a
- * key no token has, so that without a valid token known and unknown devices get the same
- * answer after the same work: device IDs cannot be probed. */
-static int check_token(rl_core *core, const rl_dev *dev, const char *tokbuf, size_t n, rl_route *r) {
-    static const uint8_t no_device_key[RL_KEY_LEN];
-    char tok_dev[RL_ID_MAX + 1];
-    uint64_t now = (uint64_t)time(NULL);
-    int rc = rl_token_check(core->cfg.token_key, tokbuf, n, r->device, dev ? dev->key : no_device_key, now, tok_dev);
-    if (!dev && rc != RL_TOKEN_MALFORMED) rc = RL_TOKEN_BAD_MAC;
-    if (rc == RL_TOKEN_BAD_MAC && tok_dev[0] && strcmp(tok_dev, r->device) != 0) {
-        /* Maybe a genuine token for another device: that is 403 (its holder knows that device
-         * exists), a forgery is 401 after the same work. */
-        rl_dev *other = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, tok_dev, strlen(tok_dev)));
-        char again[RL_ID_MAX + 1];
-        if (rl_token_check(core->cfg.token_key, tokbuf, n, tok_dev, other ? other->key : no_device_key, now, again) ==
-                RL_TOKEN_OK && other) {
-            set_body(r, 403, "this token is for another device, not %s\n", r->device);
-            return -1;
-        }
-    }
-    if (rc == RL_TOKEN_EXPIRED) {
-        set_body(r, 401, "%s", "token expired\n");
-        return -1;
-    }
-    if (rc != RL_TOKEN_OK) {
-        set_body(r, 401, "%s", rc == RL_TOKEN_MALFORMED ? "malformed token\n" : "invalid token\n");
-        return -1;
-    }
-    /* Checked on every request, so a revocation also ends the next request of an open connection. */
-    uint8_t tid[8];
-    if (rl_token_id(tokbuf, n, tid) != 0 || rl_revoked_has(&core->revoked, tid)) {
-        set_body(r, 401, "%s", "token revoked\n");
-        return -1;
-    }
-    return 0;
-}
-
-/* Trades a query token for a cookie on this device's origin (host routing only), sending the
- * browser to the same path without it. */
-static void trade_token_for_cookie(rl_term *t, rl_route *r, const char *tokbuf) {
-    if (r->target.n > 2048) {
-        set_body(r, 431, "%s", "URL too long\n");
-        return;
-    }
-    struct evbuffer *loc = evbuffer_new();
-    if (!loc) {
-        set_body(r, 503, "%s", "relay out of memory\n");
-        return;
-    }
-    rl_add_same_origin_path(loc, r->target);
-    uint64_t now = (uint64_t)time(NULL), exp = strtoull(strchr(tokbuf, '.') + 1, NULL, 10);
-    long max_age = exp > now ? (long)(exp - now) : 0;
-    snprintf(r->extra, sizeof r->extra,
-             "Location: %.*s\r\nSet-Cookie: relay_token=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s\r\n",
-             (int)evbuffer_get_length(loc), (const char *)evbuffer_pullup(loc, -1), tokbuf, max_age,
-             t->st->ssl ? "; Secure" : "");
-    evbuffer_free(loc);
-    set_body(r, 302, "%s", "token accepted; continue at Location\n");
-}
-
-/* Fast liveness verdict [claims 4, 5, 18]: nothing is sent to a stale address (liveness.c
- * says why a device is offline). 0 when live. */
-static int check_live(rl_core *core, const rl_dev *dev, rl_route *r) {
-    if ((r->status = rl_liveness_verdict(core, dev, r->device, r->body_buf, sizeof r->body_buf)) == 0) return 0;
-    r->body = r->body_buf;
-    return -1;
-}
-
-static void route_request(rl_term *t, const rl_head *h, rl_route *r) {
-    rl_core *core = t->core;
-    memset(r, 0, sizeof *r);
-    t->wants_html = rl_wants_html(h);
-    if (split_target(h, r) != 0) {
-        set_body(r, 400, "%s", "request target must be a path (/x) or an absolute URL (http://host/x)\n");
-        return;
-    }
-    if (!route_by_host(core, r->host, r->device)) {
-        if (r->target.n >= 4 && memcmp(r->target.p, "/d/", 3) == 0) {
-            if (route_by_path(r) != 0) return;
-        } else if (!own_endpoint(core, r->target, r)) {
-            set_body(r, 400, "no device named: use http://ID.%s/ or /d/ID/\n", core->domain_len ? core->domain : "<domain>");
-            return;
-        }
-        if (r->own_endpoint) return;
-    }
-    rl_span tok;
-    if (find_token(core, h, r, &tok) != 0) return;
-    char tokbuf[RL_TOKEN_MAX];
-    if (tok.n >= sizeof tokbuf) {
-        set_body(r, 401, "%s", "malformed token\n");
-        return;
-    }
-    memcpy(tokbuf, tok.p, tok.n);
-    tokbuf[tok.n] = 0;
-    r->id_hash = rl_registry_hash(&core->reg, r->device, strlen(r->device));
-    rl_dev *dev = rl_registry_find(&core->reg, r->id_hash);
-    if (check_token(core, dev, tokbuf, tok.n, r) != 0) return;
-    if (r->token_in == 2) {
-        trade_token_for_cookie(t, r, tokbuf);
-        return;
-    }
-    if (check_live(core, dev, r) != 0) return;
-    rl_span sid = rl_head_get(h, "x-relay-session");
-    if (sid.p && sid.n == 2 * RL_SESSION_ID_LEN && rl_unhex(sid.p, sid.n, r->reuse_sid, RL_SESSION_ID_LEN) == 0)
-        r->has_reuse_sid = 1;
-}
-
-/* Writes the request head as the device must see it: origin-form target without the prefix,
- * none of the relay's credentials, the relay's forwarding headers. */
-static void write_forward_head(rl_term *t, const rl_head *h, const rl_route *r, struct evbuffer *out) {
-    rl_span path = r->target, cred;
-    if (r->path_routed) {
-        path.p += r->prefix_len;
-        path.n -= r->prefix_len;
-    }
-    evbuffer_add_printf(out, "%s ", http_method_str((enum http_method)h->method));
-    if (path.n == 0 || path.p[0] != '/') evbuffer_add(out, "/", 1);
-    rl_add_target_without_tokens(out, path);
-    evbuffer_add_printf(out, " HTTP/%d.%d\r\n", h->major, h->minor);
-    if (r->absolute_form) evbuffer_add_printf(out, "Host: %.*s\r\n", (int)r->host.n, r->host.p);
-    for (int i = 0; i < h->n_headers; i++) {
-        rl_span n = h->names[i], v = h->values[i];
-        if (rl_relay_owned_header(n)) continue;
-        if (r->absolute_form && rl_span_ieq(n, "host")) continue; /* the target's authority, above */
-        /* Bearer is the relay's scheme: a request carrying one was checked by it (it comes first). */
-        if (rl_span_ieq(n, "authorization") && rl_bearer(v, &cred)) continue;
-        if (rl_span_ieq(n, "cookie")) {
-            rl_add_cookie_without_tokens(out, n, v);
-            continue;
-        }
-        evbuffer_add(out, n.p, n.n);
-        evbuffer_add(out, ": ", 2);
-        if (v.p) evbuffer_add(out, v.p, v.n);
-        evbuffer_add(out, "\r\n", 2);
-    }
-    rl_add_forwarding_headers(out, h, t->peer, t->st->ssl != NULL, r->host, r->path_routed ? r->device : NULL);
-    evbuffer_add(out, "\r\n", 2);
-}
-
 /* ---- the first request: decide, then wake or reuse ---- */
-
-/* With TLS, the plain port only sends terminals to the HTTPS one (health answers stay). The
- * host was checked as a host[:port] with the head (rl_flow_head), so the Location names it. */
-static void redirect_to_https(rl_term *t, rl_route *r) {
-    rl_span host = r->host, target = r->target;
-    size_t n = host.n;
-    if (n && host.p[0] != '[') {
-        const char *colon = memchr(host.p, ':', n);
-        if (colon) n = (size_t)(colon - host.p);
-    } else if (n) {
-        const char *end = memchr(host.p, ']', n);
-        n = end ? (size_t)(end - host.p) + 1 : 0;
-    }
-    memset(&r->extra, 0, sizeof r->extra);
-    r->status = 0;
-    int origin_form = target.n == 0 || target.p[0] == '/' || target.p[0] == '?';
-    if (!n || n > 255 || target.n > 2048 || !origin_form || !rl_authority_valid((rl_span){host.p, n})) {
-        set_body(r, 400, "%s", "this port redirects to HTTPS and needs a Host header\n");
-        r->own_endpoint = 0;
-        term_refuse(t, r);
-        return;
-    }
-    int port = rl_listen_port(t->core, RL_LISTEN_HTTPS, 0);
-    char portbuf[8] = "";
-    if (port != 443) snprintf(portbuf, sizeof portbuf, ":%d", port);
-    int slash = target.n == 0 || target.p[0] != '/';
-    snprintf(r->extra, sizeof r->extra, "Location: https://%.*s%s%s%.*s\r\n", (int)n, host.p, portbuf, slash ? "/" : "",
-             (int)target.n, target.p);
-    set_body(r, 308, "%s", "this relay serves terminals over HTTPS: continue at Location\n");
-    r->own_endpoint = 1;
-    term_refuse(t, r);
-}
 
 static void term_on_head(rl_term *t) {
     rl_core *core = t->core;
@@ -605,15 +294,12 @@ static void term_on_head(rl_term *t) {
     rl_route r;
     if (rl_flow_head(&t->req, HTTP_REQUEST, p, head_len, &h) != 0) {
         memset(&r, 0, sizeof r);
-        set_body(&r, 400, "malformed HTTP request: %s\n", h.error ? h.error : "not HTTP/1.x");
+        rl_route_answer(&r, 400, "malformed HTTP request: %s\n", h.error ? h.error : "not HTTP/1.x");
         term_refuse(t, &r);
         return;
     }
-    route_request(t, &h, &r);
-    if (!t->st->ssl && core->tls && rl_listen_count(core, RL_LISTEN_HTTPS) > 0 && !r.own_endpoint) {
-        redirect_to_https(t, &r);
-        return;
-    }
+    rl_route_request(core, &h, t->st->ssl != NULL, &t->auth, &r);
+    t->wants_html = r.wants_html;
     if (r.status) {
         term_refuse(t, &r);
         return;
@@ -639,7 +325,7 @@ static void term_on_head(rl_term *t) {
     rl_tally_entry *dev = limited ? rl_tally_get(&core->devices, key, rl_core_now_s(core)) : NULL;
     if (dev && core->cfg.max_sessions_per_device && dev->open >= core->cfg.max_sessions_per_device) {
         CTR_INC(core->ctr.limited_device_sessions);
-        set_body(&r, 429, "device %s has too many sessions open; retry later\n", r.device);
+        rl_route_answer(&r, 429, "device %s has too many sessions open; retry later\n", r.device);
         snprintf(r.extra, sizeof r.extra, "Retry-After: 1\r\n");
         term_refuse(t, &r);
         return;
@@ -647,7 +333,7 @@ static void term_on_head(rl_term *t) {
     if (dev && core->cfg.wakes_per_device_minute && dev->window_events >= core->cfg.wakes_per_device_minute) {
         CTR_INC(core->ctr.limited_device_wakes);
         uint32_t left = dev->window_start + core->devices.window_s - rl_core_now_s(core);
-        set_body(&r, 429, "device %s was woken too often in the last minute; retry later\n", r.device);
+        rl_route_answer(&r, 429, "device %s was woken too often in the last minute; retry later\n", r.device);
         snprintf(r.extra, sizeof r.extra, "Retry-After: %u\r\n", left ? left : 1);
         term_refuse(t, &r);
         return;
@@ -762,7 +448,10 @@ static int forward_next_head(rl_term *t, rl_session *s, struct evbuffer *in, str
     rl_route r;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
     int parsed = head_len <= t->core->cfg.max_header_bytes && rl_flow_head(&t->req, HTTP_REQUEST, p, head_len, &h) == 0;
-    if (parsed) route_request(t, &h, &r);
+    if (parsed) {
+        rl_route_request(t->core, &h, t->st->ssl != NULL, &t->auth, &r);
+        t->wants_html = r.wants_html;
+    }
     if (!parsed || r.status || r.id_hash != s->id_hash) {
         rl_flow_next(&t->req);
         /* First let the responses in flight finish; term_on_head answers it then. */
@@ -770,7 +459,7 @@ static int forward_next_head(rl_term *t, rl_session *s, struct evbuffer *in, str
         term_restart_head(t);
         return -1;
     }
-    write_forward_head(t, &h, &r, out);
+    rl_rewrite_request_head(out, &h, &r, t->peer, t->st->ssl != NULL);
     evbuffer_drain(in, head_len);
     t->head_since_us = 0;
     uint32_t slot = (s->pend_first + s->pend_count) % RL_MAX_PIPELINE;

@@ -17,7 +17,7 @@ static void tenths(char *out, size_t n, uint32_t ds) {
     snprintf(out, n, "%u.%u s", ds / 10, ds % 10);
 }
 
-int rl_liveness_verdict(rl_core *core, const rl_dev *dev, const char *id, char *msg, size_t n) {
+int rl_liveness_verdict(const rl_core *core, const rl_dev *dev, const char *id, char *msg, size_t n) {
     uint32_t now_ds = rl_core_now_ds(core);
     if (rl_device_alive(core, dev, now_ds)) return 0;
     char ago[32] = "";

@@ -8,7 +8,7 @@
  * anchor, and neither a LEAVE nor an unanswered wake since. */
 int rl_device_alive(const rl_core *core, const rl_dev *dev, uint32_t now_ds);
 /* 0 when alive; else 503 with the reason (and how long ago) in `msg`. */
-int rl_liveness_verdict(rl_core *core, const rl_dev *dev, const char *id, char *msg, size_t n);
+int rl_liveness_verdict(const rl_core *core, const rl_dev *dev, const char *id, char *msg, size_t n);
 /* The device left (RL_DEV_LEFT) or did not answer a wake (RL_DEV_UNANSWERED): offline until
  * it notifies again, with the time kept in its mark. */
 void rl_device_went_offline(rl_core *core, rl_dev *dev, uint8_t why);

@@ -13,11 +13,11 @@ void rl_marks_free(rl_marks *m) {
     m->slots = NULL;
 }
 
-static rl_mark *slot_of(rl_marks *m, uint64_t id_hash) {
+static rl_mark *slot_of(const rl_marks *m, uint64_t id_hash) {
     return &m->slots[(uint32_t)(id_hash >> 32) & (RL_MARK_SLOTS - 1)];
 }
 
-rl_mark *rl_marks_find(rl_marks *m, uint64_t id_hash) {
+rl_mark *rl_marks_find(const rl_marks *m, uint64_t id_hash) {
     rl_mark *k = slot_of(m, id_hash);
     return k->id_hash == id_hash ? k : NULL;
 }

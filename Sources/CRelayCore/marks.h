@@ -29,7 +29,7 @@ typedef struct rl_marks {
 int rl_marks_init(rl_marks *m);
 void rl_marks_free(rl_marks *m);
 /* The device's mark, or NULL. */
-rl_mark *rl_marks_find(rl_marks *m, uint64_t id_hash);
+rl_mark *rl_marks_find(const rl_marks *m, uint64_t id_hash);
 /* The device's mark, taking its slot over from any other device. */
 rl_mark *rl_marks_take(rl_marks *m, uint64_t id_hash);
 

@@ -66,7 +66,7 @@ static uint32_t probe(const rl_registry *r, uint64_t hash) {
     }
 }
 
-rl_dev *rl_registry_find(rl_registry *r, uint64_t hash) {
+rl_dev *rl_registry_find(const rl_registry *r, uint64_t hash) {
     uint32_t v = r->slots[probe(r, hash)];
     return v ? &r->devs[v - 1] : NULL;
 }

@@ -44,7 +44,7 @@ int rl_registry_init(rl_registry *r, uint32_t capacity);
 void rl_registry_free(rl_registry *r);
 uint64_t rl_registry_hash(const rl_registry *r, const char *id, size_t len);
 /* The entry for `hash`, or NULL. Pointers stay valid until the next put/remove. */
-rl_dev *rl_registry_find(rl_registry *r, uint64_t hash);
+rl_dev *rl_registry_find(const rl_registry *r, uint64_t hash);
 /* Inserts or replaces the key. A changed key resets anchor, liveness and counter.
  * 0, or -1 when the registry is full. */
 int rl_registry_put(rl_registry *r, uint64_t hash, const uint8_t key[RL_KEY_LEN]);

@@ -2,6 +2,7 @@
 #include <string.h>
 #include <strings.h>
 #include "rewrite.h"
+#include "route.h"
 
 static const char TOKEN_NAME[] = "relay_token";
 
@@ -240,4 +241,36 @@ void rl_add_forwarding_headers(struct evbuffer *out, const rl_head *h, const cha
     if (host.n) evbuffer_add_printf(out, "X-Forwarded-Host: %.*s\r\n", (int)host.n, host.p);
     if (prefix_device) evbuffer_add_printf(out, "X-Forwarded-Prefix: /d/%s\r\n", prefix_device);
     evbuffer_add_printf(out, "X-Real-IP: %s\r\n", peer);
+}
+
+/* Writes the request head as the device must see it: origin-form target without the prefix,
+ * none of the relay's credentials, the relay's forwarding headers. */
+void rl_rewrite_request_head(struct evbuffer *out, const rl_head *h, const struct rl_route *r, const char *peer, int tls) {
+    rl_span path = r->target, cred;
+    if (r->path_routed) {
+        path.p += r->prefix_len;
+        path.n -= r->prefix_len;
+    }
+    evbuffer_add_printf(out, "%s ", http_method_str((enum http_method)h->method));
+    if (path.n == 0 || path.p[0] != '/') evbuffer_add(out, "/", 1);
+    rl_add_target_without_tokens(out, path);
+    evbuffer_add_printf(out, " HTTP/%d.%d\r\n", h->major, h->minor);
+    if (r->absolute_form) evbuffer_add_printf(out, "Host: %.*s\r\n", (int)r->host.n, r->host.p);
+    for (int i = 0; i < h->n_headers; i++) {
+        rl_span n = h->names[i], v = h->values[i];
+        if (rl_relay_owned_header(n)) continue;
+        if (r->absolute_form && rl_span_ieq(n, "host")) continue; /* the target's authority, above */
+        /* Bearer is the relay's scheme: a request carrying one was checked by it (it comes first). */
+        if (rl_span_ieq(n, "authorization") && rl_bearer(v, &cred)) continue;
+        if (rl_span_ieq(n, "cookie")) {
+            rl_add_cookie_without_tokens(out, n, v);
+            continue;
+        }
+        evbuffer_add(out, n.p, n.n);
+        evbuffer_add(out, ": ", 2);
+        if (v.p) evbuffer_add(out, v.p, v.n);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    rl_add_forwarding_headers(out, h, peer, tls, r->host, r->path_routed ? r->device : NULL);
+    evbuffer_add(out, "\r\n", 2);
 }

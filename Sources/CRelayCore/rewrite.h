@@ -39,4 +39,10 @@ int rl_relay_owned_header(rl_span name);
 void rl_add_forwarding_headers(struct evbuffer *out, const rl_head *h, const char *peer, int tls, rl_span host,
                                const char *prefix_device);
 
+struct rl_route;
+/* Appends request head `h` as the device must see it, routed by `r`: origin-form target
+ * without the routing prefix, none of the relay's credentials, the relay's forwarding
+ * headers (`peer`: the terminal's address; `tls`: it came over TLS). */
+void rl_rewrite_request_head(struct evbuffer *out, const rl_head *h, const struct rl_route *r, const char *peer, int tls);
+
 #endif
