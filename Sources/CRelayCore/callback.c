@@ -12,7 +12,6 @@
 #include "core_types.h"
 #include "callback.h"
 #include "session.h"
-#include "front.h"
 #include "listen.h"
 #include "netaddr.h"
 
@@ -92,8 +91,7 @@ static void try_hello(rl_pending_cb *p) {
         CTR_INC(core->ctr.device_certs_refused);
         char body[300];
         snprintf(body, sizeof body, "device %s was refused: %s\n", s->device_id, bad_cert);
-        if (s->term) rl_term_fail(s->term, 502, body);
-        rl_session_end(s);
+        rl_session_fail(s, 502, body);
         reject(p, RL_CB_BAD_CERT);
         return;
     }
@@ -102,12 +100,6 @@ static void try_hello(rl_pending_cb *p) {
     uint8_t ok = RL_CB_OK;
     evbuffer_add(st->out, &ok, 1); /* written with the terminal's first request, in one write */
     rl_session_bind(s, st); /* bytes the device sent after its hello stay queued in st->in */
-    /* Binding forwards the terminal's queued requests, and a bad one among them ends the
-     * terminal and with it the session: `s` stays valid until this callback returns (reap.h),
-     * but it is over (the use-after-free Tests/fuzz/fuzz_front once found here). */
-    if (s->dying) return;
-    rl_stream_flush(st); /* the status byte, when no request went with it */
-    if (evbuffer_get_length(st->in) > 0) rl_session_pump_response(s);
 }
 
 static void pending_cb(rl_stream *st, int event, void *arg) {

@@ -108,6 +108,22 @@ typedef struct rl_session rl_session;
 typedef struct rl_splice rl_splice;
 typedef struct rl_term rl_term;
 
+typedef struct rl_pipeline {
+    uint8_t is_head[RL_MAX_PIPELINE];
+    uint32_t first, count;
+} rl_pipeline;
+
+/* What the layers below the front (session, exchange) tell a terminal. front.c fills it in,
+ * so that no file below the front calls up into it. */
+typedef struct rl_term_ops {
+    void (*bound)(rl_term *t);                              /* its session has a link */
+    void (*fail)(rl_term *t, int status, const char *body); /* its session ended without an answer */
+    void (*close)(rl_term *t, int outcome);
+    void (*linger)(rl_term *t);       /* its last response is out: close once it is written */
+    void (*next_head)(rl_term *t);    /* it has no session now: read the next head as a first one */
+    void (*head_started)(rl_term *t); /* a head began arriving: its header timeout runs */
+} rl_term_ops;
+
 struct rl_core {
     rl_core_config cfg;
     char domain[256];
@@ -197,12 +213,11 @@ struct rl_session {
     uint64_t wake_started_us;
 
     rl_flow resp;            /* device -> terminal framing */
-    uint8_t pending_head[RL_MAX_PIPELINE]; /* 1 = that request was HEAD */
-    uint32_t pend_first, pend_count;
+    rl_pipeline pipe;        /* requests forwarded, awaiting their responses (exchange.h) */
     int resp_started;        /* some response bytes reached the current terminal */
     uint32_t last_status;    /* of the device's latest final response, for the session log */
     rl_tally_entry *tally;   /* this device's entry in core->devices (counts it as open) */
-    rl_splice *splice;       /* a response body moving in the kernel (splice.c), or NULL */
+    rl_splice *splice;       /* a response body moving in the kernel (splice.h), or NULL */
 };
 
 /* The token a connection last proved, so that the next request carrying the same token for
@@ -224,6 +239,7 @@ struct rl_term {
     int dying;               /* closed: unlinked, silent, freed after the current callback */
     rl_term *prev, *next;
     rl_core *core;
+    const rl_term_ops *ops;
     rl_stream *st;
     enum rl_term_state state;
     rl_session *sess;

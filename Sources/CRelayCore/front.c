@@ -14,6 +14,7 @@
 #include "front.h"
 #include "core.h"
 #include "session.h"
+#include "exchange.h"
 #include "liveness.h"
 #include "http.h"
 #include "netaddr.h"
@@ -25,6 +26,9 @@ static void term_cb(rl_stream *st, int event, void *arg);
 static void on_head_timeout(evutil_socket_t fd, short what, void *arg);
 static void term_arm_timer(rl_term *t);
 static void term_on_head(rl_term *t);
+static void term_bound(rl_term *t);
+static void term_head_started(rl_term *t);
+static const rl_term_ops term_ops;
 
 static void count_answer(rl_core *core, int status);
 
@@ -84,6 +88,7 @@ static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *
         return;
     }
     t->core = core;
+    t->ops = &term_ops;
     t->st = rl_stream_new(core->base, fd, 0, term_cb, t);
     t->head_timer = evtimer_new(core->base, on_head_timeout, t);
     if (t->st && tls && (!core->tls || rl_stream_start_tls(t->st, core->tls->terminal, 1, NULL) != 0)) {
@@ -118,23 +123,6 @@ static void accept_terminal(rl_core *core, evutil_socket_t fd, struct sockaddr *
 
 /* ---- closing ---- */
 
-static void push_record(rl_term *t, int status, int outcome) {
-    rl_session_record r;
-    memset(&r, 0, sizeof r);
-    if (t->sess) {
-        snprintf(r.device_id, sizeof r.device_id, "%s", t->sess->device_id);
-        memcpy(r.session_id, t->sess->sid_hex, sizeof r.session_id);
-    }
-    /* A relayed session logs the device's latest status; a failed one the relay's answer. */
-    r.status = status ? (uint32_t)status : t->sess ? t->sess->last_status : 0;
-    r.outcome = (uint32_t)outcome;
-    r.duration_us = rl_mono_us() - t->started_us;
-    r.bytes_to_device = t->bytes_to_device;
-    r.bytes_to_terminal = t->bytes_to_terminal;
-    r.reused = (uint32_t)t->reused;
-    rl_core_push_record(t->core, &r);
-}
-
 static void term_destroy(rl_reap *node) {
     rl_term *t = (rl_term *)node;
     event_free(t->head_timer);
@@ -150,7 +138,7 @@ void rl_term_close(rl_term *t, int outcome) {
     t->dying = 1;
     rl_session *s = t->sess;
     if (s) {
-        push_record(t, 0, outcome);
+        rl_xchg_record(t, 0, outcome);
         rl_unpair(t);
         if (s->state == SESS_WAKING) rl_session_end(s);
         else rl_session_detach(s);
@@ -177,9 +165,9 @@ void rl_term_close_idle(rl_core *core) {
         int nothing_pending = evbuffer_get_length(t->st->in) == 0;
         if (t->state == TERM_HEAD && nothing_pending) {
             rl_term_close(t, RL_OUTCOME_ABORTED);
-        } else if (t->state == TERM_BOUND && nothing_pending && t->sess && t->sess->link && t->sess->pend_count == 0 &&
+        } else if (t->state == TERM_BOUND && nothing_pending && t->sess && t->sess->link &&
                    rl_session_at_boundary(t->sess) && evbuffer_get_length(t->sess->link->in) == 0) {
-            rl_term_finish(t); /* keep-alive connection between two requests */
+            rl_xchg_finish(t); /* keep-alive connection between two requests */
         }
         t = next;
     }
@@ -218,18 +206,10 @@ static void term_answer(rl_term *t, int status, const char *extra, const char *b
     term_close_after_flush(t, 0);
 }
 
-void rl_term_finish(rl_term *t) {
-    rl_session *s = t->sess;
-    push_record(t, 0, RL_OUTCOME_RELAYED);
-    rl_unpair(t);
-    rl_session_end(s);
-    term_close_after_flush(t, 1);
-}
-
-void rl_term_fail(rl_term *t, int status, const char *body) {
+static void term_fail(rl_term *t, int status, const char *body) {
     rl_session *s = t->sess;
     if (s) {
-        push_record(t, status, status == 504 ? RL_OUTCOME_TIMEOUT : RL_OUTCOME_DEVICE_LOST);
+        rl_xchg_record(t, status, status == 504 ? RL_OUTCOME_TIMEOUT : RL_OUTCOME_DEVICE_LOST);
         rl_unpair(t);
     }
     if (status) term_answer(t, status, NULL, body);
@@ -267,105 +247,118 @@ static void term_refuse(rl_term *t, rl_route *r) {
 
 /* ---- the first request: decide, then wake or reuse ---- */
 
+/* No complete head yet: too large, the terminal gone, or this head's header timeout starts. */
+static void term_head_incomplete(rl_term *t) {
+    struct evbuffer *in = t->st->in;
+    if (evbuffer_get_length(in) > t->core->cfg.max_header_bytes) {
+        rl_route r = {.status = 431, .body = "request head too large\n"};
+        term_refuse(t, &r);
+    } else if (t->st->eof) {
+        rl_term_close(t, RL_OUTCOME_ABORTED);
+    } else if (!t->head_since_us && evbuffer_get_length(in) > 0) {
+        term_head_started(t);
+    }
+}
+
+/* A new wake within the device's limits: its tally entry in `dev` (NULL when no limit is on),
+ * 0; or -1 with the 429 in `r`. */
+static int device_limits(rl_core *core, rl_route *r, rl_tally_entry **dev) {
+    uint8_t key[16] = {0};
+    memcpy(key, &r->id_hash, sizeof r->id_hash);
+    int limited = core->cfg.max_sessions_per_device || core->cfg.wakes_per_device_minute;
+    rl_tally_entry *d = *dev = limited ? rl_tally_get(&core->devices, key, rl_core_now_s(core)) : NULL;
+    if (d && core->cfg.max_sessions_per_device && d->open >= core->cfg.max_sessions_per_device) {
+        CTR_INC(core->ctr.limited_device_sessions);
+        rl_route_answer(r, 429, "device %s has too many sessions open; retry later\n", r->device);
+        snprintf(r->extra, sizeof r->extra, "Retry-After: 1\r\n");
+        return -1;
+    }
+    if (d && core->cfg.wakes_per_device_minute && d->window_events >= core->cfg.wakes_per_device_minute) {
+        CTR_INC(core->ctr.limited_device_wakes);
+        uint32_t left = d->window_start + core->devices.window_s - rl_core_now_s(core);
+        rl_route_answer(r, 429, "device %s was woken too often in the last minute; retry later\n", r->device);
+        snprintf(r->extra, sizeof r->extra, "Retry-After: %u\r\n", left ? left : 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* An allowed first head: served on the idle link it names, or the device is woken. The head
+ * stays in the buffer: the exchange forwards it once a link is there (its token is the
+ * connection's remembered one by then: no second MAC). */
+static void term_start(rl_term *t, rl_route *r) {
+    rl_core *core = t->core;
+    t->head_since_us = 0;
+    evtimer_del(t->head_timer);
+    rl_flow_next(&t->req);
+    t->req.raw = 0;
+    rl_session *s = r->has_reuse_sid ? rl_session_find(core, r->reuse_sid) : NULL;
+    if (s && s->state == SESS_IDLE && s->id_hash == r->id_hash) {
+        t->reused = 1;
+        t->state = TERM_BOUND;
+        CTR_INC(core->ctr.sessions_reused);
+        rl_session_attach(s, t);
+        term_bound(t);
+        return;
+    }
+    rl_tally_entry *dev;
+    if (device_limits(core, r, &dev) != 0) {
+        term_refuse(t, r);
+        return;
+    }
+    rl_stream_read(t->st, 0); /* hold further bytes in the kernel until the device is here */
+    t->state = TERM_WAKING;
+    s = rl_session_wake(core, t, r->device, r->id_hash);
+    if (!s) {
+        CTR_INC(core->ctr.refused_capacity);
+        term_answer(t, 503, NULL, "relay busy: too many sessions\n");
+        return;
+    }
+    if (dev) {
+        dev->window_events++;
+        dev->open++;
+        s->tally = dev;
+    }
+}
+
 static void term_on_head(rl_term *t) {
     rl_core *core = t->core;
     struct evbuffer *in = t->st->in;
     size_t head_len = rl_flow_find_head(in);
     if (!head_len) {
-        if (evbuffer_get_length(in) > core->cfg.max_header_bytes) {
-            rl_route r = {.status = 431, .body = "request head too large\n"};
-            term_refuse(t, &r);
-        } else if (t->st->eof) {
-            rl_term_close(t, RL_OUTCOME_ABORTED);
-            return;
-        } else if (!t->head_since_us && evbuffer_get_length(in) > 0) {
-            t->head_since_us = rl_mono_us(); /* the header timeout runs from this head's first byte */
-            term_arm_timer(t);
-        }
+        term_head_incomplete(t);
         return;
     }
+    rl_head h;
+    rl_route r;
+    memset(&r, 0, sizeof r);
     if (head_len > core->cfg.max_header_bytes) {
-        rl_route r = {.status = 431, .body = "request head too large\n"};
+        rl_route_answer(&r, 431, "%s", "request head too large\n");
         term_refuse(t, &r);
         return;
     }
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
-    rl_head h;
-    rl_route r;
     if (rl_flow_head(&t->req, HTTP_REQUEST, p, head_len, &h) != 0) {
-        memset(&r, 0, sizeof r);
         rl_route_answer(&r, 400, "malformed HTTP request: %s\n", h.error ? h.error : "not HTTP/1.x");
         term_refuse(t, &r);
         return;
     }
     rl_route_request(core, &h, t->st->ssl != NULL, &t->auth, &r);
     t->wants_html = r.wants_html;
-    if (r.status) {
-        term_refuse(t, &r);
-        return;
-    }
-    t->head_since_us = 0;
-    evtimer_del(t->head_timer);
-    /* The head stays in the buffer: it is parsed again and forwarded once a link is bound. */
-    rl_flow_next(&t->req);
-    t->req.raw = 0;
-    if (r.has_reuse_sid) {
-        rl_session *s = rl_session_find(core, r.reuse_sid);
-        if (s && s->state == SESS_IDLE && s->id_hash == r.id_hash) {
-            t->reused = 1;
-            t->state = TERM_BOUND;
-            CTR_INC(core->ctr.sessions_reused);
-            rl_session_attach(s, t);
-            return;
-        }
-    }
-    uint8_t key[16] = {0};
-    memcpy(key, &r.id_hash, sizeof r.id_hash);
-    int limited = core->cfg.max_sessions_per_device || core->cfg.wakes_per_device_minute;
-    rl_tally_entry *dev = limited ? rl_tally_get(&core->devices, key, rl_core_now_s(core)) : NULL;
-    if (dev && core->cfg.max_sessions_per_device && dev->open >= core->cfg.max_sessions_per_device) {
-        CTR_INC(core->ctr.limited_device_sessions);
-        rl_route_answer(&r, 429, "device %s has too many sessions open; retry later\n", r.device);
-        snprintf(r.extra, sizeof r.extra, "Retry-After: 1\r\n");
-        term_refuse(t, &r);
-        return;
-    }
-    if (dev && core->cfg.wakes_per_device_minute && dev->window_events >= core->cfg.wakes_per_device_minute) {
-        CTR_INC(core->ctr.limited_device_wakes);
-        uint32_t left = dev->window_start + core->devices.window_s - rl_core_now_s(core);
-        rl_route_answer(&r, 429, "device %s was woken too often in the last minute; retry later\n", r.device);
-        snprintf(r.extra, sizeof r.extra, "Retry-After: %u\r\n", left ? left : 1);
-        term_refuse(t, &r);
-        return;
-    }
-    rl_stream_read(t->st, 0); /* hold further bytes in the kernel until the device is here */
-    t->state = TERM_WAKING;
-    rl_session *s = rl_session_wake(core, t, r.device, r.id_hash);
-    if (s && dev) {
-        dev->window_events++;
-        dev->open++;
-        s->tally = dev;
-    }
-    if (!s) {
-        CTR_INC(core->ctr.refused_capacity);
-        rl_route busy = {.status = 503, .body = "relay busy: too many sessions\n"};
-        term_answer(t, busy.status, NULL, busy.body);
-    }
-    return;
+    if (r.status) term_refuse(t, &r);
+    else term_start(t, &r);
 }
 
-void rl_term_rewake(rl_term *t) {
-    push_record(t, 0, RL_OUTCOME_RELAYED);
-    rl_unpair(t);
-    t->upgrade_wait = 0;
-    if (t->close_after) {
-        term_close_after_flush(t, 1); /* that response was the connection's last */
-        return;
-    }
-    if (atomic_load_explicit(&t->core->draining, memory_order_relaxed) && evbuffer_get_length(t->st->in) == 0) {
-        rl_term_close(t, RL_OUTCOME_RELAYED); /* draining: no next request on this connection */
-        return;
-    }
+static void term_bound(rl_term *t) {
+    t->state = TERM_BOUND;
+    t->last_active_s = rl_core_now_s(t->core);
+    t->head_since_us = 0;
+    term_arm_timer(t);
+    rl_xchg_begin(t);
+}
+
+/* No session now: the connection's next head is read, routed and checked as a first one. */
+static void term_next_head(rl_term *t) {
     t->state = TERM_HEAD;
     t->bytes_to_device = t->bytes_to_terminal = 0;
     t->started_us = rl_mono_us();
@@ -378,146 +371,23 @@ void rl_term_rewake(rl_term *t) {
     if (evbuffer_get_length(t->st->in) > 0) term_on_head(t);
 }
 
-void rl_term_bound(rl_term *t) {
-    t->state = TERM_BOUND;
-    t->last_active_s = rl_core_now_s(t->core);
-    t->head_since_us = 0;
+static void term_linger(rl_term *t) {
+    term_close_after_flush(t, 1);
+}
+
+static void term_head_started(rl_term *t) {
+    t->head_since_us = rl_mono_us(); /* the header timeout runs from this head's first byte */
     term_arm_timer(t);
-    rl_term_pump_request(t);
 }
 
-/* The device's response head to the oldest request in flight (called by session.c). Only a
- * 101 answering an Upgrade request makes the terminal's side opaque; any other final answer
- * lets the next head be read, routed and checked like every head. A response that ends its
- * connection (Connection: close, HTTP/1.0) ends the terminal's after it too: the relay
- * forwarded that header, so the terminal expects it. */
-void rl_term_response_head(rl_term *t, const rl_head *h) {
-    rl_session *s = t->sess;
-    if (h->status < 200 && h->status != 101) return;
-    if (t->upgrade_wait && s && s->pend_count == 1) {
-        t->upgrade_wait = 0;
-        if (h->status == 101) {
-            t->req.raw = 1;
-            t->req.in_body = 0;
-            return;
-        }
-    }
-    if (h->status != 101 && !h->keep_alive) t->close_after = CLOSE_DEVICE_SAID;
-}
-
-/* The terminal leaves its session; the link is kept idle for reuse only if `keep_link`. */
-static void term_leave_session(rl_term *t, int keep_link) {
-    rl_session *s = t->sess;
-    push_record(t, 0, RL_OUTCOME_RELAYED);
-    rl_unpair(t);
-    if (keep_link) rl_session_detach(s);
-    else rl_session_end(s);
-}
-
-/* ---- a bound connection: forward every request, rewriting each head ---- */
-
-/* A head that is not forwarded on this session (a refusal, a malformed head, another
- * device): once the responses in flight are complete, it is handled as a first head. */
-static void term_restart_head(rl_term *t) {
-    term_leave_session(t, 1);
-    t->state = TERM_HEAD;
-    t->bytes_to_device = t->bytes_to_terminal = 0;
-    t->started_us = rl_mono_us();
-    t->reused = 0;
-    term_on_head(t);
-}
-
-/* Forwards the next complete head of `in`. 1: forwarded, 0: no complete head yet, 2: a
- * complete head waits (for a free pipeline slot, or for the responses in flight to finish
- * before it is refused), -1: `t` left the session (closed, or its head handed to term_on_head). */
-static int forward_next_head(rl_term *t, rl_session *s, struct evbuffer *in, struct evbuffer *out) {
-    size_t head_len = rl_flow_find_head(in);
-    if (!head_len) {
-        if (evbuffer_get_length(in) > t->core->cfg.max_header_bytes) {
-            rl_term_close(t, RL_OUTCOME_ABORTED);
-            return -1;
-        }
-        if (!t->head_since_us) {
-            t->head_since_us = rl_mono_us(); /* the header timeout runs from this head's first byte */
-            term_arm_timer(t);
-        }
-        return 0;
-    }
-    if (s->pend_count == RL_MAX_PIPELINE) return 2;
-    rl_head h;
-    rl_route r;
-    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
-    int parsed = head_len <= t->core->cfg.max_header_bytes && rl_flow_head(&t->req, HTTP_REQUEST, p, head_len, &h) == 0;
-    if (parsed) {
-        rl_route_request(t->core, &h, t->st->ssl != NULL, &t->auth, &r);
-        t->wants_html = r.wants_html;
-    }
-    if (!parsed || r.status || r.id_hash != s->id_hash) {
-        rl_flow_next(&t->req);
-        /* First let the responses in flight finish; term_on_head answers it then. */
-        if (s->pend_count > 0 || !rl_session_at_boundary(s)) return 2;
-        term_restart_head(t);
-        return -1;
-    }
-    rl_rewrite_request_head(out, &h, &r, t->peer, t->st->ssl != NULL);
-    evbuffer_drain(in, head_len);
-    t->head_since_us = 0;
-    uint32_t slot = (s->pend_first + s->pend_count) % RL_MAX_PIPELINE;
-    s->pending_head[slot] = h.method == HTTP_HEAD;
-    s->pend_count++;
-    /* After an Upgrade request nothing more is read until the device answers it; after a
-     * last request (Connection: close, HTTP/1.0), nothing more at all (RFC 9112 9.6). */
-    if (h.upgrade) t->upgrade_wait = 1;
-    if (!h.keep_alive) t->close_after = CLOSE_TERMINAL_SAID;
-    if (!t->req.in_body) rl_flow_next(&t->req);
-    return 1;
-}
-
-/* The head reader waits: for the device's answer to an Upgrade, or for the connection's end. */
-static int term_heads_held(const rl_term *t) {
-    return t->upgrade_wait || t->close_after;
-}
-
-void rl_term_pump_request(rl_term *t) {
-    rl_session *s = t->sess;
-    if (t->dying || !s || !s->link || t->state != TERM_BOUND) return;
-    if (t->close_after && s->pend_count == 0 && rl_session_at_boundary(s)) {
-        /* The last response is complete: close after it; a link the device keeps open stays
-         * for reuse unless the device said close. */
-        term_leave_session(t, t->close_after == CLOSE_TERMINAL_SAID);
-        term_close_after_flush(t, 1);
-        return;
-    }
-    struct evbuffer *in = t->st->in, *out = s->link->out;
-    size_t before = evbuffer_get_length(out);
-    int waiting = 0; /* a complete head waits: read no more meanwhile (bytes stay in the kernel) */
-    while (evbuffer_get_length(in) > 0 && !rl_stream_out_high(s->link)) {
-        if (t->req.raw || t->req.in_body) {
-            long n = rl_flow_body(&t->req, in, out);
-            if (n < 0) {
-                rl_term_close(t, RL_OUTCOME_ABORTED);
-                return;
-            }
-            if (t->req.done) rl_flow_next(&t->req);
-            if (n == 0) break;
-            continue;
-        }
-        if (t->close_after) evbuffer_drain(in, evbuffer_get_length(in)); /* pipelined after the last */
-        if (term_heads_held(t)) break;
-        int got = forward_next_head(t, s, in, out);
-        if (got < 0) return;
-        waiting = got == 2;
-        if (got != 1) break;
-    }
-    size_t moved = evbuffer_get_length(out) - before;
-    if (moved) t->last_active_s = rl_core_now_s(t->core);
-    t->bytes_to_device += moved;
-    CTR_ADD(t->core->ctr.bytes_to_device, moved);
-    rl_stream_flush(s->link);
-    int held = waiting || (term_heads_held(t) && !t->req.raw && !t->req.in_body);
-    rl_stream_read(t->st, !rl_stream_out_high(s->link) && !t->st->eof && !held);
-    if (t->st->eof && evbuffer_get_length(in) == 0 && t->req.raw) rl_stream_shutdown_after_flush(s->link);
-}
+static const rl_term_ops term_ops = {
+    .bound = term_bound,
+    .fail = term_fail,
+    .close = rl_term_close,
+    .linger = term_linger,
+    .next_head = term_next_head,
+    .head_started = term_head_started,
+};
 
 /* ---- events ---- */
 
@@ -533,8 +403,9 @@ static void term_cb(rl_stream *st, int event, void *arg) {
         if (t->state == TERM_HEAD) {
             term_on_head(t);
         } else if (t->state == TERM_BOUND) {
-            rl_term_pump_request(t);
-            if (event == RL_STREAM_EOF && !t->dying && t->state == TERM_BOUND && t->sess && !t->req.raw && t->sess->pend_count == 0)
+            rl_xchg_pump_request(t);
+            if (event == RL_STREAM_EOF && !t->dying && t->state == TERM_BOUND && t->sess && !t->req.raw &&
+                rl_pipeline_len(&t->sess->pipe) == 0)
                 rl_term_close(t, RL_OUTCOME_RELAYED);
         } else if (t->state == TERM_WAKING && event == RL_STREAM_EOF) {
             rl_term_close(t, RL_OUTCOME_ABORTED);
@@ -547,7 +418,7 @@ static void term_cb(rl_stream *st, int event, void *arg) {
         if (t->state == TERM_CLOSING) {
             if (evbuffer_get_length(st->out) == 0) rl_term_close(t, RL_OUTCOME_REFUSED);
         } else if (t->sess) {
-            rl_session_pump_response(t->sess);
+            rl_xchg_pump_response(t->sess);
         }
         break;
     case RL_STREAM_ERROR:
@@ -593,13 +464,13 @@ static void head_timed_out(rl_term *t) {
     CTR_INC(t->core->ctr.refused_bad_request);
     t->head_since_us = 0;
     rl_session *s = t->sess;
-    if (t->state == TERM_BOUND && s && (s->pend_count > 0 || !rl_session_at_boundary(s))) {
+    if (t->state == TERM_BOUND && s && (rl_pipeline_len(&s->pipe) > 0 || !rl_session_at_boundary(s))) {
         t->close_after = CLOSE_DEVICE_SAID;
         rl_stream_read(t->st, 0);
         term_arm_timer(t);
         return;
     }
-    if (s) term_leave_session(t, 0);
+    if (s) rl_xchg_leave(t, 0);
     term_answer(t, 408, NULL, "request head not received in time\n");
 }
 

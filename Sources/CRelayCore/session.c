@@ -14,7 +14,6 @@
 #include "session.h"
 #include "core.h"
 #include "udp.h"
-#include "front.h"
 #include "splice.h"
 #include "liveness.h"
 #include "inspect.h"
@@ -22,7 +21,6 @@
 
 static void on_wake_timer(evutil_socket_t fd, short what, void *arg);
 static void on_idle_timer(evutil_socket_t fd, short what, void *arg);
-static void link_cb(rl_stream *st, int event, void *arg);
 
 static uint32_t bucket_of(const rl_core *core, const uint8_t sid[RL_SESSION_ID_LEN]) {
     uint32_t v;
@@ -111,7 +109,7 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
         rl_term *t = s->term;
         char body[160];
         snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id, core->cfg.wake_timeout_ms);
-        if (t) rl_term_fail(t, 504, body);
+        if (t) t->ops->fail(t, 504, body);
         rl_session_end(s);
         return;
     }
@@ -130,16 +128,21 @@ void rl_session_bind(rl_session *s, rl_stream *link) {
     s->timer = evtimer_new(core->base, on_idle_timer, s);
     s->link = link;
     s->state = SESS_BOUND;
-    rl_stream_set_cb(link, link_cb, s);
+    rl_stream_mute(link); /* the exchange takes its events (rl_xchg_begin) */
     uint64_t waited = rl_mono_us() - s->wake_started_us;
     int b = 0;
     while (b < RL_WAKE_BUCKETS && waited > rl_wake_bucket_us[b]) b++;
     CTR_INC(core->ctr.wake_bucket[b]);
     CTR_ADD(core->ctr.wake_us_sum, waited);
-    rl_stream_read(link, 1);
     CTR_INC(core->ctr.wakes_bound);
     rl_inspect_wake(core, s->id_hash, RL_WAKE_BOUND, waited);
-    if (s->term) rl_term_bound(s->term);
+    if (s->term) s->term->ops->bound(s->term);
+    else rl_session_end(s);
+}
+
+void rl_session_fail(rl_session *s, int status, const char *body) {
+    if (s->term) s->term->ops->fail(s->term, status, body);
+    rl_session_end(s);
 }
 
 void rl_session_attach(rl_session *s, rl_term *t) {
@@ -148,12 +151,10 @@ void rl_session_attach(rl_session *s, rl_term *t) {
     rl_pair(t, s);
     s->resp_started = 0;
     s->last_status = 0;
-    rl_stream_read(s->link, 1);
-    rl_term_bound(t);
 }
 
 int rl_session_at_boundary(const rl_session *s) {
-    return s->pend_count == 0 && !s->resp.raw && !s->resp.in_body &&
+    return s->pipe.count == 0 && !s->resp.raw && !s->resp.in_body &&
            (!s->term || (!s->term->req.raw && !s->term->req.in_body));
 }
 
@@ -203,7 +204,7 @@ void rl_session_end(rl_session *s) {
     if (s->term) {
         rl_term *t = s->term;
         rl_unpair(t);
-        rl_term_close(t, RL_OUTCOME_ABORTED);
+        t->ops->close(t, RL_OUTCOME_ABORTED);
     }
     unlink_session(s);
     if (s->tally) s->tally->open--;
@@ -239,143 +240,4 @@ void rl_session_end_idle(rl_core *core) {
 void rl_session_end_all(rl_core *core) {
     for (uint32_t b = 0; b <= core->sess_mask; b++)
         while (core->sess_buckets[b]) rl_session_end(core->sess_buckets[b]);
-}
-
-/* ---- device -> terminal ---- */
-
-/* Adds X-Relay-Session after the status line, so the terminal can name this link later. */
-static void forward_response_head(rl_session *s, struct evbuffer *in, size_t head_len, struct evbuffer *out) {
-    struct evbuffer_ptr eol = evbuffer_search(in, "\r\n", 2, NULL);
-    size_t line = (size_t)eol.pos + 2;
-    evbuffer_remove_buffer(in, out, line);
-    evbuffer_add_printf(out, "X-Relay-Session: %s\r\n", s->sid_hex);
-    evbuffer_remove_buffer(in, out, head_len - line);
-}
-
-void rl_session_device_gone(rl_session *s, const char *why) {
-    rl_term *t = s->term;
-    if (t && s->pend_count == 0 && rl_session_at_boundary(s) && !t->st->eof) {
-        /* The device closed between requests (an HTTP/1.0 server does after each one): the
-         * terminal keeps its connection and its next request wakes the device again. */
-        rl_term_rewake(t); /* detaches t from s */
-        rl_session_end(s);
-        return;
-    }
-    if (t) {
-        if (!s->resp_started && s->pend_count > 0) {
-            char body[200];
-            snprintf(body, sizeof body, "device %s closed its link before answering (%s)\n", s->device_id, why);
-            rl_term_fail(t, 502, body); /* unpairs t from s */
-        } else if (evbuffer_get_length(t->st->out) > 0) {
-            /* Let the terminal have what already arrived, then close. */
-            rl_unpair(t);
-            t->state = TERM_CLOSING;
-            rl_stream_read(t->st, 0);
-            rl_stream_shutdown_after_flush(t->st);
-        }
-    }
-    rl_session_end(s);
-}
-
-void rl_session_pump_response(rl_session *s) {
-    rl_core *core = s->core;
-    rl_stream *link = s->link;
-    if (s->dying || !link || s->splice) return; /* splice.c moves the body and calls back when done */
-    struct evbuffer *in = link->in;
-    rl_term *t = s->term;
-    if (!t) {
-        if (evbuffer_get_length(in) > 0 || link->eof) rl_session_end(s); /* idle links stay silent */
-        return;
-    }
-    struct evbuffer *out = t->st->out;
-    size_t before = evbuffer_get_length(out);
-    while (evbuffer_get_length(in) > 0 && !rl_stream_out_high(t->st)) {
-        if (s->resp.raw || s->resp.in_body) {
-            long n = rl_flow_body(&s->resp, in, out);
-            if (n < 0) {
-                rl_session_device_gone(s, "malformed response framing");
-                return;
-            }
-            if (s->resp.done) {
-                rl_flow_next(&s->resp);
-                if (s->pend_count) {
-                    s->pend_first = (s->pend_first + 1) % RL_MAX_PIPELINE;
-                    s->pend_count--;
-                }
-            }
-            if (n == 0) break;
-            continue;
-        }
-        size_t head_len = rl_flow_find_head(in);
-        if (!head_len) {
-            if (evbuffer_get_length(in) > 65536) {
-                rl_session_device_gone(s, "response head too large");
-                return;
-            }
-            break;
-        }
-        rl_head h;
-        s->resp.skip_body = s->pend_count > 0 && s->pending_head[s->pend_first];
-        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)head_len);
-        if (rl_flow_head(&s->resp, HTTP_RESPONSE, p, head_len, &h) != 0) {
-            rl_session_device_gone(s, "malformed response head");
-            return;
-        }
-        forward_response_head(s, in, head_len, out);
-        s->resp_started = 1;
-        CTR_INC(core->ctr.device_responses[h.status >= 100 && h.status < 600 ? h.status / 100 : 0]);
-        if (h.status >= 200 || h.status == 101) s->last_status = h.status;
-        rl_term_response_head(t, &h); /* 101 to an Upgrade: terminal side opaque; close: ends t after it */
-        if (s->resp.done) {
-            int interim = h.status >= 100 && h.status < 200 && h.status != 101;
-            rl_flow_next(&s->resp);
-            if (!interim && s->pend_count) {
-                s->pend_first = (s->pend_first + 1) % RL_MAX_PIPELINE;
-                s->pend_count--;
-            }
-        }
-    }
-    size_t moved = evbuffer_get_length(out) - before;
-    if (moved) t->last_active_s = rl_core_now_s(core);
-    t->bytes_to_terminal += moved;
-    CTR_ADD(core->ctr.bytes_to_terminal, moved);
-    rl_stream_flush(t->st);
-    if (rl_splice_wanted(s) && rl_splice_begin(s) == 0) return;
-    rl_stream_read(link, !rl_stream_out_high(t->st));
-    if (link->eof && evbuffer_get_length(in) == 0) {
-        rl_session_device_gone(s, "end of stream");
-        return;
-    }
-    if (atomic_load_explicit(&core->draining, memory_order_relaxed) && s->resp_started && s->pend_count == 0 &&
-        rl_session_at_boundary(s)) {
-        rl_term_finish(t); /* draining: this response was the connection's last */
-        return;
-    }
-    if (s->pend_count < RL_MAX_PIPELINE) {
-        if (t->st->eof && s->pend_count == 0 && !t->req.raw && evbuffer_get_length(t->st->in) == 0) {
-            rl_term_close(t, RL_OUTCOME_RELAYED); /* the terminal had half-closed: we are done */
-            return;
-        }
-        rl_term_pump_request(t); /* a request waiting for a free pipeline slot or a boundary */
-    }
-}
-
-static void link_cb(rl_stream *st, int event, void *arg) {
-    rl_session *s = arg;
-    switch (event) {
-    case RL_STREAM_READ_READY:
-    case RL_STREAM_EOF:
-        if (s->state == SESS_IDLE) {
-            rl_session_end(s);
-            return;
-        }
-        rl_session_pump_response(s);
-        break;
-    case RL_STREAM_DRAINED:
-        if (s->term) rl_term_pump_request(s->term);
-        break;
-    default:
-        rl_session_device_gone(s, "link error");
-        break;
-    }
 }

@@ -13,7 +13,10 @@ void rl_session_anchor_moved(rl_core *core, rl_dev *dev);
 rl_session *rl_session_find(rl_core *core, const uint8_t sid[RL_SESSION_ID_LEN]);
 /* Binds a verified device callback to a waking session. */
 void rl_session_bind(rl_session *s, rl_stream *link);
-/* Attaches a terminal to an idle session (reuse: no wake). */
+/* The wake fails after the device called back (its certificate): the terminal hears
+ * `status` and `body`, and the session ends. */
+void rl_session_fail(rl_session *s, int status, const char *body);
+/* Attaches a terminal to an idle session (reuse: no wake); the caller starts the exchange. */
 void rl_session_attach(rl_session *s, rl_term *term);
 /* The terminal leaves: the link goes idle when it is at a message boundary, else closes. */
 void rl_session_detach(rl_session *s);
@@ -28,9 +31,4 @@ void rl_session_end_device(rl_core *core, uint64_t id_hash);
 void rl_session_end_all(rl_core *core);
 /* Draining: frees sessions that wait idle for reuse. */
 void rl_session_end_idle(rl_core *core);
-/* Moves response bytes device -> terminal (called when either side can make progress). */
-void rl_session_pump_response(rl_session *s);
-/* The link failed or closed: the terminal hears what it can, the session ends (frees s). */
-void rl_session_device_gone(rl_session *s, const char *why);
-
 #endif

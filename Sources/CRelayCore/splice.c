@@ -1,49 +1,32 @@
 /*
- * splice.c: large response bodies move device -> terminal inside the kernel [claim 10].
- *
- * Once a response head has gone to the terminal and its body is framed by Content-Length
- * with at least RL_SPLICE_MIN bytes left, both sides are plain TCP and nothing is queued on
- * either side, the rest of the body goes link socket -> pipe -> terminal socket with
- * splice(2): the bytes never enter user space. The session's framing stays in charge: the
- * splice moves exactly the body's length, then hands the link back to the stream, which
- * finds the next response head as before. Either side failing ends it the way a failure on
- * the ordinary path does.
+ * splice.c: kernel-to-kernel byte moves (splice.h). Both sides run at once, as with
+ * buffers: each side's event is armed exactly while it can make progress, the source's
+ * while the pipe has room, the destination's while the pipe holds bytes its socket did not
+ * take.
  */
 #define _GNU_SOURCE /* splice, pipe2, F_SETPIPE_SZ */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include "core_types.h"
 #include "splice.h"
-#include "session.h"
-#include "front.h"
-#include "flow.h"
 
 #define RL_SPLICE_PIPE (1 << 20) /* pipe capacity asked for: fewer calls per MiB */
 
 struct rl_splice {
-    int pipe_r, pipe_w;
+    int pipe_r, pipe_w, src_fd, dst_fd;
     size_t cap;         /* the pipe's capacity */
-    size_t in_pipe;     /* bytes in the pipe, not yet at the terminal */
+    size_t in_pipe;     /* bytes in the pipe, not yet at the destination */
     int full;           /* the pipe refused more (its slots can fill before `cap` bytes) */
-    uint64_t left;      /* body bytes not yet taken from the link */
-    struct event *in_ev;  /* link readable */
-    struct event *out_ev; /* terminal writable */
+    uint64_t left;      /* bytes not yet taken from the source */
+    struct event *in_ev;  /* source readable */
+    struct event *out_ev; /* destination writable */
+    rl_splice_cb cb;
+    void *arg;
 };
 
 static void on_in(evutil_socket_t fd, short what, void *arg);
 static void on_out(evutil_socket_t fd, short what, void *arg);
-
-int rl_splice_wanted(const rl_session *s) {
-    const rl_term *t = s->term;
-    if (!t || s->splice || !s->link || s->link->ssl || t->st->ssl || s->link->eof) return 0;
-    if (!s->resp.in_body || s->resp.raw || (s->resp.parser.flags & F_CHUNKED)) return 0;
-    uint64_t left = s->resp.parser.content_length;
-    if (left == ULLONG_MAX || left < RL_SPLICE_MIN) return 0;
-    return evbuffer_get_length(s->link->in) == 0 && evbuffer_get_length(t->st->out) == 0;
-}
 
 void rl_splice_free(rl_splice *p) {
     if (!p) return;
@@ -54,75 +37,54 @@ void rl_splice_free(rl_splice *p) {
     free(p);
 }
 
-int rl_splice_begin(rl_session *s) {
+rl_splice *rl_splice_start(struct event_base *base, int src_fd, int dst_fd, uint64_t len, rl_splice_cb cb, void *arg) {
     rl_splice *p = calloc(1, sizeof *p);
-    if (!p) return -1;
+    if (!p) return NULL;
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-        free(p); /* out of descriptors: the ordinary path carries the body */
-        return -1;
+        free(p);
+        return NULL;
     }
     p->pipe_r = fds[0];
     p->pipe_w = fds[1];
     (void)fcntl(p->pipe_w, F_SETPIPE_SZ, RL_SPLICE_PIPE); /* best effort: 64 KiB otherwise */
     int cap = fcntl(p->pipe_w, F_GETPIPE_SZ);
     p->cap = cap > 0 ? (size_t)cap : 65536;
-    p->left = s->resp.parser.content_length;
-    p->in_ev = event_new(s->core->base, s->link->fd, EV_READ | EV_PERSIST, on_in, s);
-    p->out_ev = event_new(s->core->base, s->term->st->fd, EV_WRITE | EV_PERSIST, on_out, s);
+    p->left = len;
+    p->src_fd = src_fd;
+    p->dst_fd = dst_fd;
+    p->cb = cb;
+    p->arg = arg;
+    p->in_ev = event_new(base, src_fd, EV_READ | EV_PERSIST, on_in, p);
+    p->out_ev = event_new(base, dst_fd, EV_WRITE | EV_PERSIST, on_out, p);
     if (!p->in_ev || !p->out_ev) {
         rl_splice_free(p);
-        return -1;
+        return NULL;
     }
-    s->splice = p;
-    CTR_INC(s->core->ctr.splices);
-    rl_stream_read(s->link, 0); /* the link's bytes are ours until the body ends */
     event_add(p->in_ev, NULL);
-    return 0;
+    return p;
 }
 
-/* The body is through: the stream takes the link back and the session goes on with the
- * next response (or request) as after any complete message. */
-static void finish(rl_session *s) {
-    rl_splice_free(s->splice);
-    s->splice = NULL;
-    rl_flow_next(&s->resp);
-    if (s->pend_count) {
-        s->pend_first = (s->pend_first + 1) % RL_MAX_PIPELINE;
-        s->pend_count--;
-    }
-    rl_stream_read(s->link, 1);
-    rl_session_pump_response(s);
-}
-
-/* Moves what the pipe holds to the terminal, and keeps each side's event armed exactly
- * while it can make progress: the device's while the pipe has room, the terminal's while
- * the pipe holds bytes its socket did not take. Both sides run at once, as with buffers.
- */
-static void pump_out(rl_session *s) {
-    rl_splice *p = s->splice;
-    rl_term *t = s->term;
+/* Moves what the pipe holds to the destination and re-arms each side. */
+static void pump_out(rl_splice *p) {
     int blocked = 0;
     while (p->in_pipe > 0) {
-        ssize_t n = splice(p->pipe_r, NULL, t->st->fd, NULL, p->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n = splice(p->pipe_r, NULL, p->dst_fd, NULL, p->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             p->in_pipe -= (size_t)n;
             p->full = 0;
-            t->bytes_to_terminal += (uint64_t)n;
-            t->st->bytes_written += (unsigned long long)n;
-            CTR_ADD(s->core->ctr.bytes_to_terminal, (uint64_t)n);
-            t->last_active_s = rl_core_now_s(s->core);
+            p->cb(p->arg, RL_SPLICE_MOVED, (size_t)n);
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            blocked = 1; /* the terminal's socket is full */
+            blocked = 1; /* the destination's socket is full */
             break;
         }
-        rl_term_close(t, RL_OUTCOME_RELAYED); /* the terminal went away mid-body; ends s */
+        p->cb(p->arg, RL_SPLICE_DST_ERROR, 0);
         return;
     }
     if (p->left == 0 && p->in_pipe == 0) {
-        finish(s);
+        p->cb(p->arg, RL_SPLICE_DONE, 0);
         return;
     }
     if (blocked) event_add(p->out_ev, NULL);
@@ -132,8 +94,7 @@ static void pump_out(rl_session *s) {
 }
 
 static void on_in(evutil_socket_t fd, short what, void *arg) {
-    rl_session *s = arg;
-    rl_splice *p = s->splice;
+    rl_splice *p = arg;
     size_t room = p->cap - p->in_pipe;
     size_t want = p->left < room ? (size_t)p->left : room;
     ssize_t n = splice(fd, NULL, p->pipe_w, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -141,15 +102,15 @@ static void on_in(evutil_socket_t fd, short what, void *arg) {
         p->in_pipe += (size_t)n;
         p->left -= (uint64_t)n;
     } else if (n == 0) {
-        rl_session_device_gone(s, "end of stream in the middle of a body");
+        p->cb(p->arg, RL_SPLICE_SRC_EOF, 0);
         return;
     } else if (errno == EAGAIN && p->in_pipe > 0) {
-        p->full = 1; /* wait for the terminal to take some before reading the device again */
+        p->full = 1; /* wait for the destination to take some before reading the source again */
     } else if (errno != EAGAIN && errno != EINTR) {
-        rl_session_device_gone(s, "link error");
+        p->cb(p->arg, RL_SPLICE_SRC_ERROR, 0);
         return;
     }
-    pump_out(s);
+    pump_out(p);
 }
 
 static void on_out(evutil_socket_t fd, short what, void *arg) {
