@@ -8,13 +8,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/resource.h>
-#include "core.h"
+#include "records.h"
 #include "util.h"
 #include "udp.h"
 #include "session.h"
 #include "front.h"
 #include "metrics.h"
-#include "inspect.h"
+#include "callback.h"
+#include "track.h"
 
 void rl_core_config_defaults(rl_core_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
@@ -90,6 +91,7 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     core->sweep_ev = event_new(core->base, -1, EV_PERSIST, on_sweep, core);
     core->resume_ev = evtimer_new(core->base, rl_listen_resume, core);
     core->reap_ev = event_new(core->base, -1, 0, on_reap, core);
+    core->anchor_moved = rl_session_anchor_moved;
     if (!core->cmd_ev || !core->stop_ev || !core->drain_ev || !core->sweep_ev || !core->resume_ev || !core->reap_ev) {
         rl_set_err(err, err_len, "cannot create the core's events");
         rl_core_free(core);
@@ -111,12 +113,23 @@ rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len) {
     return core;
 }
 
+/* Who takes each kind's connections. */
+static evconnlistener_cb accept_for(int kind) {
+    switch (kind) {
+    case RL_LISTEN_HTTP: return rl_front_accept;
+    case RL_LISTEN_HTTPS: return rl_front_accept_tls;
+    case RL_LISTEN_TCP: return rl_callback_accept;
+    case RL_LISTEN_METRICS: return rl_metrics_accept;
+    default: return NULL;
+    }
+}
+
 int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t err_len) {
     if (core->started) {
         rl_set_err(err, err_len, "listeners must be added before start");
         return -1;
     }
-    if (kind != RL_LISTEN_UDP) return rl_listen_add(core, kind, addr, err, err_len);
+    if (kind != RL_LISTEN_UDP) return rl_listen_add(core, kind, addr, accept_for(kind), err, err_len);
     if (core->n_udp >= RL_MAX_LISTENERS) {
         rl_set_err(err, err_len, "at most %d listeners of a kind", RL_MAX_LISTENERS);
         return -1;
@@ -141,7 +154,7 @@ static void apply_cmd(rl_core *core, const rl_cmd *c) {
     if (c->kind == RL_CMD_REMOVE) {
         if (rl_registry_remove(&core->reg, h) == 0) {
             rl_session_end_device(core, h);
-            rl_inspect_forget(core, h);
+            rl_track_forget(core, h);
         }
     } else {
         rl_dev *old = rl_registry_find(&core->reg, h);
@@ -149,7 +162,7 @@ static void apply_cmd(rl_core *core, const rl_cmd *c) {
         if (rl_registry_put(&core->reg, h, c->key) != 0) CTR_INC(core->ctr.registry_full);
         else if (rekey) {
             rl_session_end_device(core, h);
-            rl_inspect_forget(core, h);
+            rl_track_forget(core, h);
         }
     }
     /* Published for rl_core_stats: reading reg.count from another thread was a data race
@@ -391,7 +404,7 @@ void rl_core_free(rl_core *core) {
     rl_tally_free(&core->callback_sources);
     rl_tally_free(&core->devices);
     rl_revoked_free(&core->revoked);
-    rl_inspect_free(core);
+    rl_track_free(core);
     rl_mac_free(&core->mac);
     free(core->sess_buckets);
     free(core->recs);
@@ -401,60 +414,7 @@ void rl_core_free(rl_core *core) {
     free(core);
 }
 
-/* ---- records and stats ---- */
-
-void rl_core_push_record(rl_core *core, const rl_session_record *rec) {
-    pthread_mutex_lock(&core->rec_mu);
-    size_t slot = (core->rec_head + core->rec_count) % RL_RECORD_RING;
-    core->recs[slot] = *rec;
-    if (core->rec_count < RL_RECORD_RING) core->rec_count++;
-    else core->rec_head = (core->rec_head + 1) % RL_RECORD_RING; /* full: the oldest is overwritten */
-    pthread_mutex_unlock(&core->rec_mu);
-}
-
-void rl_core_push_event(rl_core *core, uint32_t kind, const char *device_id, size_t id_len, const char *fmt, ...) {
-    rl_core_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.kind = kind;
-    if (id_len > RL_ID_MAX) id_len = RL_ID_MAX;
-    memcpy(ev.device_id, device_id, id_len);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ev.detail, sizeof ev.detail, fmt, ap);
-    va_end(ap);
-    pthread_mutex_lock(&core->rec_mu);
-    if (core->ev_count < RL_EVENT_RING) {
-        core->events[(core->ev_head + core->ev_count) % RL_EVENT_RING] = ev;
-        core->ev_count++;
-    } else {
-        CTR_INC(core->ctr.events_lost); /* the log is behind: count, never block the loop */
-    }
-    pthread_mutex_unlock(&core->rec_mu);
-}
-
-size_t rl_core_drain_events(rl_core *core, rl_core_event *out, size_t max) {
-    pthread_mutex_lock(&core->rec_mu);
-    size_t n = 0;
-    while (n < max && core->ev_count > 0) {
-        out[n++] = core->events[core->ev_head];
-        core->ev_head = (core->ev_head + 1) % RL_EVENT_RING;
-        core->ev_count--;
-    }
-    pthread_mutex_unlock(&core->rec_mu);
-    return n;
-}
-
-size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max) {
-    pthread_mutex_lock(&core->rec_mu);
-    size_t n = 0;
-    while (n < max && core->rec_count > 0) {
-        out[n++] = core->recs[core->rec_head];
-        core->rec_head = (core->rec_head + 1) % RL_RECORD_RING;
-        core->rec_count--;
-    }
-    pthread_mutex_unlock(&core->rec_mu);
-    return n;
-}
+/* ---- stats ---- */
 
 void rl_core_stats(const rl_core *core, rl_stats *o) {
     const struct rl_counters *c = &core->ctr;

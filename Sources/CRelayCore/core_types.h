@@ -164,6 +164,9 @@ struct rl_core {
     struct event *sweep_ev;  /* once a second: forget tallies of keys gone quiet */
     struct event *resume_ev; /* re-enables the listeners paused for lack of descriptors */
     struct event *reap_ev;   /* frees what ended during a callback, after it (reap.h) */
+    /* A notify moved the anchor of a device being woken (udp.c tells session.c, which sits
+     * above it, through this: rl_session_anchor_moved). */
+    void (*anchor_moved)(rl_core *core, rl_dev *dev);
     rl_reap *reap;
     int accept_paused;       /* accept ran out of descriptors: every listener waits for resume_ev */
     int fd_ceiling;          /* accepted descriptors from here up are refused: a reserve below

@@ -10,7 +10,7 @@
 #include <string.h>
 #include "core_types.h"
 #include "exchange.h"
-#include "core.h"
+#include "records.h"
 #include "route.h"
 #include "rewrite.h"
 #include "session.h"

@@ -12,7 +12,7 @@
 #include <arpa/inet.h>
 #include "core_types.h"
 #include "front.h"
-#include "core.h"
+#include "records.h"
 #include "session.h"
 #include "exchange.h"
 #include "liveness.h"

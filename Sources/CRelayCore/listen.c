@@ -1,7 +1,7 @@
 /*
  * listen.c: the TCP listeners by kind. Each kind's row says what accepts its connections;
  * the five places that once switched over four arrays (add, port, pause, drain, free) are
- * loops over one table.
+ * loops over one table. What accepts each kind's connections is the hub's choice (core.c).
  */
 #include <errno.h>
 #include <string.h>
@@ -13,21 +13,18 @@
 #include "listen.h"
 #include "netaddr.h"
 #include "util.h"
-#include "front.h"
-#include "callback.h"
-#include "metrics.h"
 
 typedef struct listen_kind {
-    evconnlistener_cb accept;
+    int tcp;          /* a kind of TCP listener (UDP sockets are udp.c's) */
     int terminal;     /* closed by a drain */
     int defer_accept; /* the peer speaks first (a device's hello) */
 } listen_kind;
 
 static const listen_kind kinds[RL_LISTEN_KINDS] = {
-    [RL_LISTEN_HTTP] = {rl_front_accept, 1, 0},
-    [RL_LISTEN_HTTPS] = {rl_front_accept_tls, 1, 0},
-    [RL_LISTEN_TCP] = {rl_callback_accept, 0, 1},
-    [RL_LISTEN_METRICS] = {rl_metrics_accept, 0, 0},
+    [RL_LISTEN_HTTP] = {1, 1, 0},
+    [RL_LISTEN_HTTPS] = {1, 1, 0},
+    [RL_LISTEN_TCP] = {1, 0, 1},
+    [RL_LISTEN_METRICS] = {1, 0, 0},
 };
 
 static void on_accept_error(struct evconnlistener *lev, void *arg);
@@ -67,8 +64,8 @@ static int open_listener(rl_core *core, rl_listener *l, const char *addr, evconn
     return 0;
 }
 
-int rl_listen_add(rl_core *core, int kind, const char *addr, char *err, size_t err_len) {
-    if (kind < 0 || kind >= RL_LISTEN_KINDS || !kinds[kind].accept) {
+int rl_listen_add(rl_core *core, int kind, const char *addr, evconnlistener_cb accept, char *err, size_t err_len) {
+    if (kind < 0 || kind >= RL_LISTEN_KINDS || !kinds[kind].tcp) {
         rl_set_err(err, err_len, "unknown listener kind %d", kind);
         return -1;
     }
@@ -78,7 +75,7 @@ int rl_listen_add(rl_core *core, int kind, const char *addr, char *err, size_t e
         return -1;
     }
     rl_listener *l = &core->listeners[kind][n];
-    if (open_listener(core, l, addr, kinds[kind].accept, err, err_len) != 0) return -1;
+    if (open_listener(core, l, addr, accept, err, err_len) != 0) return -1;
     if (kinds[kind].defer_accept) {
         /* A device speaks first (its hello): the kernel hands over a callback with the hello
          * already in, one loop wake-up instead of two. Past the wake timeout it hands it over

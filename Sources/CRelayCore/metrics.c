@@ -15,8 +15,7 @@
 #include "http.h"
 #include "flow.h"
 
-const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS] = {250,    500,    1000,   2500,    5000,    10000,  25000,
-                                                      50000,  100000, 250000, 500000, 1000000, 2500000};
+
 
 static void family(struct evbuffer *b, const char *name, const char *type, const char *help) {
     evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);

@@ -12,12 +12,16 @@
 #include <string.h>
 #include "core_types.h"
 #include "session.h"
-#include "core.h"
+#include "records.h"
 #include "udp.h"
 #include "splice.h"
 #include "liveness.h"
-#include "inspect.h"
+#include "track.h"
 #include "flow.h"
+
+/* Wake-to-callback latency buckets (relay_wake_seconds in /metrics). */
+const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS] = {250,    500,    1000,   2500,    5000,    10000,  25000,
+                                                      50000,  100000, 250000, 500000, 1000000, 2500000};
 
 static void on_wake_timer(evutil_socket_t fd, short what, void *arg);
 static void on_idle_timer(evutil_socket_t fd, short what, void *arg);
@@ -105,7 +109,7 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
             rl_core_push_event(core, RL_EVENT_WAKE_UNANSWERED, s->device_id, strlen(s->device_id),
                                "no callback within %u ms: offline until it notifies again", core->cfg.wake_timeout_ms);
         }
-        rl_inspect_wake(core, s->id_hash, RL_WAKE_TIMEOUT, elapsed_ms * 1000);
+        rl_track_wake(core, s->id_hash, RL_WAKE_TIMEOUT, elapsed_ms * 1000);
         rl_term *t = s->term;
         char body[160];
         snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id, core->cfg.wake_timeout_ms);
@@ -135,7 +139,7 @@ void rl_session_bind(rl_session *s, rl_stream *link) {
     CTR_INC(core->ctr.wake_bucket[b]);
     CTR_ADD(core->ctr.wake_us_sum, waited);
     CTR_INC(core->ctr.wakes_bound);
-    rl_inspect_wake(core, s->id_hash, RL_WAKE_BOUND, waited);
+    rl_track_wake(core, s->id_hash, RL_WAKE_BOUND, waited);
     if (s->term) s->term->ops->bound(s->term);
     else rl_session_end(s);
 }

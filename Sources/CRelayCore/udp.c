@@ -21,10 +21,9 @@
 #include <netinet/in.h>
 #include "core_types.h"
 #include "udp.h"
-#include "core.h"
+#include "records.h"
 #include "liveness.h"
-#include "session.h"
-#include "inspect.h"
+#include "track.h"
 #include "netaddr.h"
 #include "util.h"
 
@@ -295,13 +294,13 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
         if (dev->sock != RL_NO_SOCK) {
             CTR_INC(core->ctr.address_changes);
             anchor_moved(core, d, dev, addr, port, u->index);
-            rl_inspect_moved(core, dev, addr, port);
+            rl_track_moved(core, dev, addr, port);
         }
         memcpy(dev->addr, addr, 16);
         dev->port = port;
         dev->sock = u->index;
         /* NAT rebinding during a wake: its CONNECT_REQUEST went to the old mapping. */
-        if (dev->flags & RL_DEV_WAKING) rl_session_anchor_moved(core, dev);
+        if (dev->flags & RL_DEV_WAKING) core->anchor_moved(core, dev);
     }
     if (d->type == RL_T_NOTIFY_A) {
         dev->last_access = rl_core_now_ds(core) + 1;

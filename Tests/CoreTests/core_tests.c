@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include "core_types.h"
-#include "core.h"
+#include "records.h"
 #include "util.h"
 #include "netaddr.h"
 #include "udp.h"
@@ -18,7 +18,7 @@
 #include "splice.h"
 #include "front.h"
 #include "callback.h"
-#include "inspect.h"
+#include "track.h"
 #include "metrics.h"
 #include "http.h"
 #include "flow.h"

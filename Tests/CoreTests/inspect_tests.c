@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include "core_types.h"
-#include "core.h"
+#include "records.h"
 #include "util.h"
 #include "netaddr.h"
 #include "udp.h"
@@ -18,7 +18,7 @@
 #include "splice.h"
 #include "front.h"
 #include "callback.h"
-#include "inspect.h"
+#include "track.h"
 #include "metrics.h"
 #include "http.h"
 
@@ -72,8 +72,8 @@ static void test_views(void) {
     struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = htons(5000)};
     inet_pton(AF_INET6, "2001:db8::1", &s6.sin6_addr);
     rl_addr_to_v6((struct sockaddr *)&s6, a, &port);
-    rl_inspect_moved(core, d, a, port);
-    rl_inspect_wake(core, d->id_hash, RL_WAKE_BOUND, 1234);
+    rl_track_moved(core, d, a, port);
+    rl_track_wake(core, d->id_hash, RL_WAKE_BOUND, 1234);
     CHECK(rl_core_inspect_devices(core, v, 1, 1000) == 0);
     CHECK(v[0].address_changes == 1 && v[0].last_wake_outcome == RL_WAKE_BOUND && v[0].last_wake_latency_us == 1234);
     CHECK(v[0].last_wake_unix > 0);
@@ -85,7 +85,7 @@ static void test_views(void) {
     CHECK(rl_core_inspect_history(core, "nope", &h, 1000) == -1);
 
     /* History keeps the newest RL_TRACK_HIST, newest first. */
-    for (int i = 0; i < RL_TRACK_HIST + 2; i++) rl_inspect_wake(core, d->id_hash, RL_WAKE_TIMEOUT, (uint64_t)i);
+    for (int i = 0; i < RL_TRACK_HIST + 2; i++) rl_track_wake(core, d->id_hash, RL_WAKE_TIMEOUT, (uint64_t)i);
     CHECK(rl_core_inspect_history(core, "cam-1", &h, 1000) == 0);
     CHECK(h.n_wakes == RL_TRACK_HIST && h.wakes[0].latency_us == RL_TRACK_HIST + 1 && h.wakes[0].outcome == RL_WAKE_TIMEOUT);
 
@@ -110,7 +110,7 @@ static void test_side_table_bounded(void) {
     uint32_t n = RL_TRACK_MAX + 1000;
     for (uint32_t i = 1; i <= n; i++) {
         fake.id_hash = 0x9e3779b97f4a7c15ull * i;
-        rl_inspect_moved(core, &fake, a, (uint16_t)i);
+        rl_track_moved(core, &fake, a, (uint16_t)i);
     }
     CHECK(core->track && core->track->count == RL_TRACK_MAX);
     int found_old = 0, found_new = 0;
@@ -124,11 +124,11 @@ static void test_side_table_bounded(void) {
     CHECK(found_old == 0 && found_new == (int)RL_TRACK_MAX);
     /* The index finds every one of them: recording a wake for each inserts nothing. */
     uint32_t next = core->track->next;
-    for (uint32_t i = 1001; i <= n; i++) rl_inspect_wake(core, 0x9e3779b97f4a7c15ull * i, RL_WAKE_BOUND, 1);
+    for (uint32_t i = 1001; i <= n; i++) rl_track_wake(core, 0x9e3779b97f4a7c15ull * i, RL_WAKE_BOUND, 1);
     CHECK(core->track->next == next && core->track->count == RL_TRACK_MAX);
-    for (uint32_t i = 1001; i <= n; i += 7) rl_inspect_forget(core, 0x9e3779b97f4a7c15ull * i);
+    for (uint32_t i = 1001; i <= n; i += 7) rl_track_forget(core, 0x9e3779b97f4a7c15ull * i);
     next = core->track->next;
-    for (uint32_t i = 1002; i <= n; i += 7) rl_inspect_wake(core, 0x9e3779b97f4a7c15ull * i, RL_WAKE_BOUND, 1);
+    for (uint32_t i = 1002; i <= n; i += 7) rl_track_wake(core, 0x9e3779b97f4a7c15ull * i, RL_WAKE_BOUND, 1);
     CHECK(core->track->next == next); /* still found after deletions around them */
     rl_core_free(core);
 }

@@ -18,7 +18,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include "core_types.h"
-#include "core.h"
+#include "records.h"
 #include "util.h"
 #include "netaddr.h"
 #include "udp.h"
@@ -27,7 +27,7 @@
 #include "splice.h"
 #include "front.h"
 #include "callback.h"
-#include "inspect.h"
+#include "track.h"
 #include "metrics.h"
 #include "http.h"
 

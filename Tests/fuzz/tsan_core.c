@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "core_types.h"
-#include "core.h"
+#include "records.h"
 #include "util.h"
 #include "netaddr.h"
 #include "udp.h"
@@ -24,7 +24,7 @@
 #include "splice.h"
 #include "front.h"
 #include "callback.h"
-#include "inspect.h"
+#include "track.h"
 #include "metrics.h"
 #include "http.h"
 

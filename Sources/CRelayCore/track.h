@@ -1,10 +1,10 @@
-/* inspect.h: the admin API's reads and the side table of per-device extras (inspect.c). */
-#ifndef RL_INSPECT_H
-#define RL_INSPECT_H
+/* track.h: per-device extras for the admin API, loop thread only (track.c). */
+#ifndef RL_TRACK_H
+#define RL_TRACK_H
 
 #include "core_types.h"
 
-/* The side table: extras of at most RL_TRACK_MAX devices, FIFO eviction (inspect.c). */
+/* The side table: extras of at most RL_TRACK_MAX devices, FIFO eviction (track.c). */
 #define RL_TRACK_SLOTS (2 * RL_TRACK_MAX) /* power of two: index at most half full */
 
 typedef struct rl_track {
@@ -31,11 +31,13 @@ struct rl_track_table {
 };
 
 /* A notify moved `dev`'s anchor to addr/port (not its first anchor). */
-void rl_inspect_moved(rl_core *core, const rl_dev *dev, const uint8_t addr[16], uint16_t port);
+void rl_track_moved(rl_core *core, const rl_dev *dev, const uint8_t addr[16], uint16_t port);
 /* A wake ended: RL_WAKE_BOUND after `latency_us`, or RL_WAKE_TIMEOUT. */
-void rl_inspect_wake(rl_core *core, uint64_t id_hash, uint32_t outcome, uint64_t latency_us);
+void rl_track_wake(rl_core *core, uint64_t id_hash, uint32_t outcome, uint64_t latency_us);
 /* The device was removed or re-keyed: its extras go. */
-void rl_inspect_forget(rl_core *core, uint64_t id_hash);
-void rl_inspect_free(rl_core *core);
+void rl_track_forget(rl_core *core, uint64_t id_hash);
+void rl_track_free(rl_core *core);
+/* The extras of `h`, or NULL. */
+rl_track *rl_track_find(const rl_core *core, uint64_t h);
 
 #endif

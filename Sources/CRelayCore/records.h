@@ -1,6 +1,6 @@
-/* core.h: what the lifecycle hub (core.c) offers the roles: records and operator events. */
-#ifndef RL_CORE_H
-#define RL_CORE_H
+/* records.h: session records and operator events for the control layer (records.c). */
+#ifndef RL_RECORDS_H
+#define RL_RECORDS_H
 
 #include "core_types.h"
 
