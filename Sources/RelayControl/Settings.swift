@@ -43,11 +43,12 @@ extension RelayConfiguration {
         .text("domain", \.domain, valueName: "name", help: "Host routing serves <id>.<domain>; \"\" turns it off."),
         .duration(
             "period", \.period, .seconds, .seconds(2)...maxSeconds,
-            refusal: "must be at least 2 seconds (agents notify every period / 2)",
+            refusal: "must be at least 2 seconds (agents notify every period / 2)", valueName: "seconds",
             help: "Max access period: a device whose last notify A is older is offline (503).",
             core: \rl_core_config.period_s),
         .duration(
             "keepalive", \.keepalive, .seconds, .seconds(1)...maxSeconds, refusal: "must be at least 1 second",
+            valueName: "seconds",
             help: "Notify B interval told to agents; below --period and below a NAT's timeout for a mapping that "
                 + "has seen no answer yet (30 s on Linux; docs/PROTOCOL.md, \"Keepalive arithmetic\").",
             defaultNote: "25s, or half of --period when shorter", core: \rl_core_config.keepalive_s),
