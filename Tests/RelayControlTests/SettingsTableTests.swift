@@ -37,6 +37,15 @@ final class SettingsTableTests: XCTestCase {
             "README.md's settings table differs from Settings.swift: run scripts/settings-table.sh")
     }
 
+    /// The README's synopsis of `relay serve` names every flag (it is written by hand).
+    func testReadmeSynopsisNamesEveryFlag() throws {
+        let readme = try String(contentsOf: repository.appendingPathComponent("README.md"), encoding: .utf8)
+        guard let start = readme.range(of: "relay serve ["), let stop = readme.range(of: "relay check-config [")
+        else { return XCTFail("README.md has lost the synopsis of relay serve") }
+        let synopsis = readme[start.lowerBound..<stop.lowerBound]
+        for row in table { XCTAssertTrue(synopsis.contains("[\(row.flag) ") || synopsis.contains(" \(row.flag) "), row.key) }
+    }
+
     /// packaging/relay.yaml sets every key (`https` only as a comment, so that a certificate
     /// alone brings the HTTPS defaults), and to its default, except `data`.
     func testPackagingYAMLSetsEveryKeyToItsDefault() async throws {
