@@ -36,6 +36,10 @@ test-c: setup
 	  -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/route_tests.c \
 	  -o .build/route_tests $(CORE_LIBS)
 	.build/route_tests
+	cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/metrics_tests.c \
+	  -o .build/metrics_tests $(CORE_LIBS)
+	.build/metrics_tests
 
 # Everything: C unit tests, Swift unit tests, then the real processes end to end.
 test:

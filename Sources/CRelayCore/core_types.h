@@ -28,6 +28,7 @@
 #include "tls.h"
 #include "revoked.h"
 #include "marks.h"
+#include "counters.h"
 #include "flow.h"
 #include "listen.h"
 #include "clock.h"
@@ -53,29 +54,23 @@ extern const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS];
 #define RL_ANSWER_CODES 13
 extern const uint16_t rl_answer_codes[RL_ANSWER_CODES];
 
+/* The counters behind /metrics: one field per COUNTER row of counters.h, then the few that
+ * metrics.c renders by hand (arrays, and the device count kept for rl_core_stats). */
+#define RL_COUNTER_FIELD(field, type, name, labels, help) rl_counter field;
+#define RL_NO_FIELD(render)
 struct rl_counters {
-    rl_counter dgram_rx, notify_a_ok, notify_b_ok, period_requests;
+    RL_METRICS(RL_COUNTER_FIELD, RL_NO_FIELD)
     rl_counter dgram_drop[RL_DK_N][RL_DR_N];
-    rl_counter address_changes, conn_requests_sent;
-    rl_counter wakes_started, wakes_bound, wakes_timeout;
-    rl_counter refused_offline, refused_unknown, refused_unauthorized, refused_forbidden,
-        refused_bad_request, refused_capacity;
-    rl_counter callbacks_rejected, sessions_active, sessions_reused, splices;
-    rl_counter bytes_to_device, bytes_to_terminal, registry_full;
-    rl_counter devices_alive; /* refreshed at scrape time */
     rl_counter devices;       /* reg.count as of the last device change, for rl_core_stats on
                                * other threads (reg.count itself is the loop thread's) */
-    rl_counter terminals_open;                    /* gauge */
     rl_counter wake_bucket[RL_WAKE_BUCKETS + 1];  /* not cumulative; summed at scrape */
     rl_counter wake_us_sum;
     rl_counter answers[RL_ANSWER_CODES + 1];      /* last slot: any other status */
     rl_counter device_responses[6];               /* by status / 100; 0: out of range */
-    rl_counter limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes,
-        limited_callback_source;
-    rl_counter idle_timeouts, accept_paused;
-    rl_counter notify_acks, leaves, wakes_unanswered, anchor_flaps, rejects_sent, events_lost;
-    rl_counter tls_terminal_ok, tls_terminal_failed, tls_device_ok, tls_device_failed, device_certs_refused;
 };
+/* Counters declared above by hand; metrics.c asserts the struct holds nothing else. */
+#define RL_COUNTERS_BY_HAND \
+    (RL_DK_N * RL_DR_N + 1 + (RL_WAKE_BUCKETS + 1) + 1 + (RL_ANSWER_CODES + 1) + 6)
 
 #define RL_UDP_BATCH 64
 typedef struct rl_udp_sock {

@@ -1,6 +1,7 @@
 /*
  * metrics.c: GET /metrics in the Prometheus text format (version 0.0.4), rendered from the
- * core's relaxed counters at scrape time. Nothing is formatted on the hot path.
+ * core's relaxed counters at scrape time, in the order of counters.h's table; and
+ * rl_core_stats, the few values the control layer reads. Nothing is formatted on the hot path.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,14 +72,12 @@ static void render_process(struct evbuffer *b) {
     }
 }
 
-static void render(rl_core *core, struct evbuffer *b) {
-    struct rl_counters *c = &core->ctr;
+/* ---- the families counters.h marks BY_HAND, each called at its place in the table ---- */
+
+static void render_registry(rl_core *core, struct evbuffer *b) {
     /* Liveness is a scan of the registry: done here, never per datagram. */
     uint32_t now_ds = rl_core_now_ds(core), alive = 0;
     for (uint32_t i = 0; i < core->reg.count; i++) alive += rl_device_alive(core, &core->reg.devs[i], now_ds);
-    atomic_store_explicit(&c->devices_alive, alive, memory_order_relaxed);
-    char labels[96];
-
     family(b, "relay_devices", "gauge", "Provisioned devices in the registry.");
     sample(b, "relay_devices", "", core->reg.count);
     family(b, "relay_devices_alive", "gauge", "Devices whose last notify A is within the max access period.");
@@ -90,77 +89,56 @@ static void render(rl_core *core, struct evbuffer *b) {
     family(b, "relay_udp_receive_buffer_bytes", "gauge",
            "Smallest receive buffer the kernel granted a UDP socket (asked: 8 MiB; net.core.rmem_max caps it).");
     sample(b, "relay_udp_receive_buffer_bytes", "", rl_udp_rcvbuf(core));
-    family(b, "relay_registry_full_total", "counter", "Devices not added because the registry was full.");
-    sample(b, "relay_registry_full_total", "", CTR_GET(c->registry_full));
+}
+
+static void render_period(rl_core *core, struct evbuffer *b) {
     family(b, "relay_max_access_period_seconds", "gauge", "A device with no notify A for this long is offline.");
     sample(b, "relay_max_access_period_seconds", "", core->cfg.period_s);
+}
 
-    family(b, "relay_datagrams_received_total", "counter", "UDP datagrams received from devices.");
-    sample(b, "relay_datagrams_received_total", "", CTR_GET(c->dgram_rx));
-    family(b, "relay_notify_total", "counter", "Notifies accepted, by kind (a: liveness and anchor, b: anchor only).");
-    sample(b, "relay_notify_total", "{kind=\"a\"}", CTR_GET(c->notify_a_ok));
-    sample(b, "relay_notify_total", "{kind=\"b\"}", CTR_GET(c->notify_b_ok));
-    family(b, "relay_period_requests_total", "counter", "Period requests answered.");
-    sample(b, "relay_period_requests_total", "", CTR_GET(c->period_requests));
+static void render_drops(rl_core *core, struct evbuffer *b) {
     static const char *kinds[RL_DK_N] = {"period_request", "a", "b", "leave", "other"};
     static const char *reasons[RL_DR_N] = {"malformed", "unknown_device", "bad_auth", "replay", "stale_epoch",
                                            "old_version"};
+    char labels[96];
     family(b, "relay_datagrams_dropped_total", "counter",
            "Datagrams dropped, by the kind they claimed and the reason (stale_epoch gets a RESYNC; a period "
            "request with an unknown device or a bad tag may get a REJECT; nothing else is answered).");
     for (int k = 0; k < RL_DK_N; k++)
         for (int r = 0; r < RL_DR_N; r++) {
             snprintf(labels, sizeof labels, "{kind=\"%s\",reason=\"%s\"}", kinds[k], reasons[r]);
-            sample(b, "relay_datagrams_dropped_total", labels, CTR_GET(c->dgram_drop[k][r]));
+            sample(b, "relay_datagrams_dropped_total", labels, CTR_GET(core->ctr.dgram_drop[k][r]));
         }
-    family(b, "relay_address_changes_total", "counter", "Device anchors that moved to a new address, port or socket.");
-    sample(b, "relay_address_changes_total", "", CTR_GET(c->address_changes));
-    family(b, "relay_notify_acks_total", "counter", "NOTIFY_ACKs sent: one per accepted notify or LEAVE.");
-    sample(b, "relay_notify_acks_total", "", CTR_GET(c->notify_acks));
-    family(b, "relay_device_leaves_total", "counter", "LEAVEs accepted: agents that said they were stopping.");
-    sample(b, "relay_device_leaves_total", "", CTR_GET(c->leaves));
-    family(b, "relay_anchor_flaps_total", "counter",
-           "Anchor moves back to the source it had just left (two agents with one device ID, or a flapping NAT).");
-    sample(b, "relay_anchor_flaps_total", "", CTR_GET(c->anchor_flaps));
-    family(b, "relay_rejects_sent_total", "counter",
-           "REJECTs sent to period requests for unknown devices or with bad tags (at most 10 a second).");
-    sample(b, "relay_rejects_sent_total", "", CTR_GET(c->rejects_sent));
-    family(b, "relay_events_lost_total", "counter", "Operator events not logged because the log was behind.");
-    sample(b, "relay_events_lost_total", "", CTR_GET(c->events_lost));
+}
 
-    family(b, "relay_connection_requests_sent_total", "counter", "Connection requests sent, retransmissions included.");
-    sample(b, "relay_connection_requests_sent_total", "", CTR_GET(c->conn_requests_sent));
-    family(b, "relay_wakes_total", "counter",
-           "Device wakes by outcome: started, bound, timeout, offline (nothing sent), refused (a limit, a certificate).");
-    sample(b, "relay_wakes_total", "{outcome=\"started\"}", CTR_GET(c->wakes_started));
-    sample(b, "relay_wakes_total", "{outcome=\"bound\"}", CTR_GET(c->wakes_bound));
-    sample(b, "relay_wakes_total", "{outcome=\"timeout\"}", CTR_GET(c->wakes_timeout));
-    /* offline: answered from the registry, nothing sent; refused: stopped by a limit before
-     * anything was sent, or ended when the device's certificate did not pass. */
+/* The rest of relay_wakes_total (its family opens with the wakes_* rows). offline: answered
+ * from the registry, nothing sent; refused: stopped by a limit before anything was sent, or
+ * ended when the device's certificate did not pass. */
+static void render_wakes_not_sent(rl_core *core, struct evbuffer *b) {
+    const struct rl_counters *c = &core->ctr;
     sample(b, "relay_wakes_total", "{outcome=\"offline\"}", CTR_GET(c->refused_offline));
     sample(b, "relay_wakes_total", "{outcome=\"refused\"}",
            CTR_GET(c->limited_device_wakes) + CTR_GET(c->limited_device_sessions) + CTR_GET(c->refused_capacity) +
                CTR_GET(c->device_certs_refused));
+}
+
+static void render_wake_histogram(rl_core *core, struct evbuffer *b) {
+    char labels[96];
     family(b, "relay_wake_duration_seconds", "histogram", "From a wake's first connection request to the device's callback.");
     uint64_t cumulative = 0;
     for (int i = 0; i <= RL_WAKE_BUCKETS; i++) {
-        cumulative += CTR_GET(c->wake_bucket[i]);
+        cumulative += CTR_GET(core->ctr.wake_bucket[i]);
         if (i < RL_WAKE_BUCKETS) snprintf(labels, sizeof labels, "{le=\"%g\"}", rl_wake_bucket_us[i] / 1e6);
         else snprintf(labels, sizeof labels, "{le=\"+Inf\"}");
         sample(b, "relay_wake_duration_seconds_bucket", labels, cumulative);
     }
-    evbuffer_add_printf(b, "relay_wake_duration_seconds_sum %.6f\n", (double)CTR_GET(c->wake_us_sum) / 1e6);
+    evbuffer_add_printf(b, "relay_wake_duration_seconds_sum %.6f\n", (double)CTR_GET(core->ctr.wake_us_sum) / 1e6);
     sample(b, "relay_wake_duration_seconds_count", "", cumulative);
-    family(b, "relay_callbacks_rejected_total", "counter", "Device callbacks refused (bad hello, session or proof).");
-    sample(b, "relay_callbacks_rejected_total", "", CTR_GET(c->callbacks_rejected));
+}
 
-    family(b, "relay_requests_refused_total", "counter", "Terminal requests the relay answered itself, by reason.");
-    sample(b, "relay_requests_refused_total", "{reason=\"offline\"}", CTR_GET(c->refused_offline));
-    sample(b, "relay_requests_refused_total", "{reason=\"unknown\"}", CTR_GET(c->refused_unknown));
-    sample(b, "relay_requests_refused_total", "{reason=\"unauthorized\"}", CTR_GET(c->refused_unauthorized));
-    sample(b, "relay_requests_refused_total", "{reason=\"forbidden\"}", CTR_GET(c->refused_forbidden));
-    sample(b, "relay_requests_refused_total", "{reason=\"bad_request\"}", CTR_GET(c->refused_bad_request));
-    sample(b, "relay_requests_refused_total", "{reason=\"capacity\"}", CTR_GET(c->refused_capacity));
+static void render_responses(rl_core *core, struct evbuffer *b) {
+    const struct rl_counters *c = &core->ctr;
+    char labels[96];
     family(b, "relay_terminal_responses_total", "counter",
            "Responses to terminals: the relay's own by status code, the devices' by status class.");
     for (int i = 0; i <= RL_ANSWER_CODES; i++) {
@@ -173,47 +151,63 @@ static void render(rl_core *core, struct evbuffer *b) {
         sample(b, "relay_terminal_responses_total", labels, CTR_GET(c->device_responses[i]));
     }
     sample(b, "relay_terminal_responses_total", "{origin=\"device\",code=\"other\"}", CTR_GET(c->device_responses[0]));
-    family(b, "relay_limit_rejections_total", "counter",
-           "Terminals refused with 429 by an abuse limit, and bound terminals closed for idling.");
-    sample(b, "relay_limit_rejections_total", "{limit=\"source_connections\"}", CTR_GET(c->limited_source_conns));
-    sample(b, "relay_limit_rejections_total", "{limit=\"source_rate\"}", CTR_GET(c->limited_source_rate));
-    sample(b, "relay_limit_rejections_total", "{limit=\"device_sessions\"}", CTR_GET(c->limited_device_sessions));
-    sample(b, "relay_limit_rejections_total", "{limit=\"device_wakes\"}", CTR_GET(c->limited_device_wakes));
-    sample(b, "relay_limit_rejections_total", "{limit=\"callback_source\"}", CTR_GET(c->limited_callback_source));
-    sample(b, "relay_limit_rejections_total", "{limit=\"idle_timeout\"}", CTR_GET(c->idle_timeouts));
-    family(b, "relay_accept_paused_total", "counter",
-           "Times the listeners paused accepting because the process ran out of file descriptors.");
-    sample(b, "relay_accept_paused_total", "", CTR_GET(c->accept_paused));
+}
+
+static void render_admin_unauthorized(rl_core *core, struct evbuffer *b) {
     family(b, "relay_admin_unauthorized_total", "counter", "Admin API requests refused for a missing or wrong key.");
     sample(b, "relay_admin_unauthorized_total", "", atomic_load_explicit(&core->admin_unauthorized, memory_order_relaxed));
+}
+
+static void render_tracked_keys(rl_core *core, struct evbuffer *b) {
     family(b, "relay_limit_tracked_keys", "gauge",
            "Terminal addresses, devices and device callback addresses the abuse limits currently track.");
     sample(b, "relay_limit_tracked_keys", "{scope=\"source\"}", core->sources.count);
     sample(b, "relay_limit_tracked_keys", "{scope=\"device\"}", core->devices.count);
     sample(b, "relay_limit_tracked_keys", "{scope=\"callback_source\"}", core->callback_sources.count);
-    family(b, "relay_tls_handshakes_total", "counter", "TLS handshakes, by leg and outcome.");
-    sample(b, "relay_tls_handshakes_total", "{leg=\"terminal\",outcome=\"ok\"}", CTR_GET(c->tls_terminal_ok));
-    sample(b, "relay_tls_handshakes_total", "{leg=\"terminal\",outcome=\"failed\"}", CTR_GET(c->tls_terminal_failed));
-    sample(b, "relay_tls_handshakes_total", "{leg=\"device\",outcome=\"ok\"}", CTR_GET(c->tls_device_ok));
-    sample(b, "relay_tls_handshakes_total", "{leg=\"device\",outcome=\"failed\"}", CTR_GET(c->tls_device_failed));
-    family(b, "relay_device_certificates_refused_total", "counter",
-           "Device callbacks whose certificate was missing, invalid or for another device.");
-    sample(b, "relay_device_certificates_refused_total", "", CTR_GET(c->device_certs_refused));
-    family(b, "relay_terminal_connections", "gauge", "Open terminal connections.");
-    sample(b, "relay_terminal_connections", "", CTR_GET(c->terminals_open));
-    family(b, "relay_sessions_active", "gauge", "Sessions waking, bound or idle.");
-    sample(b, "relay_sessions_active", "", CTR_GET(c->sessions_active));
-    family(b, "relay_sessions_reused_total", "counter", "Terminal connections served on an idle link, without a wake.");
-    sample(b, "relay_sessions_reused_total", "", CTR_GET(c->sessions_reused));
-    family(b, "relay_spliced_bodies_total", "counter",
-           "Response bodies moved device -> terminal with splice(2), inside the kernel.");
-    sample(b, "relay_spliced_bodies_total", "", CTR_GET(c->splices));
-    family(b, "relay_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
-    sample(b, "relay_relayed_bytes_total", "{direction=\"to_device\"}", CTR_GET(c->bytes_to_device));
-    sample(b, "relay_relayed_bytes_total", "{direction=\"to_terminal\"}", CTR_GET(c->bytes_to_terminal));
+}
+
+static void render_draining(rl_core *core, struct evbuffer *b) {
     family(b, "relay_draining", "gauge", "1 while the relay stops gracefully (SIGTERM).");
     sample(b, "relay_draining", "", (uint64_t)atomic_load(&core->draining));
+}
+
+/* ---- the table ---- */
+
+/* Nothing but counters.h's rows and the fields core_types.h declares by hand: a counter added
+ * to struct rl_counters without a row in the table (and so without its metric) fails here. */
+#define RL_ONE(...) +1
+#define RL_NONE(render)
+_Static_assert(sizeof(struct rl_counters) == sizeof(rl_counter) * (0 RL_METRICS(RL_ONE, RL_NONE) + RL_COUNTERS_BY_HAND),
+               "every counter needs a COUNTER row in counters.h (or a BY_HAND family that renders it)");
+
+/* A COUNTER row opens its family with HELP and TYPE, unless the row before had the same metric. */
+static void counter_row(struct evbuffer *b, const char **open, const char *name, const char *type, const char *labels,
+                        const char *help, uint64_t v) {
+    if (!*open || strcmp(*open, name) != 0) family(b, name, type, help);
+    *open = name;
+    sample(b, name, labels, v);
+}
+
+void rl_metrics_render(rl_core *core, struct evbuffer *b) {
+    const struct rl_counters *c = &core->ctr;
+    const char *open = NULL; /* the family the last COUNTER row was in */
+#define RL_RENDER_COUNTER(field, type, name, labels, help) counter_row(b, &open, name, #type, labels, help, CTR_GET(c->field));
+#define RL_RENDER_BY_HAND(render) { render(core, b); open = NULL; }
+    RL_METRICS(RL_RENDER_COUNTER, RL_RENDER_BY_HAND)
+#undef RL_RENDER_COUNTER
+#undef RL_RENDER_BY_HAND
     render_process(b);
+}
+
+/* Only what the control layer reads (drain, device count, admin API, the UDP buffer warning);
+ * everything else is read at /metrics. */
+void rl_core_stats(const rl_core *core, rl_stats *o) {
+    memset(o, 0, sizeof *o);
+    o->devices = CTR_GET(core->ctr.devices);
+    o->capacity = core->reg.capacity;
+    o->sessions_active = CTR_GET(core->ctr.sessions_active);
+    o->terminals_open = CTR_GET(core->ctr.terminals_open);
+    o->udp_rcvbuf = rl_udp_rcvbuf(core);
 }
 
 /* A scrape connection: one request, one answer, then closed. It lives at most the header
@@ -253,7 +247,7 @@ static void scrape_cb(rl_stream *st, int event, void *arg) {
         const char *p = (const char *)evbuffer_pullup(st->in, 13);
         if (p && memcmp(p, "GET /metrics ", 13) == 0) {
             struct evbuffer *body = evbuffer_new();
-            render(sc->core, body);
+            rl_metrics_render(sc->core, body);
             evbuffer_add_printf(st->out,
                                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                                 "Content-Length: %zu\r\nConnection: close\r\n\r\n",

@@ -57,6 +57,11 @@ extension Duration {
 
     /// Whole seconds, rounded down; what the C core's `*_s` fields take.
     var wholeSeconds: Int64 { components.seconds }
+
+    /// As `relay check-config` and the docs write it: "300s", or "1500ms" when not whole.
+    var configText: String {
+        components.attoseconds == 0 ? "\(components.seconds)s" : "\(wholeMilliseconds)ms"
+    }
 }
 
 extension String {

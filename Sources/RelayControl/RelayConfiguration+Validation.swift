@@ -14,8 +14,7 @@ extension RelayConfiguration {
     private func validateFields() throws(ConfigurationError) {
         if dataDirectory.isEmpty { throw ConfigurationError(flag: "--data", "the data directory must not be empty") }
         try validateAddresses()
-        try validateTimers()
-        try validateLimits()
+        try validateRanges()
         try validateDomain()
         try validateTLS()
     }
@@ -51,15 +50,11 @@ extension RelayConfiguration {
         }
     }
 
-    private func validateTimers() throws(ConfigurationError) {
-        try requireWholeSeconds(period, "--period")
-        try requireWholeSeconds(keepalive, "--keepalive")
-        try requireWholeSeconds(idleLink, "--idle-link")
-        if period < .seconds(2) {
-            throw ConfigurationError(flag: "--period", "must be at least 2 seconds (agents notify every period / 2)")
-        }
-        if keepalive < .seconds(1) {
-            throw ConfigurationError(flag: "--keepalive", "must be at least 1 second")
+    /// Each setting's own range (settingsTable), durations first, then what holds between them.
+    private func validateRanges() throws(ConfigurationError) {
+        let table = Self.settingsTable
+        for setting in table where setting.isDuration {
+            try setting.check(self)
         }
         if keepalive >= period {
             throw ConfigurationError(
@@ -67,36 +62,8 @@ extension RelayConfiguration {
                 "must be shorter than --period (got keepalive \(keepalive.wholeSeconds)s, period \(period.wholeSeconds)s); "
                     + "keepalives hold the NAT mapping open between the period's notifies")
         }
-        try requireMilliseconds(wakeTimeout, "--wake-timeout")
-        try requireMilliseconds(headerTimeout, "--header-timeout")
-        try requireWholeSeconds(idleTimeout, "--idle-timeout")
-        if idleTimeout < .zero {
-            throw ConfigurationError(flag: "--idle-timeout", "must be 0 (no limit) or more")
-        }
-        if drainTimeout < .zero || drainTimeout > .seconds(3600) {
-            throw ConfigurationError(flag: "--drain-timeout", "must be from 0 to 1h")
-        }
-        if idleLink < .zero || idleLink.wholeSeconds > Int64(UInt32.max) {
-            throw ConfigurationError(flag: "--idle-link", "must be from 0 to \(UInt32.max) seconds")
-        }
-    }
-
-    private func validateLimits() throws(ConfigurationError) {
-        if capacity < 1 || capacity > Int(UInt32.max) {
-            throw ConfigurationError(flag: "--capacity", "must be from 1 to \(UInt32.max) devices")
-        }
-        if maxSessions < 1 || maxSessions > Int(UInt32.max) {
-            throw ConfigurationError(flag: "--max-sessions", "must be from 1 to \(UInt32.max)")
-        }
-        for (value, flag) in [
-            (maxConnsPerSource, "--max-conns-per-source"), (connRatePerSource, "--conn-rate-per-source"),
-            (maxCallbacksPerSource, "--max-callbacks-per-source"),
-            (maxSessionsPerDevice, "--max-sessions-per-device"), (wakesPerDeviceMinute, "--wakes-per-device-minute"),
-        ] where value < 0 || value > Int(UInt32.max) {
-            throw ConfigurationError(flag: flag, "must be from 0 (no limit) to \(UInt32.max)")
-        }
-        if maxHeaderBytes < 1024 || maxHeaderBytes > 1 << 20 {
-            throw ConfigurationError(flag: "--max-header-bytes", "must be from 1024 to 1048576 bytes")
+        for setting in table where !setting.isDuration {
+            try setting.check(self)
         }
     }
 
@@ -113,21 +80,6 @@ extension RelayConfiguration {
                 flag: "--domain",
                 "'\(domain)' is not a host name (dot-separated labels of letters, digits and '-'); use \"\" to turn host routing off"
             )
-        }
-    }
-
-    private func requireWholeSeconds(_ value: Duration, _ flag: String) throws(ConfigurationError) {
-        if value.components.attoseconds != 0 {
-            throw ConfigurationError(flag: flag, "must be a whole number of seconds")
-        }
-        if value.wholeSeconds > Int64(UInt32.max) {
-            throw ConfigurationError(flag: flag, "is too large")
-        }
-    }
-
-    private func requireMilliseconds(_ value: Duration, _ flag: String) throws(ConfigurationError) {
-        if value.wholeMilliseconds < 1 || value.wholeMilliseconds > Int64(UInt32.max) {
-            throw ConfigurationError(flag: flag, "must be from 1ms to \(UInt32.max)ms")
         }
     }
 }

@@ -5,7 +5,8 @@ import Logging
 ///
 /// One value is built by the CLI from the defaults, the config file, `RELAY_*` variables and
 /// the flags (each over the one before), or directly by tests (which bind port 0), and
-/// handed to ``RelayServer``.
+/// handed to ``RelayServer``. The initial values below are the defaults; each setting's key,
+/// help, range and reload come from its row in ``settingsTable`` (Settings.swift).
 public struct RelayConfiguration: Sendable {
     /// Where the device store lives (`relay.sqlite`). Default "./relay-data", or $RELAY_DATA.
     public var dataDirectory: String

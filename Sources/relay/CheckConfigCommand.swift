@@ -15,7 +15,14 @@ struct CheckConfigCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ServeOptions
 
+    @Flag(help: "Print the README's table of the serve options, made from the settings table, and exit.")
+    var printSettingsTable = false
+
     func run() async throws {
+        if printSettingsTable {
+            print(RelayConfiguration.settingsMarkdown(), terminator: "")
+            return
+        }
         do {
             let configuration = try await options.resolve()
             print(configuration.effectiveYAML(), terminator: "")

@@ -5,7 +5,7 @@ import RelayControl
 struct DataOptions: ParsableArguments {
     @Option(
         name: .customLong("data"),
-        help: ArgumentHelp("Directory of the device store (default ./relay-data, or $RELAY_DATA).", valueName: "dir"))
+        help: settingHelp(\.dataDirectory))
     var directory: String?
 
     /// The directory to use: the flag, else $RELAY_DATA, else ./relay-data.

@@ -11,96 +11,83 @@ struct ServeOptions: ParsableArguments {
 
     @OptionGroup var data: DataOptions
 
-    @Option(help: ArgumentHelp("Terminal HTTP listener; repeatable.", valueName: "addr:port"))
+    // Each flag's help and default come from its row in RelayConfiguration.settingsTable.
+    @Option(help: settingHelp(\.http))
     var http: [String] = []
 
-    @Option(help: ArgumentHelp("Device UDP listener; repeatable.", valueName: "addr:port"))
+    @Option(help: settingHelp(\.udp))
     var udp: [String] = []
 
-    @Option(help: ArgumentHelp("Device TCP callback listener; repeatable.", valueName: "addr:port"))
+    @Option(help: settingHelp(\.tcp))
     var tcp: [String] = []
 
-    @Option(help: ArgumentHelp("Prometheus /metrics listener; repeatable (default: none).", valueName: "addr:port"))
+    @Option(help: settingHelp(\.metrics))
     var metrics: [String] = []
 
-    @Option(help: ArgumentHelp("Admin API and console listener, or off. (default: 127.0.0.1:0, the port written to <data>/admin.json)", valueName: "addr:port"))
+    @Option(help: settingHelp(\.admin))
     var admin: String?
 
-    @Option(help: ArgumentHelp("Terminal HTTPS listener; repeatable (default with a certificate: 127.0.0.1:8443, [::1]:8443).", valueName: "addr:port"))
+    @Option(help: settingHelp(\.https))
     var https: [String] = []
 
-    @Option(help: ArgumentHelp("TLS certificate chain (PEM); repeatable, SNI picks by name. Turns TLS on for both legs.", valueName: "file"))
+    @Option(help: settingHelp(\.tlsCerts))
     var tlsCert: [String] = []
 
-    @Option(help: ArgumentHelp("The private key of each --tls-cert, in the same order.", valueName: "file"))
+    @Option(help: settingHelp(\.tlsKeys))
     var tlsKey: [String] = []
 
-    @Option(help: ArgumentHelp("CA whose certificates devices must present for their ID (default: none asked).", valueName: "file"))
+    @Option(help: settingHelp(\.deviceCA))
     var deviceCa: String?
 
-    @Option(help: ArgumentHelp("Host routing serves <id>.<domain>; \"\" turns it off. (default: localhost)", valueName: "name"))
+    @Option(help: settingHelp(\.domain))
     var domain: String?
 
-    @Option(
-        help: ArgumentHelp("Max access period: a device silent this long is offline. (default: 300)", valueName: "seconds"),
-        transform: parseDuration)
+    @Option(help: settingHelp(\.period), transform: parseDuration)
     var period: Duration?
 
-    @Option(
-        help: ArgumentHelp("Keepalive interval told to agents; below --period. (default: 25, or half of --period when shorter)", valueName: "seconds"),
-        transform: parseDuration)
+    @Option(help: settingHelp(\.keepalive), transform: parseDuration)
     var keepalive: Duration?
 
-    @Option(help: ArgumentHelp("Registry size in devices. (default: 1000000)", valueName: "n"))
+    @Option(help: settingHelp(\.capacity))
     var capacity: Int?
 
-    @Option(help: ArgumentHelp("Concurrent terminal sessions. (default: 65536)", valueName: "n"))
+    @Option(help: settingHelp(\.maxSessions))
     var maxSessions: Int?
 
-    @Option(
-        help: ArgumentHelp("504 when a device has not called back within this. (default: 5s)", valueName: "duration"),
-        transform: parseDuration)
+    @Option(help: settingHelp(\.wakeTimeout), transform: parseDuration)
     var wakeTimeout: Duration?
 
-    @Option(
-        help: ArgumentHelp("Keep an idle device link this long for reuse. (default: 60s)", valueName: "duration"),
-        transform: parseDuration)
+    @Option(help: settingHelp(\.idleLink), transform: parseDuration)
     var idleLink: Duration?
 
-    @Option(help: ArgumentHelp("Largest terminal request head (431 above). (default: 16384)", valueName: "bytes"))
+    @Option(help: settingHelp(\.maxHeaderBytes))
     var maxHeaderBytes: Int?
 
-    @Option(
-        help: ArgumentHelp("408 when a request head takes longer. (default: 10s)", valueName: "duration"),
-        transform: parseDuration)
+    @Option(help: settingHelp(\.headerTimeout), transform: parseDuration)
     var headerTimeout: Duration?
 
-    @Option(help: ArgumentHelp("Open terminal connections from one address; 0: no limit. (default: 1024)", valueName: "n"))
+    @Option(help: settingHelp(\.maxConnsPerSource))
     var maxConnsPerSource: Int?
 
-    @Option(help: ArgumentHelp("New terminal connections per second from one address; 0: no limit. (default: 200)", valueName: "n"))
+    @Option(help: settingHelp(\.connRatePerSource))
     var connRatePerSource: Int?
 
-    @Option(help: ArgumentHelp("Device callbacks from one address not past their hello; 0: no limit. (default: 64)", valueName: "n"))
+    @Option(help: settingHelp(\.maxCallbacksPerSource))
     var maxCallbacksPerSource: Int?
 
-    @Option(help: ArgumentHelp("Sessions of one device; 0: no limit. (default: 64)", valueName: "n"))
+    @Option(help: settingHelp(\.maxSessionsPerDevice))
     var maxSessionsPerDevice: Int?
 
-    @Option(help: ArgumentHelp("Wakes of one device per minute; 0: no limit. (default: 600)", valueName: "n"))
+    @Option(help: settingHelp(\.wakesPerDeviceMinute))
     var wakesPerDeviceMinute: Int?
 
-    @Option(
-        help: ArgumentHelp("Close a bound terminal silent both ways this long; 0: never. (default: 300s)", valueName: "duration"),
-        transform: parseDuration)
+    @Option(help: settingHelp(\.idleTimeout), transform: parseDuration)
     var idleTimeout: Duration?
 
-    @Option(
-        help: ArgumentHelp("On SIGTERM, let sessions in flight finish for this long. (default: 30s)", valueName: "duration"),
-        transform: parseDuration)
+    @Option(help: settingHelp(\.drainTimeout), transform: parseDuration)
     var drainTimeout: Duration?
 
-    @Option(help: ArgumentHelp("Log threshold on stderr. (default: info)", valueName: "level"))
+    @Option(help: settingHelp(\.logLevel))
     var logLevel: Logger.Level?
 
     /// The file and the variables, read anew (SIGHUP calls this again).
@@ -112,39 +99,45 @@ struct ServeOptions: ParsableArguments {
     /// Defaults, then `layers`, then every flag given; a repeated listener flag replaces its list.
     func makeConfiguration(layers: ConfigLayers) throws(ConfigurationError) -> RelayConfiguration {
         var c = try RelayConfiguration(layers: layers)
-        func flag<T>(_ value: T?, _ key: String, _ set: (inout RelayConfiguration, T) -> Void) {
-            guard let value else { return }
-            set(&c, value)
-            c.origins[key] = "--\(key)"
+        func flag<Value>(_ value: Value?, _ path: WritableKeyPath<RelayConfiguration, Value>) {
+            flag(value, path) { $0 }
         }
-        flag(data.directory, "data") { $0.dataDirectory = $1 }
-        flag(http.isEmpty ? nil : http, "http") { $0.http = $1 }
-        flag(udp.isEmpty ? nil : udp, "udp") { $0.udp = $1 }
-        flag(tcp.isEmpty ? nil : tcp, "tcp") { $0.tcp = $1 }
-        flag(metrics.isEmpty ? nil : metrics, "metrics") { $0.metrics = $1 }
-        flag(https.isEmpty ? nil : https, "https") { $0.https = $1 }
-        flag(admin, "admin") { $0.admin = RelayConfiguration.adminValue($1) }
-        flag(tlsCert.isEmpty ? nil : tlsCert, "tls-cert") { $0.tlsCerts = $1 }
-        flag(tlsKey.isEmpty ? nil : tlsKey, "tls-key") { $0.tlsKeys = $1 }
-        flag(deviceCa, "device-ca") { $0.deviceCA = $1 }
-        flag(domain, "domain") { $0.domain = $1 }
-        flag(period, "period") { $0.period = $1 }
-        flag(keepalive, "keepalive") { $0.keepalive = $1 }
+        func flag<Given, Value>(
+            _ value: Given?, _ path: WritableKeyPath<RelayConfiguration, Value>, _ convert: (Given) -> Value
+        ) {
+            guard let value else { return }
+            c[keyPath: path] = convert(value)
+            c.origins[RelayConfiguration.setting(path).key] = RelayConfiguration.setting(path).flag
+        }
+        func given(_ list: [String]) -> [String]? { list.isEmpty ? nil : list }
+        flag(data.directory, \.dataDirectory)
+        flag(given(http), \.http)
+        flag(given(udp), \.udp)
+        flag(given(tcp), \.tcp)
+        flag(given(metrics), \.metrics)
+        flag(given(https), \.https) { $0 }
+        flag(admin, \.admin, RelayConfiguration.adminValue)
+        flag(given(tlsCert), \.tlsCerts)
+        flag(given(tlsKey), \.tlsKeys)
+        flag(deviceCa, \.deviceCA) { $0 }
+        flag(domain, \.domain)
+        flag(period, \.period)
+        flag(keepalive, \.keepalive)
         if c.origins["keepalive"] == nil { c.keepalive = RelayConfiguration.defaultKeepalive(period: c.period) }
-        flag(capacity, "capacity") { $0.capacity = $1 }
-        flag(maxSessions, "max-sessions") { $0.maxSessions = $1 }
-        flag(wakeTimeout, "wake-timeout") { $0.wakeTimeout = $1 }
-        flag(idleLink, "idle-link") { $0.idleLink = $1 }
-        flag(maxHeaderBytes, "max-header-bytes") { $0.maxHeaderBytes = $1 }
-        flag(headerTimeout, "header-timeout") { $0.headerTimeout = $1 }
-        flag(maxConnsPerSource, "max-conns-per-source") { $0.maxConnsPerSource = $1 }
-        flag(connRatePerSource, "conn-rate-per-source") { $0.connRatePerSource = $1 }
-        flag(maxCallbacksPerSource, "max-callbacks-per-source") { $0.maxCallbacksPerSource = $1 }
-        flag(maxSessionsPerDevice, "max-sessions-per-device") { $0.maxSessionsPerDevice = $1 }
-        flag(wakesPerDeviceMinute, "wakes-per-device-minute") { $0.wakesPerDeviceMinute = $1 }
-        flag(idleTimeout, "idle-timeout") { $0.idleTimeout = $1 }
-        flag(drainTimeout, "drain-timeout") { $0.drainTimeout = $1 }
-        flag(logLevel, "log-level") { $0.logLevel = $1 }
+        flag(capacity, \.capacity)
+        flag(maxSessions, \.maxSessions)
+        flag(wakeTimeout, \.wakeTimeout)
+        flag(idleLink, \.idleLink)
+        flag(maxHeaderBytes, \.maxHeaderBytes)
+        flag(headerTimeout, \.headerTimeout)
+        flag(maxConnsPerSource, \.maxConnsPerSource)
+        flag(connRatePerSource, \.connRatePerSource)
+        flag(maxCallbacksPerSource, \.maxCallbacksPerSource)
+        flag(maxSessionsPerDevice, \.maxSessionsPerDevice)
+        flag(wakesPerDeviceMinute, \.wakesPerDeviceMinute)
+        flag(idleTimeout, \.idleTimeout)
+        flag(drainTimeout, \.drainTimeout)
+        flag(logLevel, \.logLevel)
         return c
     }
 
@@ -154,6 +147,12 @@ struct ServeOptions: ParsableArguments {
         try configuration.validate()
         return configuration
     }
+}
+
+/// A flag's help from its setting's row: the sentence, then the default.
+func settingHelp(_ path: PartialKeyPath<RelayConfiguration>) -> ArgumentHelp {
+    let setting = RelayConfiguration.setting(path)
+    return ArgumentHelp(setting.helpWithDefault, valueName: setting.valueName)
 }
 
 /// Flag values like "30s" or "24h"; a bare number is seconds.

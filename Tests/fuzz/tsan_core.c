@@ -161,9 +161,11 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     rl_stats st;
     rl_core_stats(core, &st);
+    const struct rl_counters *c = &core->ctr;
     printf("core: devices %llu, notifies ok %llu, registry full %llu, refused %llu\n", (unsigned long long)st.devices,
-           (unsigned long long)st.notify_a_ok, (unsigned long long)st.registry_full,
-           (unsigned long long)(st.refused_unknown + st.refused_unauthorized + st.refused_offline));
+           (unsigned long long)CTR_GET(c->notify_a_ok), (unsigned long long)CTR_GET(c->registry_full),
+           (unsigned long long)(CTR_GET(c->refused_unknown) + CTR_GET(c->refused_unauthorized) +
+                                CTR_GET(c->refused_offline)));
     rl_core_stop(core);
     rl_core_free(core);
     printf("tsan_core: no data race reported; %lu terminal requests answered during the datagram flood\n",

@@ -280,6 +280,23 @@ def test_check_config_without_file_prints_defaults():
     assert all(origin == "default" for _, origin in eff.values()), r.stdout
 
 
+def test_every_setting_is_a_serve_flag():
+    """The settings table (check-config's keys) and serve's flags are the same set: a row
+    without its @Option, or an @Option without its row, fails here."""
+    r = run_relay(["serve", "--help"])
+    assert r.returncode == 0, r.stderr
+    flags = set(re.findall(r"^\s+--([a-z][a-z-]*)", r.stdout, re.M)) - {"config", "help", "version"}
+    assert flags == set(SERVE_KEYS), r.stdout
+
+
+def test_print_settings_table_lists_every_key():
+    r = check_config("--print-settings-table")
+    assert r.returncode == 0, r.stderr
+    rows = re.findall(r"^\| `--([a-z-]+)` \|", r.stdout, re.M)
+    assert rows == SERVE_KEYS + ["config"], r.stdout
+    assert "| `--max-sessions-per-device` | `64` | applied |" in r.stdout
+
+
 # (name, file text or None for a missing file, extra environment, expected stderr (a regex; FILE = the path))
 BAD = [
     ("unknown_key", "perod: 120\n", {}, r"Error: perod \(from FILE\): unknown key \(known keys: .*\bperiod\b"),

@@ -91,13 +91,15 @@ typedef struct rl_core_config {
     uint8_t token_key[RL_TOKEN_KEY_LEN];
 } rl_core_config;
 
-/* Fills `cfg` with the defaults documented in README.md. */
+/* Fills `cfg` with the defaults documented in README.md. The relay's own defaults come from
+ * Swift (Settings.swift), which starts from these and sets every field: these serve the C
+ * tests, the fuzzers and the bench, and a Swift test checks that the two agree. */
 void rl_core_config_defaults(rl_core_config *cfg);
 
 rl_core *rl_core_new(const rl_core_config *cfg, char *err, size_t err_len);
 
 /* Listener kinds: terminal HTTP front, device UDP, device TCP callbacks, and the
- * Prometheus text endpoint (GET /metrics, rendered from rl_stats at scrape time). */
+ * Prometheus text endpoint (GET /metrics, rendered from the counters at scrape time). */
 enum { RL_LISTEN_HTTP = 0, RL_LISTEN_UDP = 1, RL_LISTEN_TCP = 2, RL_LISTEN_METRICS = 3, RL_LISTEN_HTTPS = 4 };
 
 /* TLS from `n` certificate chain / private key PEM file pairs (the first is the default for
@@ -145,38 +147,15 @@ void rl_core_reconfigure(rl_core *core, const rl_core_config *cfg);
 void rl_core_stop(rl_core *core);
 void rl_core_free(rl_core *core);
 
-/* Counters, read with relaxed loads; monotonic unless noted. */
+/* What the control layer reads of the core's state, with relaxed loads. The counters are
+ * read at GET /metrics (metrics.c, from the table in counters.h), not here. */
 typedef struct rl_stats {
-    uint64_t devices;                /* gauge: provisioned devices in the registry */
-    uint64_t devices_alive;          /* gauge: last notify A within the period */
-    uint64_t capacity;               /* gauge */
-    uint64_t registry_bytes;         /* gauge: memory reserved for the registry */
-    uint64_t dgram_rx;
-    uint64_t notify_a_ok, notify_b_ok;
-    uint64_t period_requests;
-    uint64_t dgram_malformed, dgram_unknown_device, dgram_bad_auth, dgram_replay,
-        dgram_stale_epoch, dgram_old_version; /* drops by reason, every kind summed */
-    uint64_t address_changes;
-    uint64_t conn_requests_sent;     /* including retransmissions */
-    uint64_t wakes_started, wakes_bound, wakes_timeout;
-    uint64_t refused_offline, refused_unknown, refused_unauthorized, refused_forbidden,
-        refused_bad_request, refused_capacity;
-    uint64_t callbacks_rejected;
-    uint64_t sessions_active;        /* gauge */
-    uint64_t sessions_reused;
-    uint64_t splices;                /* response bodies moved with splice(2) */
-    uint64_t bytes_to_device, bytes_to_terminal;
-    uint64_t registry_full;          /* device_put refused: registry at capacity */
-    uint64_t terminals_open;         /* gauge: terminal connections */
-    uint64_t limited_source_conns, limited_source_rate, limited_device_sessions, limited_device_wakes,
-        limited_callback_source;
-    uint64_t idle_timeouts;          /* bound terminals closed by idle_timeout_s */
-    uint64_t accept_paused;          /* accept() out of descriptors: listener paused */
-    uint64_t tls_terminal_ok, tls_terminal_failed, tls_device_ok, tls_device_failed;
-    uint64_t device_certs_refused;   /* callbacks whose certificate was missing or wrong */
-    uint64_t draining;               /* gauge: 1 after rl_core_drain */
-    uint64_t udp_rcvbuf;             /* gauge: smallest UDP receive buffer granted; the relay asks
-                                      * RL_UDP_RCVBUF, net.core.rmem_max may cap it */
+    uint64_t devices;         /* provisioned devices in the registry */
+    uint64_t capacity;        /* devices the registry can hold */
+    uint64_t sessions_active; /* sessions waking, bound or idle */
+    uint64_t terminals_open;  /* terminal connections */
+    uint64_t udp_rcvbuf;      /* smallest UDP receive buffer granted; the relay asks RL_UDP_RCVBUF,
+                               * net.core.rmem_max may cap it */
 } rl_stats;
 void rl_core_stats(const rl_core *core, rl_stats *out);
 
