@@ -395,11 +395,6 @@ size_t rl_flow_find_head(struct evbuffer *buf) {
     return p.pos < 0 ? 0 : (size_t)p.pos + 4;
 }
 
-int rl_span_ieq(rl_span s, const char *lit) {
-    size_t n = strlen(lit);
-    return s.p && s.n == n && strncasecmp(s.p, lit, n) == 0;
-}
-
 rl_span rl_head_get(const rl_head *h, const char *name) {
     for (int i = 0; i < h->n_headers; i++)
         if (rl_span_ieq(h->names[i], name)) return h->values[i];

@@ -60,7 +60,18 @@ void rl_flow_next(struct rl_flow *f);
 size_t rl_flow_find_head(struct evbuffer *buf);
 /* Case-insensitive header lookup; NULL span when absent. */
 rl_span rl_head_get(const rl_head *h, const char *name);
-int rl_span_ieq(rl_span s, const char *lit);
+/* `s` equals `lit` ignoring ASCII case; `lit` is in lower case (header names, tokens). Inline:
+ * every request head's every header is compared with a few names. */
+static inline int rl_span_ieq(rl_span s, const char *lit) {
+    size_t n = __builtin_strlen(lit);
+    if (!s.p || s.n != n) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s.p[i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+        if (c != lit[i]) return 0;
+    }
+    return 1;
+}
 /* `s` without leading and trailing spaces and tabs. */
 rl_span rl_span_trim(rl_span s);
 /* A Host value or an absolute-form authority: reg-name or [IPv6], optional :port. */

@@ -175,6 +175,8 @@ static const char *const RELAY_OWNED[] = {
 };
 
 int rl_relay_owned_header(rl_span name) {
+    char first = name.n ? (char)(name.p[0] | 0x20) : 0;
+    if (first != 'x' && first != 'f') return 0; /* every name above starts so: most headers stop here */
     for (size_t i = 0; i < sizeof RELAY_OWNED / sizeof RELAY_OWNED[0]; i++)
         if (rl_span_ieq(name, RELAY_OWNED[i])) return 1;
     return 0;
@@ -223,24 +225,48 @@ static int add_joined(struct evbuffer *out, const rl_head *h, const char *name) 
     return n;
 }
 
+/* Literal pieces, added without printf: this runs for every forwarded request. */
+#define ADD_LIT(out, lit) evbuffer_add((out), (lit), sizeof(lit) - 1)
+
+static void add_str(struct evbuffer *out, const char *s) {
+    evbuffer_add(out, s, strlen(s));
+}
+
 void rl_add_forwarding_headers(struct evbuffer *out, const rl_head *h, const char *peer, int tls, rl_span host,
                                const char *prefix_device) {
     const char *proto = tls ? "https" : "http";
     int v6 = strchr(peer, ':') != NULL;
     /* X-Forwarded-For and Forwarded are chains: the relay appends its hop (RFC 7239 4). */
-    evbuffer_add(out, "X-Forwarded-For: ", 17);
-    if (add_joined(out, h, "x-forwarded-for")) evbuffer_add(out, ", ", 2);
-    evbuffer_add_printf(out, "%s\r\n", peer);
-    evbuffer_add(out, "Forwarded: ", 11);
-    if (add_joined(out, h, "forwarded")) evbuffer_add(out, ", ", 2);
-    evbuffer_add_printf(out, v6 ? "for=\"[%s]\";proto=%s" : "for=%s;proto=%s", peer, proto);
-    if (host.n) evbuffer_add_printf(out, ";host=\"%.*s\"", (int)host.n, host.p);
-    evbuffer_add(out, "\r\n", 2);
+    ADD_LIT(out, "X-Forwarded-For: ");
+    if (add_joined(out, h, "x-forwarded-for")) ADD_LIT(out, ", ");
+    add_str(out, peer);
+    ADD_LIT(out, "\r\nForwarded: ");
+    if (add_joined(out, h, "forwarded")) ADD_LIT(out, ", ");
+    if (v6) ADD_LIT(out, "for=\"[");
+    else ADD_LIT(out, "for=");
+    add_str(out, peer);
+    if (v6) ADD_LIT(out, "]\"");
+    ADD_LIT(out, ";proto=");
+    add_str(out, proto);
+    if (host.n) {
+        ADD_LIT(out, ";host=\"");
+        evbuffer_add(out, host.p, host.n);
+        ADD_LIT(out, "\"");
+    }
     /* The rest describe the relay's own hop only: the terminal's are never passed on. */
-    evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", proto);
-    if (host.n) evbuffer_add_printf(out, "X-Forwarded-Host: %.*s\r\n", (int)host.n, host.p);
-    if (prefix_device) evbuffer_add_printf(out, "X-Forwarded-Prefix: /d/%s\r\n", prefix_device);
-    evbuffer_add_printf(out, "X-Real-IP: %s\r\n", peer);
+    ADD_LIT(out, "\r\nX-Forwarded-Proto: ");
+    add_str(out, proto);
+    if (host.n) {
+        ADD_LIT(out, "\r\nX-Forwarded-Host: ");
+        evbuffer_add(out, host.p, host.n);
+    }
+    if (prefix_device) {
+        ADD_LIT(out, "\r\nX-Forwarded-Prefix: /d/");
+        add_str(out, prefix_device);
+    }
+    ADD_LIT(out, "\r\nX-Real-IP: ");
+    add_str(out, peer);
+    ADD_LIT(out, "\r\n");
 }
 
 /* Writes the request head as the device must see it: origin-form target without the prefix,
@@ -251,11 +277,18 @@ void rl_rewrite_request_head(struct evbuffer *out, const rl_head *h, const struc
         path.p += r->prefix_len;
         path.n -= r->prefix_len;
     }
-    evbuffer_add_printf(out, "%s ", http_method_str((enum http_method)h->method));
-    if (path.n == 0 || path.p[0] != '/') evbuffer_add(out, "/", 1);
+    add_str(out, http_method_str((enum http_method)h->method));
+    ADD_LIT(out, " ");
+    if (path.n == 0 || path.p[0] != '/') ADD_LIT(out, "/");
     rl_add_target_without_tokens(out, path);
-    evbuffer_add_printf(out, " HTTP/%d.%d\r\n", h->major, h->minor);
-    if (r->absolute_form) evbuffer_add_printf(out, "Host: %.*s\r\n", (int)r->host.n, r->host.p);
+    char version[] = " HTTP/1.1\r\n"; /* flow.c admits HTTP/1.0 and 1.1 only */
+    version[8] = (char)('0' + h->minor);
+    ADD_LIT(out, version);
+    if (r->absolute_form) {
+        ADD_LIT(out, "Host: ");
+        evbuffer_add(out, r->host.p, r->host.n);
+        ADD_LIT(out, "\r\n");
+    }
     for (int i = 0; i < h->n_headers; i++) {
         rl_span n = h->names[i], v = h->values[i];
         if (rl_relay_owned_header(n)) continue;
