@@ -170,7 +170,7 @@ void rl_callback_accept(struct evconnlistener *lev, evutil_socket_t fd, struct s
         pending_free(p, 1);
         return;
     }
-    struct timeval tv = {core->cfg.wake_timeout_ms / 1000, (core->cfg.wake_timeout_ms % 1000) * 1000};
+    struct timeval tv = rl_timeval_ms(core->cfg.wake_timeout_ms);
     evtimer_add(p->timer, &tv);
     rl_stream_read(p->st, 1);
 }

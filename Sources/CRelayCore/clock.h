@@ -7,6 +7,7 @@
 #define RL_CLOCK_H
 
 #include <stdint.h>
+#include <sys/time.h>
 #include <time.h>
 
 static inline uint64_t rl_mono_us(void) {
@@ -28,6 +29,10 @@ static inline uint32_t rl_clock_ds(const struct timespec *t0) {
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     int64_t ns = (int64_t)(ts.tv_sec - t0->tv_sec) * 1000000000 + (ts.tv_nsec - t0->tv_nsec);
     return (uint32_t)(ns / 100000000);
+}
+
+static inline struct timeval rl_timeval_ms(uint32_t ms) {
+    return (struct timeval){(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
 }
 
 #define rl_core_now_s(core) rl_clock_s(&(core)->t0)

@@ -33,7 +33,7 @@ static const rl_term_ops term_ops;
 static void count_answer(rl_core *core, int status);
 
 static struct timeval header_timeout(const rl_core *core) {
-    return (struct timeval){core->cfg.header_timeout_ms / 1000, (core->cfg.header_timeout_ms % 1000) * 1000};
+    return rl_timeval_ms(core->cfg.header_timeout_ms);
 }
 
 /* Over a per-source limit: a short 429 straight from the accept, no state kept. */

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include "registry.h"
+#include "hash.h"
 
 /* Maps a hash onto [0, n) without division (Lemire's multiply-shift). */
 static inline uint32_t home_slot(const rl_registry *r, uint64_t hash) {
@@ -41,19 +42,9 @@ size_t rl_registry_bytes(const rl_registry *r) {
     return (size_t)r->capacity * sizeof(rl_dev) + (size_t)r->n_slots * sizeof(uint32_t);
 }
 
-/* FNV-1a over the ID with a per-process seed, then a murmur3 finalizer to spread the bits. */
+/* Keyed by a per-process seed: an outsider cannot pick IDs that collide. */
 uint64_t rl_registry_hash(const rl_registry *r, const char *id, size_t len) {
-    uint64_t h = 0xcbf29ce484222325ull ^ r->seed;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)id[i];
-        h *= 0x100000001b3ull;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
+    return rl_hash64(r->seed, id, len);
 }
 
 /* The slot holding `hash`, or the empty slot where it would go. */

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "revoked.h"
+#include "hash.h"
 
 #define MIN_SLOTS 16u
 
@@ -13,10 +14,7 @@ static uint64_t key_of(const uint8_t tid[8]) {
 
 /* The IDs are uniformly random already; the mix only spreads any bit pattern. */
 static uint32_t home(uint64_t k, uint32_t mask) {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdull;
-    k ^= k >> 33;
-    return (uint32_t)k & mask;
+    return (uint32_t)rl_hash_mix(k) & mask;
 }
 
 /* Inserts into a table known to have room. */

@@ -45,7 +45,7 @@ static void unlink_session(rl_session *s) {
 }
 
 static void arm(rl_session *s, uint32_t ms) {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = rl_timeval_ms(ms);
     evtimer_add(s->timer, &tv);
 }
 

@@ -41,6 +41,7 @@ rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_str
     s->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_read, s);
     s->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_write, s);
     if (!s->in || !s->out || !s->rev || !s->wev) {
+        s->fd = -1; /* the caller still owns it: every caller closes it on NULL */
         rl_stream_free(s);
         return NULL;
     }
@@ -71,7 +72,7 @@ void rl_stream_set_cb(rl_stream *s, rl_stream_cb cb, void *arg) {
 }
 
 void rl_stream_read(rl_stream *s, int on) {
-    if (s->dead || s->eof) on = 0;
+    if (s->eof) on = 0;
     if (on && !s->reading) event_add(s->rev, NULL);
     /* A TLS write waiting for the peer keeps the read event: on_read retries the write. */
     if (!on && s->reading && !s->tls_write_wants_read) event_del(s->rev);
@@ -83,7 +84,7 @@ int rl_stream_out_high(const rl_stream *s) {
 }
 
 void rl_stream_flush(rl_stream *s) {
-    if (s->dead || s->connecting) return;
+    if (s->connecting) return;
     if (evbuffer_get_length(s->out) > 0) {
         if (s->ssl || s->write_failed || s->writing) {
             wev_on(s);

@@ -37,7 +37,7 @@ struct rl_stream {
     struct evbuffer *in, *out;
     rl_stream_cb cb;
     void *arg;
-    unsigned reading : 1, eof : 1, connecting : 1, shut_after_flush : 1, dead : 1, out_was_high : 1;
+    unsigned reading : 1, eof : 1, connecting : 1, shut_after_flush : 1, out_was_high : 1;
     unsigned tls_write_wants_read : 1, tls_read_wants_write : 1, write_failed : 1, writing : 1;
     unsigned read_size; /* grows while reads fill it, up to RL_STREAM_READ */
     int error;          /* errno of the failure behind RL_STREAM_ERROR, when the kernel gave one */
@@ -46,7 +46,8 @@ struct rl_stream {
 };
 
 /* Wraps a connected (or connecting, with `connecting` = 1) non-blocking socket. Outgoing
- * sockets get TCP_NODELAY here; accepted ones inherit it from their listener. */
+ * sockets get TCP_NODELAY here; accepted ones inherit it from their listener. NULL when out
+ * of memory, and then `fd` is still the caller's to close. */
 rl_stream *rl_stream_new(struct event_base *base, int fd, int connecting, rl_stream_cb cb, void *arg);
 void rl_stream_set_cb(rl_stream *s, rl_stream_cb cb, void *arg);
 /* No more events for its owner (which is ending); rl_stream_free still closes it. */

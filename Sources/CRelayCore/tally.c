@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tally.h"
+#include "hash.h"
 #include "relay_core.h"
 
 int rl_tally_init(rl_tally *t, uint32_t buckets_log2, uint32_t window_s) {
@@ -28,15 +29,7 @@ void rl_tally_free(rl_tally *t) {
 }
 
 static uint32_t bucket(const rl_tally *t, const uint8_t key[16]) {
-    uint64_t h = 0xcbf29ce484222325ull ^ t->seed;
-    for (int i = 0; i < 16; i++) {
-        h ^= key[i];
-        h *= 0x100000001b3ull;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return (uint32_t)h & t->mask;
+    return (uint32_t)rl_hash64(t->seed, key, 16) & t->mask;
 }
 
 rl_tally_entry *rl_tally_get(rl_tally *t, const uint8_t key[16], uint32_t now_s) {

@@ -1,9 +1,11 @@
 /* util.c: error messages for the C API's callers, and the process-wide setup libevent needs. */
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <event2/thread.h>
+#include "relay_core.h"
 #include "util.h"
 
 void rl_set_err(char *err, size_t err_len, const char *fmt, ...) {
@@ -24,4 +26,9 @@ static void init_threads(void) {
 
 void rl_init_threads(void) {
     pthread_once(&threads_once, init_threads);
+}
+
+/* Gives freed heap memory back to the system (relay_core.h). */
+void rl_release_free_memory(void) {
+    malloc_trim(0);
 }
