@@ -4,9 +4,14 @@
  * Asks the relay for the max access period, sends NOTIFY_A and NOTIFY_B on their timers
  * from one UDP socket (so the NAT keeps one mapping), answers verified connection requests
  * by calling back over TCP, and splices each callback link onto a fresh connection to the
- * local web server.
+ * local web server, or onto a socket pair whose other end goes to the firmware (on_link).
+ *
+ * The same file runs in `relay agent` (Swift), in the standalone `relay-agent` program and
+ * in librelayagent (agent/): it needs only stream.c, tls.c, wire.c, crypto.c and netaddr.c
+ * of the core, libevent_core and OpenSSL. Public API: include/relay_agent.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +40,7 @@ struct rl_agent {
     struct event_base *base;
     int udp_fd;
     struct event *udp_ev, *period_timer, *a_timer, *b_timer, *stop_ev;
+    int stop_pipe[2];      /* rl_agent_stop writes a byte: safe from threads and signal handlers */
     struct sockaddr_storage relay_addr, fwd_addr;
     socklen_t relay_len, fwd_len;
     uint8_t client_nonce[8];
@@ -55,6 +61,9 @@ struct rl_agent {
     char relay_text[128], forward_text[128];
     void (*log)(void *ctx, int level, const char *event, const char *text);
     void *log_ctx;
+    void (*on_status)(void *ctx, int event, const char *detail);
+    int (*on_link)(void *ctx, int fd);
+    void *status_ctx;
     uint8_t seen[SEEN_SIDS][RL_SESSION_ID_LEN];
     int seen_next;
     rl_mac mac;
@@ -95,6 +104,18 @@ static void say(rl_agent *a, int level, const char *event, const char *fmt, ...)
     a->log(a->log_ctx, level, event, text);
 }
 
+/* Tells the firmware (on_status), when it asked. */
+static void tell(rl_agent *a, int event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void tell(rl_agent *a, int event, const char *fmt, ...) {
+    if (!a->on_status) return;
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    a->on_status(a->status_ctx, event, text);
+}
+
 /* ---- datagrams ---- */
 
 static uint64_t next_counter(rl_agent *a) {
@@ -132,10 +153,12 @@ static void reregister(rl_agent *a);
 /* 0, or -1 when it registers again instead (its timers are then off). */
 static int send_notify(rl_agent *a, int type) {
     if (a->registered && a->unanswered >= NO_ANSWER_AFTER) {
-        if (!a->lost)
+        if (!a->lost) {
             say(a, RL_LOG_WARNING, "agent.relay_lost",
                 "the relay at %s stopped answering (%u notifies without an answer): registering again", a->relay_text,
                 a->unanswered);
+            tell(a, RL_AGENT_RELAY_LOST, "%s stopped answering", a->relay_text);
+        }
         a->lost = 1;
         reregister(a);
         return -1;
@@ -227,8 +250,12 @@ static int on_ack(rl_agent *a, const rl_dgram *d) {
     if (a->lost) {
         a->lost = 0;
         say(a, RL_LOG_NOTICE, "agent.relay_back", "the relay at %s answers again", a->relay_text);
+        tell(a, RL_AGENT_RELAY_BACK, "%s answers again", a->relay_text);
     }
-    if (a->leaving && echoed >= a->leave_from) event_base_loopbreak(a->base);
+    if (a->leaving && echoed >= a->leave_from) {
+        tell(a, RL_AGENT_LEFT, "%s was told", a->relay_text);
+        event_base_loopbreak(a->base);
+    }
     return 0;
 }
 
@@ -269,6 +296,7 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
             say(a, RL_LOG_INFO, "agent.registered",
                 "registered with the relay at %s: period %u s, keepalive %u s, callbacks to port %u", a->relay_text,
                 a->period_s, a->keepalive_s, a->cb_port);
+            tell(a, RL_AGENT_REGISTERED, "%s: period %u s, keepalive %u s", a->relay_text, a->period_s, a->keepalive_s);
             if (!a->leaving) start_notifying(a);
             break;
         case RL_T_NOTIFY_ACK:
@@ -290,6 +318,7 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
              * period (it may have been reconfigured). */
             CTR_INC(a->resyncs);
             say(a, RL_LOG_NOTICE, "agent.resync", "the relay at %s restarted: registering again", a->relay_text);
+            tell(a, RL_AGENT_RESYNC, "%s restarted", a->relay_text);
             adopt_epoch(a, rl_get32(d.body + 8));
             start_notifying(a);
             reregister(a);
@@ -330,6 +359,11 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
 
 /* ---- callback links ---- */
 
+static void link_failed(rl_agent *a, const char *why) {
+    CTR_INC(a->links_failed);
+    tell(a, RL_AGENT_LINK_FAILED, "%s", why);
+}
+
 static void link_free(agent_link *l) {
     rl_agent *a = l->a;
     if (l->prev) l->prev->next = l->next;
@@ -355,6 +389,29 @@ static void link_pump(agent_link *l) {
     if (r->eof && c->eof && !evbuffer_get_length(r->out) && !evbuffer_get_length(c->out)) link_free(l);
 }
 
+static void local_side_cb(rl_stream *st, int event, void *arg);
+
+/* on_link: the link's local side is one end of a socket pair, the firmware gets the other.
+ * (Not the relay's socket itself: bytes after the status may already sit in our buffer,
+ * and with TLS the firmware would have to speak it.) 0, or -1. */
+static int hand_over(agent_link *l) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+    l->local = rl_stream_new(l->a->base, sv[0], 0, local_side_cb, l);
+    if (!l->local) {
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    l->local_up = 1;
+    rl_stream_read(l->local, 1);
+    if (l->a->on_link(l->a->status_ctx, sv[1]) != 0) {
+        close(sv[1]);
+        return -1;
+    }
+    return 0;
+}
+
 static void relay_side_cb(rl_stream *st, int event, void *arg) {
     agent_link *l = arg;
     switch (event) {
@@ -374,7 +431,7 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
         if (!l->bound) {
             uint8_t status;
             if (evbuffer_remove(st->in, &status, 1) != 1) {
-                CTR_INC(l->a->links_failed);
+                link_failed(l->a, "the relay closed the callback before answering");
                 say(l->a, RL_LOG_WARNING, "agent.callback_failed",
                     "the relay closed the callback before answering its hello%s",
                     l->a->tls ? " (with TLS: does the relay have --tls-cert, and is --ca its CA?)" : "");
@@ -382,7 +439,7 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
                 return;
             }
             if (status != RL_CB_OK) {
-                CTR_INC(l->a->links_failed);
+                link_failed(l->a, "the relay refused the callback");
                 static const char *why[] = {"", "malformed hello", "unknown or expired session (the wake ended)",
                                             "proof does not verify: check --key", "the session already has a link",
                                             "device certificate missing, invalid, or for another device",
@@ -394,7 +451,13 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
                 return;
             }
             l->bound = 1;
+            if (l->a->on_link && hand_over(l) != 0) {
+                link_failed(l->a, "no socket pair for the firmware, or it refused the link");
+                link_free(l);
+                return;
+            }
             CTR_INC(l->a->links_opened);
+            tell(l->a, RL_AGENT_LINK_OPENED, "%s", l->a->on_link ? "handed to the firmware" : l->a->forward_text);
         }
         link_pump(l);
         return;
@@ -402,7 +465,7 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
         link_pump(l);
         return;
     default:
-        CTR_INC(l->a->links_failed);
+        link_failed(l->a, l->relay_up ? "the relay side of a link failed" : "callback to the relay failed");
         if (!l->relay_up)
             say(l->a, RL_LOG_WARNING, "agent.callback_failed", "callback to the relay's TCP port failed: %s",
                 st->error ? strerror(st->error) : "connection error");
@@ -426,7 +489,7 @@ static void local_side_cb(rl_stream *st, int event, void *arg) {
         return;
     default:
         /* The local web server is unreachable or reset: dropping the link tells the relay. */
-        CTR_INC(l->a->links_failed);
+        link_failed(l->a, l->local_up ? "the local side of a link failed" : "cannot reach the local server");
         if (!l->local_up)
             say(l->a, RL_LOG_WARNING, "agent.forward_failed", "cannot reach the local server %s (--forward): %s",
                 l->a->forward_text, st->error ? strerror(st->error) : "connection error");
@@ -454,7 +517,7 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
     else ((struct sockaddr_in *)&cb)->sin_port = htons(port);
     /* Both connections start at once: the local one is ready by the time the relay answers. */
     int rfd = rl_tcp_connect((struct sockaddr *)&cb, a->relay_len);
-    int lfd = rl_tcp_connect((struct sockaddr *)&a->fwd_addr, a->fwd_len);
+    int lfd = a->on_link ? -1 : rl_tcp_connect((struct sockaddr *)&a->fwd_addr, a->fwd_len);
     if (rfd >= 0) l->relay = rl_stream_new(a->base, rfd, 1, relay_side_cb, l);
     if (l->relay && a->tls && rl_stream_start_tls(l->relay, a->tls, 0, a->tls_name) != 0) {
         rl_stream_free(l->relay); /* closes rfd */
@@ -462,13 +525,13 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
         rfd = -1;
     }
     if (lfd >= 0) l->local = rl_stream_new(a->base, lfd, 1, local_side_cb, l);
-    if (!l->relay || !l->local) {
+    if (!l->relay || (!l->local && !a->on_link)) {
         if (!l->relay && rfd >= 0) close(rfd);
         if (!l->local && lfd >= 0) close(lfd);
         rl_stream_free(l->relay);
         rl_stream_free(l->local);
         free(l);
-        CTR_INC(a->links_failed);
+        link_failed(a, "cannot open a callback or its forward");
         return;
     }
     l->next = a->links;
@@ -482,6 +545,7 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
 static void on_leave_timer(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
     if (a->leave_tries++ == LEAVE_TRIES) {
+        tell(a, RL_AGENT_LEFT, "LEAVE to %s went unanswered", a->relay_text);
         event_base_loopbreak(a->base);
         return;
     }
@@ -496,6 +560,9 @@ static void on_leave_timer(evutil_socket_t fd, short what, void *arg) {
 
 static void on_stop(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
+    char drain[16];
+    while (read(a->stop_pipe[0], drain, sizeof drain) > 0) {
+    }
     if (!a->registered || a->leaving) {
         event_base_loopbreak(a->base);
         return;
@@ -507,8 +574,18 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
     on_leave_timer(-1, 0, a);
 }
 
+int rl_agent_parse_secret(const char *hex, uint8_t secret[RL_SECRET_LEN]) {
+    if (!hex) return -1;
+    while (*hex == ' ' || *hex == '\t' || *hex == '\n' || *hex == '\r') hex++;
+    size_t n = strlen(hex);
+    while (n && (hex[n - 1] == ' ' || hex[n - 1] == '\t' || hex[n - 1] == '\n' || hex[n - 1] == '\r')) n--;
+    if (n != 2 * RL_SECRET_LEN) return -1;
+    return rl_unhex(hex, n, secret, RL_SECRET_LEN);
+}
+
 rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
-    rl_init_threads();
+    /* No evthread here (rl_init_threads is the relay core's): nothing crosses threads but
+     * rl_agent_stop's pipe byte and the stats' atomics. */
     size_t id_len = cfg->device_id ? strlen(cfg->device_id) : 0;
     if (!rl_device_id_valid(cfg->device_id, id_len)) {
         rl_set_err(err, err_len, "device ID must be 1-63 of a-z, 0-9 and -, not starting or ending with -");
@@ -520,6 +597,7 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
         return NULL;
     }
     a->udp_fd = -1;
+    a->stop_pipe[0] = a->stop_pipe[1] = -1;
     memcpy(a->id, cfg->device_id, id_len);
     a->id_len = id_len;
     if (rl_derive_device_key(cfg->secret, a->key) != 0 || rl_mac_init(&a->mac) != 0) {
@@ -531,7 +609,8 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
         rl_set_err(err, err_len, "--relay: %s", sub);
         goto fail;
     }
-    if (rl_parse_addr(cfg->forward, &a->fwd_addr, &a->fwd_len, sub, sizeof sub) != 0) {
+    if (!(cfg->on_link && (!cfg->forward || !cfg->forward[0])) &&
+        rl_parse_addr(cfg->forward, &a->fwd_addr, &a->fwd_len, sub, sizeof sub) != 0) {
         rl_set_err(err, err_len, "--forward: %s", sub);
         goto fail;
     }
@@ -557,19 +636,31 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
             snprintf(a->tls_name, sizeof a->tls_name, "%.*s", (int)n, h);
         }
     }
+    if (pipe(a->stop_pipe) != 0) {
+        rl_set_err(err, err_len, "cannot open a pipe: %s", strerror(errno));
+        goto fail;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(a->stop_pipe[i], F_SETFL, O_NONBLOCK);
+        fcntl(a->stop_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
     a->base = event_base_new();
     if (!a->base) goto fail;
     a->udp_ev = event_new(a->base, a->udp_fd, EV_READ | EV_PERSIST, on_udp, a);
     a->period_timer = evtimer_new(a->base, on_period_timer, a);
     a->a_timer = evtimer_new(a->base, on_a_timer, a);
     a->b_timer = evtimer_new(a->base, on_b_timer, a);
-    a->stop_ev = event_new(a->base, -1, 0, on_stop, a);
+    a->stop_ev = event_new(a->base, a->stop_pipe[0], EV_READ | EV_PERSIST, on_stop, a);
     a->leave_timer = evtimer_new(a->base, on_leave_timer, a);
     if (!a->udp_ev || !a->period_timer || !a->a_timer || !a->b_timer || !a->stop_ev || !a->leave_timer) goto fail;
     snprintf(a->relay_text, sizeof a->relay_text, "%s", cfg->relay);
-    snprintf(a->forward_text, sizeof a->forward_text, "%s", cfg->forward);
+    snprintf(a->forward_text, sizeof a->forward_text, "%s", cfg->forward ? cfg->forward : "");
     a->log = cfg->log;
     a->log_ctx = cfg->log_ctx;
+    a->on_status = cfg->on_status;
+    a->on_link = cfg->on_link;
+    a->status_ctx = cfg->status_ctx;
+    event_add(a->stop_ev, NULL); /* a stop before rl_agent_run is seen when it starts */
     a->period_s = 300;
     a->keepalive_s = 25;
     publish(a);
@@ -589,7 +680,12 @@ int rl_agent_run(rl_agent *a) {
 }
 
 void rl_agent_stop(rl_agent *a) {
-    if (a && a->stop_ev) event_active(a->stop_ev, 0, 0);
+    if (a && a->stop_pipe[1] >= 0) {
+        int saved = errno; /* a signal handler may call this */
+        ssize_t n = write(a->stop_pipe[1], "s", 1);
+        (void)n; /* a full pipe already holds a stop */
+        errno = saved;
+    }
 }
 
 void rl_agent_stats_get(const rl_agent *a, rl_agent_stats *o) {
@@ -618,6 +714,8 @@ void rl_agent_free(rl_agent *a) {
     if (a->leave_timer) event_free(a->leave_timer);
     if (a->base) event_base_free(a->base);
     if (a->udp_fd >= 0) close(a->udp_fd);
+    if (a->stop_pipe[0] >= 0) close(a->stop_pipe[0]);
+    if (a->stop_pipe[1] >= 0) close(a->stop_pipe[1]);
     rl_mac_free(&a->mac);
     if (a->tls) SSL_CTX_free(a->tls);
     free(a);
