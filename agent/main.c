@@ -183,7 +183,9 @@ static int load_file(const char *path, layer *out) {
                 strcat(known, keys[j]);
                 if (j + 1 < K_N) strcat(known, ", ");
             }
-            fail_config("--config", NULL, "%s: '%s' is an unknown key (known keys: %s)", path, k, known);
+            char flag[80];
+            snprintf(flag, sizeof flag, "--%.64s", k);
+            fail_config(flag, path, "unknown key (known keys: %s)", known);
             fclose(f);
             return -1;
         }
