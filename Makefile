@@ -200,9 +200,12 @@ AGENT_STRIP ?= strip
 AGENT_CROSS ?=
 AGENT_SYSROOT ?=
 AGENT_TRIPLET ?=
-AGENT_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
-AGENT_SYS_FLAGS = $(if $(AGENT_SYSROOT),-isystem $(AGENT_SYSROOT)/usr/include -isystem $(AGENT_SYSROOT)/usr/include/$(AGENT_TRIPLET))
-AGENT_SYS_LIBS = $(if $(AGENT_SYSROOT),-L$(AGENT_SYSROOT)/usr/lib/$(AGENT_TRIPLET) -Wl$(comma)-rpath-link$(comma)$(AGENT_SYSROOT)/usr/lib/$(AGENT_TRIPLET))
+AGENT_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# AGENT_EXTRA_CFLAGS/LDFLAGS: a build system's own (OpenWrt's TARGET_CFLAGS, packaging/openwrt).
+AGENT_EXTRA_CFLAGS ?=
+AGENT_EXTRA_LDFLAGS ?=
+AGENT_SYS_FLAGS = $(if $(AGENT_SYSROOT),-isystem $(AGENT_SYSROOT)/usr/include -isystem $(AGENT_SYSROOT)/usr/include/$(AGENT_TRIPLET)) $(AGENT_EXTRA_CFLAGS)
+AGENT_SYS_LIBS = $(if $(AGENT_SYSROOT),-L$(AGENT_SYSROOT)/usr/lib/$(AGENT_TRIPLET) -Wl$(comma)-rpath-link$(comma)$(AGENT_SYSROOT)/usr/lib/$(AGENT_TRIPLET)) $(AGENT_EXTRA_LDFLAGS)
 comma := ,
 AGENT_CFLAGS := -Os -std=gnu11 -Wall -Wextra -Wno-unused-parameter -ffunction-sections -fdata-sections \
   -fno-asynchronous-unwind-tables -ISources/CRelayCore/include -ISources/CRelayCore
