@@ -33,14 +33,17 @@ test-c: setup
 	  -o .build/inspect_tests $(CORE_LIBS)
 	.build/inspect_tests
 
-# Everything: C unit tests, Swift unit tests, then the real processes end to end.
+# Everything: C unit tests, Swift unit tests, then the real processes end to end (the agent
+# tests against both `relay agent` and the C relay-agent, its armhf/mipsel builds under qemu).
 test:
 	@bash scripts/setup.sh --test
 	$(MAKE) test-c
 	$(SWIFT) build
 	$(SWIFT) test
+	$(MAKE) --no-print-directory agent agent-cross
 	RELAY_BIN=$$($(SWIFT) build --show-bin-path)/relay RELAY_BENCH_BIN=$$($(SWIFT) build --show-bin-path)/relay-bench \
-	  $(PYTHON) -m pytest -q Tests/integration bench/test_small_run.py
+	RELAY_AGENT_BIN=$(CURDIR)/.build-agent/relay-agent RELAY_AGENT_CROSS=1 \
+	  $(PYTHON) -m pytest -q Tests/integration bench/test_small_run.py bench/test_agent_footprint.py
 
 clean:
 	rm -rf .build
