@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/random.h>
 #include <openssl/crypto.h>
 #include "internal.h"
 
@@ -133,9 +134,15 @@ static void send_dgram(rl_agent *a, int type, const uint8_t *body, size_t body_l
     if (n && send(a->udp_fd, out, n, MSG_DONTWAIT) < 0 && errno == ECONNREFUSED) a->refused = 1;
 }
 
+/* The kernel's CSPRNG (getrandom): OpenSSL's RAND_bytes would start its provider and DRBG
+ * machinery for these 8 bytes, 2 MB of resident memory on a device that may never use TLS. */
+static void nonce(uint8_t *out, size_t len) {
+    if (getrandom(out, len, 0) != (ssize_t)len) rl_random_bytes(out, len);
+}
+
 static void send_period_request(rl_agent *a) {
     uint8_t body[RL_BODY_PERIOD_REQUEST] = {0};
-    rl_random_bytes(a->client_nonce, sizeof a->client_nonce);
+    nonce(a->client_nonce, sizeof a->client_nonce);
     memcpy(body, a->client_nonce, 8);
     rl_put64(body + 8, next_counter(a)); /* the relay answers each counter once */
     send_dgram(a, RL_T_PERIOD_REQUEST, body, sizeof body);
