@@ -195,7 +195,7 @@ demo: release
 #   .build-agent/librelayagent.a/.so  the library, header Sources/CRelayCore/include/relay_agent.h
 #   .build-agent/agent-example        agent/example.c linked against librelayagent.a
 # `make agent-cross` builds relay-agent for armhf and mipsel into .build-cross/ARCH/.
-AGENT_LIB_SRC := $(addprefix Sources/CRelayCore/,agent.c stream.c tls.c wire.c crypto.c netaddr.c)
+AGENT_LIB_SRC := $(addprefix Sources/CRelayCore/,agent.c stream.c tls.c wire.c crypto.c netaddr.c) agent/core_stubs.c
 AGENT_HDRS := $(wildcard Sources/CRelayCore/*.h Sources/CRelayCore/include/*.h)
 AGENT_OUT ?= .build-agent
 AGENT_CC ?= cc
@@ -253,10 +253,10 @@ agent-lib: $(AGENT_OUT)/librelayagent.a $(AGENT_OUT)/librelayagent.so
 
 AGENT_ROOTS := rl_agent_new rl_agent_run rl_agent_stop rl_agent_stats_get rl_agent_free rl_agent_parse_secret
 
-$(AGENT_OUT)/librelayagent.a: $(AGENT_LIB_SRC) agent/core_stubs.c $(AGENT_HDRS)
+$(AGENT_OUT)/librelayagent.a: $(AGENT_LIB_SRC) $(AGENT_HDRS)
 	@mkdir -p $(AGENT_OUT)/obj
 	$(AGENT_CC) $(AGENT_CFLAGS) $(AGENT_SYS_FLAGS) -fPIC -r -nostdlib -Wl,--gc-sections \
-	  $(addprefix -Wl$(comma)-u$(comma),$(AGENT_ROOTS)) $(AGENT_LIB_SRC) agent/core_stubs.c -o $(AGENT_OUT)/obj/relayagent.o
+	  $(addprefix -Wl$(comma)-u$(comma),$(AGENT_ROOTS)) $(AGENT_LIB_SRC) -o $(AGENT_OUT)/obj/relayagent.o
 	$(AGENT_CROSS)objcopy $(addprefix --keep-global-symbol=,$(AGENT_ROOTS)) $(AGENT_OUT)/obj/relayagent.o
 	rm -f $@ && $(AGENT_CROSS)ar rcs $@ $(AGENT_OUT)/obj/relayagent.o
 
