@@ -41,7 +41,7 @@ enum {
     RL_AGENT_RESYNC = 4,      /* the relay restarted: registering again */
     RL_AGENT_LINK_OPENED = 5, /* a terminal's link is up (forwarded, or handed to on_link) */
     RL_AGENT_LINK_FAILED = 6, /* a callback or its forward failed */
-    RL_AGENT_LEFT = 7,        /* rl_agent_stop: the relay was told (or LEAVE went unanswered) */
+    RL_AGENT_LEFT = 7,        /* rl_agent_stop of a registered agent: LEAVE answered, or not after ~1 s */
 };
 
 typedef struct rl_agent_config {
