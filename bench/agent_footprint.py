@@ -436,8 +436,10 @@ def main() -> int:
         ("private idle", lambda r: f"{r['idle_private_kib']:,} KiB"),
         (f"RSS peak, {o.mib} MiB transfer", lambda r: f"{r['xfer_rss_kib']:,} KiB"),
         (f"private peak, {o.mib} MiB transfer", lambda r: f"{r['xfer_private_kib']:,} KiB"),
-        ("CPU idle, per hour", lambda r: f"{r['idle_cpu_s_per_hour'] * 1000:,.0f} ms"
-                                           f" ({r['idle_cpu_ticks']} ticks/{r['idle_window_s']:.0f}s)"),
+        # no tick in the window: below one tick per window, what the resolution allows
+        ("CPU idle, per hour", lambda r: (f"{r['idle_cpu_s_per_hour'] * 1000:,.0f} ms" if r["idle_cpu_ticks"] else
+                                          f"< {3600 * 1000 / TICK / r['idle_window_s']:,.0f} ms")
+                                           + f" ({r['idle_cpu_ticks']} ticks/{r['idle_window_s']:.0f}s)"),
         ("CPU per MiB relayed", lambda r: f"{r['xfer_cpu_ms_per_mib']:.2f} ms"),
         ("idle packets per hour", lambda r: f"{r['msgs_per_hour']:,.0f} ({r['idle_msgs']}/{r['idle_window_s']:.0f}s)"),
         ("idle payload bytes per hour", lambda r: f"{r['bytes_per_hour']:,.0f}"),
