@@ -41,14 +41,17 @@ test-c: setup
 	  -o .build/metrics_tests $(CORE_LIBS)
 	.build/metrics_tests
 
-# Everything: C unit tests, Swift unit tests, then the real processes end to end.
+# Everything: C unit tests, Swift unit tests, then the real processes end to end (the agent
+# tests against both `relay agent` and the C relay-agent, its armhf/mipsel builds under qemu).
 test:
 	@bash scripts/setup.sh --test
 	$(MAKE) test-c
 	$(SWIFT) build
 	$(SWIFT) test
+	$(MAKE) --no-print-directory agent agent-cross
 	RELAY_BIN=$$($(SWIFT) build --show-bin-path)/relay RELAY_BENCH_BIN=$$($(SWIFT) build --show-bin-path)/relay-bench \
-	  $(PYTHON) -m pytest -q Tests/integration bench/test_small_run.py
+	RELAY_AGENT_BIN=$(CURDIR)/.build-agent/relay-agent RELAY_AGENT_CROSS=1 \
+	  $(PYTHON) -m pytest -q Tests/integration bench/test_small_run.py bench/test_agent_footprint.py
 
 clean:
 	rm -rf .build
@@ -191,3 +194,100 @@ install-files:
 .PHONY: demo
 demo: release
 	$(PYTHON) demo/run_demo.py --relay-bin $$($(SWIFT) build -c release --show-bin-path)/relay $(ARGS)
+
+# ---- the device agent on its own (issue 13): relay-agent and librelayagent ----
+# agent.c and the six core files it uses (leaves and mechanisms only), without Swift, http-parser or the relay core;
+# libevent_core and OpenSSL only. `make agent` builds, for this machine:
+#   .build-agent/relay-agent          the program (stripped, dynamically linked)
+#   .build-agent/relay-agent-static   the same, fully static (glibc; see README)
+#   .build-agent/librelayagent.a/.so  the library, header Sources/CRelayCore/include/relay_agent.h
+#   .build-agent/agent-example        agent/example.c linked against librelayagent.a
+# `make agent-cross` builds relay-agent for armhf and mipsel into .build-cross/ARCH/.
+AGENT_LIB_SRC := $(addprefix Sources/CRelayCore/,agent.c stream.c tls.c wire.c crypto.c netaddr.c util.c)
+AGENT_HDRS := $(wildcard Sources/CRelayCore/*.h Sources/CRelayCore/include/*.h)
+AGENT_OUT ?= .build-agent
+AGENT_CC ?= cc
+AGENT_STRIP ?= strip
+AGENT_CROSS ?=
+AGENT_SYSROOT ?=
+AGENT_TRIPLET ?=
+AGENT_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# AGENT_EXTRA_CFLAGS/LDFLAGS: a build system's own (OpenWrt's TARGET_CFLAGS, packaging/openwrt).
+AGENT_EXTRA_CFLAGS ?=
+AGENT_EXTRA_LDFLAGS ?=
+AGENT_SYS_FLAGS = $(if $(AGENT_SYSROOT),-isystem $(AGENT_SYSROOT)/usr/include -isystem $(AGENT_SYSROOT)/usr/include/$(AGENT_TRIPLET)) $(AGENT_EXTRA_CFLAGS)
+AGENT_SYS_LIBS = $(if $(AGENT_SYSROOT),-L$(AGENT_SYSROOT)/usr/lib/$(AGENT_TRIPLET) -Wl$(comma)-rpath-link$(comma)$(AGENT_SYSROOT)/usr/lib/$(AGENT_TRIPLET)) $(AGENT_EXTRA_LDFLAGS)
+comma := ,
+AGENT_CFLAGS := -Os -std=gnu11 -Wall -Wextra -Wno-unused-parameter -ffunction-sections -fdata-sections \
+  -fno-asynchronous-unwind-tables -ISources/CRelayCore/include -ISources/CRelayCore
+AGENT_LDFLAGS := -Wl,--gc-sections -Wl,-O1 -Wl,--as-needed
+# MIPS32 has no 64-bit atomics: the counters' come from libatomic there (agent-cross).
+AGENT_EXTRA_LIBS ?=
+AGENT_LIBS = -levent_core -lssl -lcrypto $(AGENT_EXTRA_LIBS)
+AGENT_EXPORTS := agent/librelayagent.map
+
+.PHONY: agent agent-bin agent-static agent-lib agent-cross agent-setup
+
+agent-setup:
+	@bash scripts/setup.sh --cross
+
+agent: agent-bin agent-static agent-lib $(AGENT_OUT)/agent-example
+	@ls -l $(AGENT_OUT)/relay-agent $(AGENT_OUT)/relay-agent-static $(AGENT_OUT)/librelayagent.a $(AGENT_OUT)/librelayagent.so
+
+agent-bin: $(AGENT_OUT)/relay-agent
+
+$(AGENT_OUT)/relay-agent: $(AGENT_LIB_SRC) agent/main.c $(AGENT_HDRS)
+	@mkdir -p $(AGENT_OUT)
+	$(AGENT_CC) $(AGENT_CFLAGS) $(AGENT_SYS_FLAGS) -DRELAY_AGENT_VERSION='"$(AGENT_VERSION)"' $(AGENT_LIB_SRC) agent/main.c \
+	  -o $@ $(AGENT_LDFLAGS) $(AGENT_SYS_LIBS) $(AGENT_LIBS)
+	$(AGENT_STRIP) --strip-all $@
+
+# glibc static: Debian ships libssl.a and libevent_core.a in the -dev packages (musl would
+# need OpenSSL and libevent rebuilt against it). getaddrinfo for a relay given by name loads
+# glibc's NSS modules at run time; numeric addresses need nothing.
+agent-static: $(AGENT_OUT)/relay-agent-static
+
+$(AGENT_OUT)/relay-agent-static: $(AGENT_LIB_SRC) agent/main.c $(AGENT_HDRS)
+	@mkdir -p $(AGENT_OUT)
+	$(AGENT_CC) $(AGENT_CFLAGS) $(AGENT_SYS_FLAGS) -DRELAY_AGENT_VERSION='"$(AGENT_VERSION)"' $(AGENT_LIB_SRC) agent/main.c \
+	  -o $@ -static $(AGENT_LDFLAGS) $(AGENT_SYS_LIBS) $(AGENT_LIBS) -lpthread 2>&1 | grep -v "statically linked applications requires" >&2 || true
+	@test -x $@
+	$(AGENT_STRIP) --strip-all $@
+
+# The static library is one relocatable object with every symbol but rl_agent_* made local,
+# so none can clash with the firmware's own. The shared one exports rl_agent_* only
+# (agent/librelayagent.map).
+agent-lib: $(AGENT_OUT)/librelayagent.a $(AGENT_OUT)/librelayagent.so
+
+AGENT_ROOTS := rl_agent_new rl_agent_run rl_agent_stop rl_agent_stats_get rl_agent_free rl_agent_parse_secret
+
+$(AGENT_OUT)/librelayagent.a: $(AGENT_LIB_SRC) $(AGENT_HDRS)
+	@mkdir -p $(AGENT_OUT)/obj
+	$(AGENT_CC) $(AGENT_CFLAGS) $(AGENT_SYS_FLAGS) -fPIC -r -nostdlib -Wl,--gc-sections \
+	  $(addprefix -Wl$(comma)-u$(comma),$(AGENT_ROOTS)) $(AGENT_LIB_SRC) -o $(AGENT_OUT)/obj/relayagent.o
+	$(AGENT_CROSS)objcopy $(addprefix --keep-global-symbol=,$(AGENT_ROOTS)) $(AGENT_OUT)/obj/relayagent.o
+	rm -f $@ && $(AGENT_CROSS)ar rcs $@ $(AGENT_OUT)/obj/relayagent.o
+
+$(AGENT_OUT)/librelayagent.so: $(AGENT_LIB_SRC) $(AGENT_HDRS) $(AGENT_EXPORTS)
+	@mkdir -p $(AGENT_OUT)
+	$(AGENT_CC) $(AGENT_CFLAGS) $(AGENT_SYS_FLAGS) -fPIC -shared -Wl,-soname,librelayagent.so.1 \
+	  -Wl,--version-script=$(AGENT_EXPORTS) $(AGENT_LIB_SRC) -o $@ $(AGENT_LDFLAGS) $(AGENT_SYS_LIBS) $(AGENT_LIBS)
+	$(AGENT_STRIP) --strip-unneeded $@
+
+# The library's example: a firmware-like program that starts an agent and serves each link
+# itself from the socket on_link hands it (and forwards nothing).
+$(AGENT_OUT)/agent-example: agent/example.c $(AGENT_OUT)/librelayagent.a Sources/CRelayCore/include/relay_agent.h
+	$(AGENT_CC) -Os -std=gnu11 -Wall -Wextra -Wno-unused-parameter -ISources/CRelayCore/include $(AGENT_SYS_FLAGS) agent/example.c \
+	  $(AGENT_OUT)/librelayagent.a -o $@ $(AGENT_LDFLAGS) $(AGENT_SYS_LIBS) $(AGENT_LIBS)
+
+# Cross builds with Debian's cross compilers (gcc-arm-linux-gnueabihf, gcc-mipsel-linux-gnu) against the target's own Debian packages
+# (scripts/cross-sysroot.sh); the outputs run under qemu-user-static (Tests/integration/test_agent_c.py).
+agent-cross: agent-setup
+	@set -e; for t in armhf:arm-linux-gnueabihf: mipsel:mipsel-linux-gnu:-latomic; do \
+	  arch=$${t%%:*}; rest=$${t#*:}; triplet=$${rest%%:*}; extra=$${rest#*:}; \
+	  bash scripts/cross-sysroot.sh $$arch; \
+	  $(MAKE) --no-print-directory agent-bin .build-cross/$$arch/librelayagent.so AGENT_OUT=.build-cross/$$arch \
+	    AGENT_CC=$$triplet-gcc AGENT_STRIP=$$triplet-strip AGENT_CROSS=$$triplet- \
+	    AGENT_SYSROOT=.build-cross/$$arch/sysroot AGENT_TRIPLET=$$triplet AGENT_EXTRA_LIBS=$$extra; \
+	  ls -l .build-cross/$$arch/relay-agent; \
+	done

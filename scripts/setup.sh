@@ -22,6 +22,29 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# --test and --cross: the device agent built for other CPUs (make agent-cross) and run under
+# qemu-user-static: Debian's cross compilers, musl for the static x86-64 build, and an
+# sshd/ssh pair for the footprint bench's `ssh -R` baseline. The targets' libssl and libevent
+# are not installed system-wide: scripts/cross-sysroot.sh downloads their Debian packages
+# (armhf, mipsel: bookworm release architectures) into .build-cross/, since multiarch would
+# require the same version as the host's packages, which mipsel (no security updates) lacks.
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--cross" ]; then
+  cross=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-mipsel-linux-gnu libc6-dev-mipsel-cross qemu-user-static musl-tools openssh-server openssh-client)
+  cneed=()
+  for pkg in "${cross[@]}"; do have_pkg "$pkg" || cneed+=("$pkg"); done
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  added=0
+  for arch in armhf mipsel; do
+    dpkg --print-foreign-architectures | grep -qx "$arch" || { $SUDO dpkg --add-architecture "$arch"; added=1; }
+  done
+  if [ ${#cneed[@]} -gt 0 ] || [ $added = 1 ] || ! apt-cache show libssl-dev:mipsel >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    if [ ${#cneed[@]} -gt 0 ]; then
+      echo "setup: installing ${cneed[*]}" >&2
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${cneed[@]}" >/dev/null
+    fi
+  fi
+fi
 if [ "${1:-}" = "--test" ]; then
   python3 -c 'import pytest, requests, cryptography' 2>/dev/null || python3 -m pip install -q pytest requests cryptography
 fi

@@ -4,15 +4,21 @@
  * Asks the relay for the max access period, sends NOTIFY_A and NOTIFY_B on their timers
  * from one UDP socket (so the NAT keeps one mapping), answers verified connection requests
  * by calling back over TCP, and splices each callback link onto a fresh connection to the
- * local web server.
+ * local web server, or onto a socket pair whose other end goes to the firmware (on_link).
+ *
+ * The same file runs in `relay agent` (Swift), in the standalone `relay-agent` program and
+ * in librelayagent (agent/): it needs only stream.c, tls.c, wire.c, crypto.c and netaddr.c
+ * of the core, libevent_core and OpenSSL. Public API: include/relay_agent.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/random.h>
 #include <openssl/crypto.h>
 #include "relay_core.h"
 #include "clock.h"
@@ -42,6 +48,7 @@ struct rl_agent {
     struct event_base *base;
     int udp_fd;
     struct event *udp_ev, *period_timer, *a_timer, *b_timer, *stop_ev;
+    int stop_pipe[2];      /* rl_agent_stop writes a byte: safe from threads and signal handlers */
     struct sockaddr_storage relay_addr, fwd_addr;
     socklen_t relay_len, fwd_len;
     uint8_t client_nonce[8];
@@ -62,6 +69,9 @@ struct rl_agent {
     char relay_text[128], forward_text[128];
     void (*log)(void *ctx, int level, const char *event, const char *text);
     void *log_ctx;
+    void (*on_status)(void *ctx, int event, const char *detail);
+    int (*on_link)(void *ctx, int fd);
+    void *status_ctx;
     uint8_t seen[SEEN_SIDS][RL_SESSION_ID_LEN];
     int seen_next;
     rl_mac mac;
@@ -102,6 +112,18 @@ static void say(rl_agent *a, int level, const char *event, const char *fmt, ...)
     a->log(a->log_ctx, level, event, text);
 }
 
+/* Tells the firmware (on_status), when it asked. */
+static void tell(rl_agent *a, int event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void tell(rl_agent *a, int event, const char *fmt, ...) {
+    if (!a->on_status) return;
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    a->on_status(a->status_ctx, event, text);
+}
+
 /* ---- datagrams ---- */
 
 static uint64_t next_counter(rl_agent *a) {
@@ -119,9 +141,15 @@ static void send_dgram(rl_agent *a, int type, const uint8_t *body, size_t body_l
     if (n && send(a->udp_fd, out, n, MSG_DONTWAIT) < 0 && errno == ECONNREFUSED) a->refused = 1;
 }
 
+/* The kernel's CSPRNG (getrandom): OpenSSL's RAND_bytes would start its provider and DRBG
+ * machinery for these 8 bytes, 2 MB of resident memory on a device that may never use TLS. */
+static void nonce(uint8_t *out, size_t len) {
+    if (getrandom(out, len, 0) != (ssize_t)len) rl_random_bytes(out, len);
+}
+
 static void send_period_request(rl_agent *a) {
     uint8_t body[RL_BODY_PERIOD_REQUEST] = {0};
-    rl_random_bytes(a->client_nonce, sizeof a->client_nonce);
+    nonce(a->client_nonce, sizeof a->client_nonce);
     memcpy(body, a->client_nonce, 8);
     rl_put64(body + 8, next_counter(a)); /* the relay answers each counter once */
     send_dgram(a, RL_T_PERIOD_REQUEST, body, sizeof body);
@@ -139,10 +167,12 @@ static void reregister(rl_agent *a);
 /* 0, or -1 when it registers again instead (its timers are then off). */
 static int send_notify(rl_agent *a, int type) {
     if (a->registered && a->unanswered >= NO_ANSWER_AFTER) {
-        if (!a->lost)
+        if (!a->lost) {
             say(a, RL_LOG_WARNING, "agent.relay_lost",
                 "the relay at %s stopped answering (%u notifies without an answer): registering again", a->relay_text,
                 a->unanswered);
+            tell(a, RL_AGENT_RELAY_LOST, "%s stopped answering", a->relay_text);
+        }
         a->lost = 1;
         reregister(a);
         return -1;
@@ -234,12 +264,105 @@ static int on_ack(rl_agent *a, const rl_dgram *d) {
     if (a->lost) {
         a->lost = 0;
         say(a, RL_LOG_NOTICE, "agent.relay_back", "the relay at %s answers again", a->relay_text);
+        tell(a, RL_AGENT_RELAY_BACK, "%s answers again", a->relay_text);
     }
-    if (a->leaving && echoed >= a->leave_from) event_base_loopbreak(a->base);
+    if (a->leaving && echoed >= a->leave_from) {
+        tell(a, RL_AGENT_LEFT, "%s was told", a->relay_text);
+        event_base_loopbreak(a->base);
+    }
     return 0;
 }
 
 static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port);
+
+/* The relay's PERIOD_INFO for the request we are waiting on: registered. */
+static void on_period_info(rl_agent *a, const rl_dgram *d) {
+    if (a->registered || memcmp(d->body, a->client_nonce, 8) != 0) return; /* stale or replayed */
+    adopt_epoch(a, rl_get32(d->body + 8));
+    a->period_s = rl_get32(d->body + 12);
+    a->keepalive_s = rl_get32(d->body + 16);
+    a->cb_port = rl_get16(d->body + 20);
+    if (a->period_s < 1) a->period_s = 1;
+    if (a->keepalive_s < 1) a->keepalive_s = 1;
+    a->registered = 1;
+    a->unanswered = 0;
+    a->lost = 0;
+    memset(a->client_nonce, 0, sizeof a->client_nonce);
+    evtimer_del(a->period_timer);
+    publish(a);
+    say(a, RL_LOG_INFO, "agent.registered", "registered with the relay at %s: period %u s, keepalive %u s, callbacks to port %u",
+        a->relay_text, a->period_s, a->keepalive_s, a->cb_port);
+    tell(a, RL_AGENT_REGISTERED, "%s: period %u s, keepalive %u s", a->relay_text, a->period_s, a->keepalive_s);
+    if (!a->leaving) start_notifying(a);
+}
+
+static void on_resync(rl_agent *a, const rl_dgram *d) {
+    /* Only an answer to a notify sent under the epoch we hold now: a replayed older RESYNC
+     * would hand us a past epoch (and a re-registration) for nothing. */
+    uint64_t echoed = rl_get64(d->body);
+    if (echoed <= a->epoch_from || echoed > a->counter || rl_get32(d->body + 8) == a->epoch) return;
+    /* The relay restarted: take its new epoch, re-register at once, and refresh the period
+     * (it may have been reconfigured). */
+    CTR_INC(a->resyncs);
+    say(a, RL_LOG_NOTICE, "agent.resync", "the relay at %s restarted: registering again", a->relay_text);
+    tell(a, RL_AGENT_RESYNC, "%s restarted", a->relay_text);
+    adopt_epoch(a, rl_get32(d->body + 8));
+    start_notifying(a);
+    reregister(a);
+}
+
+static void on_connect_request(rl_agent *a, const rl_dgram *d) {
+    const uint8_t *sid = d->body, *nonce = d->body + 16;
+    CTR_INC(a->conn_requests);
+    int dup = 0;
+    for (int k = 0; k < SEEN_SIDS && !dup; k++) dup = memcmp(a->seen[k], sid, RL_SESSION_ID_LEN) == 0;
+    int unbound = 0, connecting = 0, attempts = 0;
+    for (agent_link *l = a->links; l; l = l->next) {
+        unbound += !l->bound;
+        if (memcmp(l->sid, sid, RL_SESSION_ID_LEN) == 0) {
+            attempts++;
+            connecting += !l->relay_up;
+        }
+    }
+    /* A resend for a session already answered: nothing to do, unless its callback is still
+     * connecting (a lost SYN waits for TCP's own retry, 1 s then 3 s): then a fresh attempt,
+     * and the first to connect wins. */
+    if (dup && (!connecting || attempts >= ATTEMPTS_PER_SESSION)) return;
+    if (unbound >= MAX_UNBOUND_LINKS) return; /* not remembered: a resend may get through */
+    if (!dup) {
+        memcpy(a->seen[a->seen_next], sid, RL_SESSION_ID_LEN);
+        a->seen_next = (a->seen_next + 1) % SEEN_SIDS;
+    }
+    open_link(a, sid, nonce, rl_get16(d->body + 32));
+}
+
+/* One datagram from the relay: acted on only once its tag verifies (REJECT excepted). */
+static void on_datagram(rl_agent *a, const uint8_t *buf, size_t n) {
+    rl_dgram d;
+    if (rl_dgram_parse(buf, n, &d) != 0 || d.id_len != a->id_len || memcmp(d.id, a->id, a->id_len) != 0)
+        return; /* not for us */
+    if (d.type == RL_T_REJECT) {
+        /* Unauthenticated (the relay may not know our key): it only makes us say why we are
+         * not registered, and only for the request we are waiting on. */
+        if (!a->registered && memcmp(d.body, a->client_nonce, 8) == 0) a->rejected++;
+        return;
+    }
+    if (!rl_dgram_verify(&a->mac, a->key, buf, n)) return; /* forged */
+    switch (d.type) {
+    case RL_T_PERIOD_INFO: on_period_info(a, &d); break;
+    case RL_T_NOTIFY_ACK: on_ack(a, &d); break;
+    case RL_T_NOTIFY_ACK_MOVED:
+        /* A new NAT mapping as the relay sees it: confirm it soon, while it still has its
+         * short unanswered timeout, so the NAT keeps it for its long one (PROTOCOL.md,
+         * "Keepalive arithmetic"). */
+        if (on_ack(a, &d) == 0 && a->registered && !a->leaving && a->keepalive_s > CONFIRM_AFTER_S)
+            arm_s(a->b_timer, CONFIRM_AFTER_S);
+        break;
+    case RL_T_RESYNC: on_resync(a, &d); break;
+    case RL_T_CONNECT: on_connect_request(a, &d); break;
+    default: break;
+    }
+}
 
 static void on_udp(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
@@ -248,94 +371,16 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
         ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && errno == ECONNREFUSED) a->refused = 1; /* ICMP port unreachable from the relay's host */
         if (n <= 0) return;
-        rl_dgram d;
-        if (rl_dgram_parse(buf, (size_t)n, &d) != 0 || d.id_len != a->id_len || memcmp(d.id, a->id, a->id_len) != 0)
-            continue; /* not for us */
-        if (d.type == RL_T_REJECT) {
-            /* Unauthenticated (the relay may not know our key): it only makes us say why we
-             * are not registered, and only for the request we are waiting on. */
-            if (!a->registered && memcmp(d.body, a->client_nonce, 8) == 0) a->rejected++;
-            continue;
-        }
-        if (!rl_dgram_verify(&a->mac, a->key, buf, (size_t)n)) continue; /* forged */
-        switch (d.type) {
-        case RL_T_PERIOD_INFO:
-            if (a->registered || memcmp(d.body, a->client_nonce, 8) != 0) break; /* stale or replayed */
-            adopt_epoch(a, rl_get32(d.body + 8));
-            a->period_s = rl_get32(d.body + 12);
-            a->keepalive_s = rl_get32(d.body + 16);
-            a->cb_port = rl_get16(d.body + 20);
-            if (a->period_s < 1) a->period_s = 1;
-            if (a->keepalive_s < 1) a->keepalive_s = 1;
-            a->registered = 1;
-            a->unanswered = 0;
-            a->lost = 0;
-            memset(a->client_nonce, 0, sizeof a->client_nonce);
-            evtimer_del(a->period_timer);
-            publish(a);
-            say(a, RL_LOG_INFO, "agent.registered",
-                "registered with the relay at %s: period %u s, keepalive %u s, callbacks to port %u", a->relay_text,
-                a->period_s, a->keepalive_s, a->cb_port);
-            if (!a->leaving) start_notifying(a);
-            break;
-        case RL_T_NOTIFY_ACK:
-            on_ack(a, &d);
-            break;
-        case RL_T_NOTIFY_ACK_MOVED:
-            /* A new NAT mapping as the relay sees it: confirm it soon, while it still has its
-             * short unanswered timeout, so the NAT keeps it for its long one (PROTOCOL.md,
-             * "Keepalive arithmetic"). */
-            if (on_ack(a, &d) == 0 && a->registered && !a->leaving && a->keepalive_s > CONFIRM_AFTER_S)
-                arm_s(a->b_timer, CONFIRM_AFTER_S);
-            break;
-        case RL_T_RESYNC: {
-            /* Only an answer to a notify sent under the epoch we hold now: a replayed older
-             * RESYNC would hand us a past epoch (and a re-registration) for nothing. */
-            uint64_t echoed = rl_get64(d.body);
-            if (echoed <= a->epoch_from || echoed > a->counter || rl_get32(d.body + 8) == a->epoch) break;
-            /* The relay restarted: take its new epoch, re-register at once, and refresh the
-             * period (it may have been reconfigured). */
-            CTR_INC(a->resyncs);
-            say(a, RL_LOG_NOTICE, "agent.resync", "the relay at %s restarted: registering again", a->relay_text);
-            adopt_epoch(a, rl_get32(d.body + 8));
-            start_notifying(a);
-            reregister(a);
-            break;
-        }
-        case RL_T_CONNECT: {
-            const uint8_t *sid = d.body, *nonce = d.body + 16;
-            CTR_INC(a->conn_requests);
-            int dup = 0;
-            for (int k = 0; k < SEEN_SIDS && !dup; k++) dup = memcmp(a->seen[k], sid, RL_SESSION_ID_LEN) == 0;
-            int unbound = 0, connecting = 0, attempts = 0;
-            for (agent_link *l = a->links; l; l = l->next) {
-                unbound += !l->bound;
-                if (memcmp(l->sid, sid, RL_SESSION_ID_LEN) == 0) {
-                    attempts++;
-                    connecting += !l->relay_up;
-                }
-            }
-            /* A resend for a session already answered: nothing to do, unless its callback is
-             * still connecting (a lost SYN waits for TCP's own retry, 1 s then 3 s): then a
-             * fresh attempt, and the first to connect wins. */
-            if (dup && (!connecting || attempts >= ATTEMPTS_PER_SESSION)) break;
-            if (unbound >= MAX_UNBOUND_LINKS) break; /* not remembered: a resend may get through */
-            if (dup) {
-                open_link(a, sid, nonce, rl_get16(d.body + 32));
-                break;
-            }
-            memcpy(a->seen[a->seen_next], sid, RL_SESSION_ID_LEN);
-            a->seen_next = (a->seen_next + 1) % SEEN_SIDS;
-            open_link(a, sid, nonce, rl_get16(d.body + 32));
-            break;
-        }
-        default:
-            break;
-        }
+        on_datagram(a, buf, (size_t)n);
     }
 }
 
 /* ---- callback links ---- */
+
+static void link_failed(rl_agent *a, const char *why) {
+    CTR_INC(a->links_failed);
+    tell(a, RL_AGENT_LINK_FAILED, "%s", why);
+}
 
 static void link_free(agent_link *l) {
     rl_agent *a = l->a;
@@ -362,6 +407,29 @@ static void link_pump(agent_link *l) {
     if (r->eof && c->eof && !evbuffer_get_length(r->out) && !evbuffer_get_length(c->out)) link_free(l);
 }
 
+static void local_side_cb(rl_stream *st, int event, void *arg);
+
+/* on_link: the link's local side is one end of a socket pair, the firmware gets the other.
+ * (Not the relay's socket itself: bytes after the status may already sit in our buffer,
+ * and with TLS the firmware would have to speak it.) 0, or -1. */
+static int hand_over(agent_link *l) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+    l->local = rl_stream_new(l->a->base, sv[0], 0, local_side_cb, l);
+    if (!l->local) {
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    l->local_up = 1;
+    rl_stream_read(l->local, 1);
+    if (l->a->on_link(l->a->status_ctx, sv[1]) != 0) {
+        close(sv[1]);
+        return -1;
+    }
+    return 0;
+}
+
 static void relay_side_cb(rl_stream *st, int event, void *arg) {
     agent_link *l = arg;
     switch (event) {
@@ -381,7 +449,7 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
         if (!l->bound) {
             uint8_t status;
             if (evbuffer_remove(st->in, &status, 1) != 1) {
-                CTR_INC(l->a->links_failed);
+                link_failed(l->a, "the relay closed the callback before answering");
                 say(l->a, RL_LOG_WARNING, "agent.callback_failed",
                     "the relay closed the callback before answering its hello%s",
                     l->a->tls ? " (with TLS: does the relay have --tls-cert, and is --ca its CA?)" : "");
@@ -389,7 +457,7 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
                 return;
             }
             if (status != RL_CB_OK) {
-                CTR_INC(l->a->links_failed);
+                link_failed(l->a, "the relay refused the callback");
                 static const char *why[] = {"", "malformed hello", "unknown or expired session (the wake ended)",
                                             "proof does not verify: check --key", "the session already has a link",
                                             "device certificate missing, invalid, or for another device",
@@ -401,7 +469,13 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
                 return;
             }
             l->bound = 1;
+            if (l->a->on_link && hand_over(l) != 0) {
+                link_failed(l->a, "no socket pair for the firmware, or it refused the link");
+                link_free(l);
+                return;
+            }
             CTR_INC(l->a->links_opened);
+            tell(l->a, RL_AGENT_LINK_OPENED, "%s", l->a->on_link ? "handed to the firmware" : l->a->forward_text);
         }
         link_pump(l);
         return;
@@ -409,7 +483,7 @@ static void relay_side_cb(rl_stream *st, int event, void *arg) {
         link_pump(l);
         return;
     default:
-        CTR_INC(l->a->links_failed);
+        link_failed(l->a, l->relay_up ? "the relay side of a link failed" : "callback to the relay failed");
         if (!l->relay_up)
             say(l->a, RL_LOG_WARNING, "agent.callback_failed", "callback to the relay's TCP port failed: %s",
                 st->error ? strerror(st->error) : "connection error");
@@ -433,7 +507,7 @@ static void local_side_cb(rl_stream *st, int event, void *arg) {
         return;
     default:
         /* The local web server is unreachable or reset: dropping the link tells the relay. */
-        CTR_INC(l->a->links_failed);
+        link_failed(l->a, l->local_up ? "the local side of a link failed" : "cannot reach the local server");
         if (!l->local_up)
             say(l->a, RL_LOG_WARNING, "agent.forward_failed", "cannot reach the local server %s (--forward): %s",
                 l->a->forward_text, st->error ? strerror(st->error) : "connection error");
@@ -461,7 +535,7 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
     else ((struct sockaddr_in *)&cb)->sin_port = htons(port);
     /* Both connections start at once: the local one is ready by the time the relay answers. */
     int rfd = rl_tcp_connect((struct sockaddr *)&cb, a->relay_len);
-    int lfd = rl_tcp_connect((struct sockaddr *)&a->fwd_addr, a->fwd_len);
+    int lfd = a->on_link ? -1 : rl_tcp_connect((struct sockaddr *)&a->fwd_addr, a->fwd_len);
     if (rfd >= 0) l->relay = rl_stream_new(a->base, rfd, 1, relay_side_cb, l);
     if (l->relay && a->tls && rl_stream_start_tls(l->relay, a->tls, 0, a->tls_name) != 0) {
         rl_stream_free(l->relay); /* closes rfd */
@@ -469,13 +543,13 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
         rfd = -1;
     }
     if (lfd >= 0) l->local = rl_stream_new(a->base, lfd, 1, local_side_cb, l);
-    if (!l->relay || !l->local) {
+    if (!l->relay || (!l->local && !a->on_link)) {
         if (!l->relay && rfd >= 0) close(rfd);
         if (!l->local && lfd >= 0) close(lfd);
         rl_stream_free(l->relay);
         rl_stream_free(l->local);
         free(l);
-        CTR_INC(a->links_failed);
+        link_failed(a, "cannot open a callback or its forward");
         return;
     }
     l->next = a->links;
@@ -489,6 +563,7 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
 static void on_leave_timer(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
     if (a->leave_tries++ == LEAVE_TRIES) {
+        tell(a, RL_AGENT_LEFT, "LEAVE to %s went unanswered", a->relay_text);
         event_base_loopbreak(a->base);
         return;
     }
@@ -503,6 +578,9 @@ static void on_leave_timer(evutil_socket_t fd, short what, void *arg) {
 
 static void on_stop(evutil_socket_t fd, short what, void *arg) {
     rl_agent *a = arg;
+    char drain[16];
+    while (read(a->stop_pipe[0], drain, sizeof drain) > 0) {
+    }
     if (!a->registered || a->leaving) {
         event_base_loopbreak(a->base);
         return;
@@ -514,8 +592,58 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
     on_leave_timer(-1, 0, a);
 }
 
+int rl_agent_parse_secret(const char *hex, uint8_t secret[RL_SECRET_LEN]) {
+    if (!hex) return -1;
+    while (*hex == ' ' || *hex == '\t' || *hex == '\n' || *hex == '\r') hex++;
+    size_t n = strlen(hex);
+    while (n && (hex[n - 1] == ' ' || hex[n - 1] == '\t' || hex[n - 1] == '\n' || hex[n - 1] == '\r')) n--;
+    if (n != 2 * RL_SECRET_LEN) return -1;
+    return rl_unhex(hex, n, secret, RL_SECRET_LEN);
+}
+
+/* The callback's TLS client context, and the name the relay's certificate must carry. */
+static int setup_tls(rl_agent *a, const rl_agent_config *cfg, char *err, size_t err_len) {
+    a->tls = rl_tls_client_ctx(cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err, err_len);
+    if (!a->tls) return -1;
+    if (cfg->tls_name && cfg->tls_name[0]) {
+        snprintf(a->tls_name, sizeof a->tls_name, "%s", cfg->tls_name);
+        return 0;
+    }
+    /* The host of --relay: "name:port", "[v6]:port" or "v4:port". */
+    const char *h = cfg->relay, *end = strrchr(h, ':');
+    if (h[0] == '[') {
+        h++;
+        end = strchr(h, ']');
+    }
+    size_t n = end ? (size_t)(end - h) : strlen(h);
+    snprintf(a->tls_name, sizeof a->tls_name, "%.*s", (int)n, h);
+    return 0;
+}
+
+/* The loop, its events, and the pipe rl_agent_stop writes to. */
+static int setup_loop(rl_agent *a, char *err, size_t err_len) {
+    if (pipe(a->stop_pipe) != 0) {
+        rl_set_err(err, err_len, "cannot open a pipe: %s", strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(a->stop_pipe[i], F_SETFL, O_NONBLOCK);
+        fcntl(a->stop_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    a->base = event_base_new();
+    if (!a->base) return -1;
+    a->udp_ev = event_new(a->base, a->udp_fd, EV_READ | EV_PERSIST, on_udp, a);
+    a->period_timer = evtimer_new(a->base, on_period_timer, a);
+    a->a_timer = evtimer_new(a->base, on_a_timer, a);
+    a->b_timer = evtimer_new(a->base, on_b_timer, a);
+    a->stop_ev = event_new(a->base, a->stop_pipe[0], EV_READ | EV_PERSIST, on_stop, a);
+    a->leave_timer = evtimer_new(a->base, on_leave_timer, a);
+    return a->udp_ev && a->period_timer && a->a_timer && a->b_timer && a->stop_ev && a->leave_timer ? 0 : -1;
+}
+
 rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
-    rl_init_threads();
+    /* No evthread here (rl_init_threads is the relay core's): nothing crosses threads but
+     * rl_agent_stop's pipe byte and the stats' atomics. */
     size_t id_len = cfg->device_id ? strlen(cfg->device_id) : 0;
     if (!rl_device_id_valid(cfg->device_id, id_len)) {
         rl_set_err(err, err_len, "device ID must be 1-63 of a-z, 0-9 and -, not starting or ending with -");
@@ -527,6 +655,7 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
         return NULL;
     }
     a->udp_fd = -1;
+    a->stop_pipe[0] = a->stop_pipe[1] = -1;
     memcpy(a->id, cfg->device_id, id_len);
     a->id_len = id_len;
     if (rl_derive_device_key(cfg->secret, a->key) != 0 || rl_mac_init(&a->mac) != 0) {
@@ -538,7 +667,8 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
         rl_set_err(err, err_len, "--relay: %s", sub);
         goto fail;
     }
-    if (rl_parse_addr(cfg->forward, &a->fwd_addr, &a->fwd_len, sub, sizeof sub) != 0) {
+    if (!(cfg->on_link && (!cfg->forward || !cfg->forward[0])) &&
+        rl_parse_addr(cfg->forward, &a->fwd_addr, &a->fwd_len, sub, sizeof sub) != 0) {
         rl_set_err(err, err_len, "--forward: %s", sub);
         goto fail;
     }
@@ -548,35 +678,16 @@ rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len) {
         rl_set_err(err, err_len, "cannot open UDP to %s: %s", cfg->relay, strerror(errno));
         goto fail;
     }
-    if (cfg->tls_ca) {
-        a->tls = rl_tls_client_ctx(cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err, err_len);
-        if (!a->tls) goto fail;
-        if (cfg->tls_name && cfg->tls_name[0]) {
-            snprintf(a->tls_name, sizeof a->tls_name, "%s", cfg->tls_name);
-        } else {
-            /* The host of --relay: "name:port", "[v6]:port" or "v4:port". */
-            const char *h = cfg->relay, *end = strrchr(h, ':');
-            if (h[0] == '[') {
-                h++;
-                end = strchr(h, ']');
-            }
-            size_t n = end ? (size_t)(end - h) : strlen(h);
-            snprintf(a->tls_name, sizeof a->tls_name, "%.*s", (int)n, h);
-        }
-    }
-    a->base = event_base_new();
-    if (!a->base) goto fail;
-    a->udp_ev = event_new(a->base, a->udp_fd, EV_READ | EV_PERSIST, on_udp, a);
-    a->period_timer = evtimer_new(a->base, on_period_timer, a);
-    a->a_timer = evtimer_new(a->base, on_a_timer, a);
-    a->b_timer = evtimer_new(a->base, on_b_timer, a);
-    a->stop_ev = event_new(a->base, -1, 0, on_stop, a);
-    a->leave_timer = evtimer_new(a->base, on_leave_timer, a);
-    if (!a->udp_ev || !a->period_timer || !a->a_timer || !a->b_timer || !a->stop_ev || !a->leave_timer) goto fail;
+    if (cfg->tls_ca && setup_tls(a, cfg, err, err_len) != 0) goto fail;
+    if (setup_loop(a, err, err_len) != 0) goto fail;
     snprintf(a->relay_text, sizeof a->relay_text, "%s", cfg->relay);
-    snprintf(a->forward_text, sizeof a->forward_text, "%s", cfg->forward);
+    snprintf(a->forward_text, sizeof a->forward_text, "%s", cfg->forward ? cfg->forward : "");
     a->log = cfg->log;
     a->log_ctx = cfg->log_ctx;
+    a->on_status = cfg->on_status;
+    a->on_link = cfg->on_link;
+    a->status_ctx = cfg->status_ctx;
+    event_add(a->stop_ev, NULL); /* a stop before rl_agent_run is seen when it starts */
     a->period_s = 300;
     a->keepalive_s = 25;
     publish(a);
@@ -596,7 +707,12 @@ int rl_agent_run(rl_agent *a) {
 }
 
 void rl_agent_stop(rl_agent *a) {
-    if (a && a->stop_ev) event_active(a->stop_ev, 0, 0);
+    if (a && a->stop_pipe[1] >= 0) {
+        int saved = errno; /* a signal handler may call this */
+        ssize_t n = write(a->stop_pipe[1], "s", 1);
+        (void)n; /* a full pipe already holds a stop */
+        errno = saved;
+    }
 }
 
 void rl_agent_stats_get(const rl_agent *a, rl_agent_stats *o) {
@@ -625,6 +741,8 @@ void rl_agent_free(rl_agent *a) {
     if (a->leave_timer) event_free(a->leave_timer);
     if (a->base) event_base_free(a->base);
     if (a->udp_fd >= 0) close(a->udp_fd);
+    if (a->stop_pipe[0] >= 0) close(a->stop_pipe[0]);
+    if (a->stop_pipe[1] >= 0) close(a->stop_pipe[1]);
     rl_mac_free(&a->mac);
     if (a->tls) SSL_CTX_free(a->tls);
     free(a);

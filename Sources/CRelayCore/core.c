@@ -1,5 +1,8 @@
 /* core.c: rl_core lifecycle, the loop thread, device and token commands, records and stats. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <event2/thread.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +19,18 @@
 #include "metrics.h"
 #include "callback.h"
 #include "track.h"
+
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+static void init_threads(void) {
+    /* Must precede every event_base: other threads wake the loop with event_active. */
+    evthread_use_pthreads();
+    /* A peer that resets mid-write must give EPIPE, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void rl_init_threads(void) {
+    pthread_once(&threads_once, init_threads);
+}
 
 void rl_core_config_defaults(rl_core_config *cfg) {
     memset(cfg, 0, sizeof *cfg);

@@ -231,6 +231,38 @@ def relay_bin() -> Path:
     return p
 
 
+# The device agent comes in two builds of the same agent.c: `relay agent` in the Swift binary
+# and the standalone C program `relay-agent` (make agent). Tests that matter for the agent run
+# against both with @both_agents (the agent_impl fixture); the rest use `relay agent`.
+AGENT_IMPLS = ["swift", "c"]
+
+
+def relay_agent_bin() -> Path:
+    env = os.environ.get("RELAY_AGENT_BIN")
+    p = Path(env) if env else REPO / ".build-agent" / "relay-agent"
+    if not p.is_absolute():
+        p = REPO / p
+    if not p.exists():
+        if env:
+            pytest.fail(f"RELAY_AGENT_BIN={env} does not exist")
+        pytest.skip(f"relay-agent not built ({p}): make agent, or set RELAY_AGENT_BIN")
+    return p
+
+
+def agent_command(impl: str = "swift") -> list:
+    """The argv prefix that runs the agent: `relay agent` or `relay-agent`, same flags after it."""
+    return [relay_bin(), "agent"] if impl == "swift" else [relay_agent_bin()]
+
+
+@pytest.fixture
+def agent_impl(request) -> str:
+    """Which agent build the test runs: "swift" unless parametrized by @both_agents."""
+    return getattr(request, "param", "swift")
+
+
+both_agents = pytest.mark.parametrize("agent_impl", AGENT_IMPLS, indirect=True)
+
+
 def run_cli(args: list, timeout: float = 30.0) -> subprocess.CompletedProcess:
     try:
         return subprocess.run([str(relay_bin())] + [str(a) for a in args], capture_output=True, text=True,
@@ -482,8 +514,9 @@ def recording_server(cleanup):
 
 
 @pytest.fixture
-def agent_factory(workdir, cleanup):
-    """Starts `relay agent` for a device against a relay; waits until it has notified."""
+def agent_factory(workdir, cleanup, agent_impl):
+    """Starts `relay agent` (or `relay-agent`, see agent_impl) for a device against a relay;
+    waits until it has notified."""
     n = [0]
 
     def make(relay: Relay, device_id: str, forward_port: int, forward_host: str = "127.0.0.1",
@@ -491,7 +524,7 @@ def agent_factory(workdir, cleanup):
         n[0] += 1
         secret = relay.devices.get(device_id) or relay.add_device(device_id)
         before = relay.metrics() if wait else None
-        p = Proc([relay_bin(), "agent", "--relay", hostport(relay.host, relay.udp_ports[udp_index]),
+        p = Proc(agent_command(agent_impl) + ["--relay", hostport(relay.host, relay.udp_ports[udp_index]),
                   "--id", device_id, "--key", secret, "--forward", hostport(forward_host, forward_port)],
                  workdir, f"agent{n[0]}-{device_id}")
         cleanup.append(p.stop)

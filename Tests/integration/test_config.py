@@ -16,7 +16,7 @@ from typing import Optional
 import pytest
 import requests
 
-from conftest import REPO, Proc, Relay, free_port, hostport, relay_bin
+from conftest import REPO, Proc, Relay, agent_command, both_agents, free_port, hostport, relay_bin
 from helpers import wait_until
 
 T = (5, 30)
@@ -466,8 +466,9 @@ def write_key(path: Path, secret: str, mode: int) -> Path:
     return path
 
 
-def start_agent(workdir: Path, cleanup, name: str, config: Path, env: Optional[dict] = None) -> Proc:
-    p = Proc([relay_bin(), "agent", "--config", config], workdir, name, env=env_with(**(env or {})))
+def start_agent(workdir: Path, cleanup, name: str, config: Path, env: Optional[dict] = None,
+                impl: str = "swift") -> Proc:
+    p = Proc(agent_command(impl) + ["--config", config], workdir, name, env=env_with(**(env or {})))
     cleanup.append(p.stop)
     return p
 
@@ -489,8 +490,9 @@ def fetch_through(relay: Relay, device_id: str, path: str) -> requests.Response:
     return r
 
 
+@both_agents
 @pytest.mark.timeout(60)
-def test_agent_from_config_file_serves_pages(relay_factory, recording_server, workdir, cleanup):
+def test_agent_from_config_file_serves_pages(relay_factory, recording_server, workdir, cleanup, agent_impl):
     relay = relay_factory()
     srv = recording_server()
     secret = relay.add_device("cfgagent1")
@@ -499,7 +501,7 @@ def test_agent_from_config_file_serves_pages(relay_factory, recording_server, wo
                                               "key-file": str(key), "forward": hostport("127.0.0.1", srv.port),
                                               "log-level": "info"})
     before = relay.metrics()
-    agent = start_agent(workdir, cleanup, "agent-cfg1", cfg)
+    agent = start_agent(workdir, cleanup, "agent-cfg1", cfg, impl=agent_impl)
     wait_notified(relay, agent, before)
     r = fetch_through(relay, "cfgagent1", "/via-config?x=1")
     assert r.json()["path"] == "/via-config?x=1", r.text
@@ -507,12 +509,13 @@ def test_agent_from_config_file_serves_pages(relay_factory, recording_server, wo
     assert secret not in agent.stderr() + agent.stdout(), "the agent logged its secret"
 
 
-def test_agent_key_file_readable_by_others_is_refused(workdir, cleanup):
+@both_agents
+def test_agent_key_file_readable_by_others_is_refused(workdir, cleanup, agent_impl):
     secret = "ab" * 32
     key = write_key(workdir / "open.key", secret, 0o644)
     cfg = write_yaml(workdir / "agent.yaml", {"relay": "127.0.0.1:9", "id": "cfgagent2", "key-file": str(key),
                                               "forward": "127.0.0.1:9"})
-    agent = start_agent(workdir, cleanup, "agent-open-key", cfg)
+    agent = start_agent(workdir, cleanup, "agent-open-key", cfg, impl=agent_impl)
     rc = agent.wait(15)
     assert rc is not None, f"agent with a mode-644 key file still running\n{agent.describe()}"
     assert rc == 64, agent.describe()
@@ -522,15 +525,16 @@ def test_agent_key_file_readable_by_others_is_refused(workdir, cleanup):
     assert secret not in err + agent.stdout()
 
 
+@both_agents
 @pytest.mark.timeout(60)
-def test_agent_missing_forward_is_named_and_env_fills_it(relay_factory, recording_server, workdir, cleanup):
+def test_agent_missing_forward_is_named_and_env_fills_it(relay_factory, recording_server, workdir, cleanup, agent_impl):
     relay = relay_factory()
     srv = recording_server()
     secret = relay.add_device("cfgagent3")
     key = write_key(workdir / "cfgagent3.key", secret, 0o600)
     cfg = write_yaml(workdir / "agent.yaml", {"relay": hostport(relay.host, relay.udp_port), "id": "cfgagent3",
                                               "key-file": str(key)})
-    agent = start_agent(workdir, cleanup, "agent-no-forward", cfg)
+    agent = start_agent(workdir, cleanup, "agent-no-forward", cfg, impl=agent_impl)
     rc = agent.wait(15)
     assert rc == 64, agent.describe()
     err = agent.stderr()
@@ -539,15 +543,16 @@ def test_agent_missing_forward_is_named_and_env_fills_it(relay_factory, recordin
 
     before = relay.metrics()
     agent = start_agent(workdir, cleanup, "agent-env-forward", cfg,
-                        env={"RELAY_AGENT_FORWARD": hostport("127.0.0.1", srv.port)})
+                        env={"RELAY_AGENT_FORWARD": hostport("127.0.0.1", srv.port)}, impl=agent_impl)
     wait_notified(relay, agent, before)
     r = fetch_through(relay, "cfgagent3", "/from-env")
     assert r.json()["path"] == "/from-env", r.text
     assert "/from-env" in srv.paths()
 
 
+@both_agents
 @pytest.mark.timeout(60)
-def test_agent_env_overrides_file(relay_factory, recording_server, workdir, cleanup):
+def test_agent_env_overrides_file(relay_factory, recording_server, workdir, cleanup, agent_impl):
     """RELAY_AGENT_FORWARD wins over the file's forward."""
     relay = relay_factory()
     srv = recording_server()
@@ -557,7 +562,7 @@ def test_agent_env_overrides_file(relay_factory, recording_server, workdir, clea
                                               "key-file": str(key), "forward": "127.0.0.1:9"})
     before = relay.metrics()
     agent = start_agent(workdir, cleanup, "agent-env-wins", cfg,
-                        env={"RELAY_AGENT_FORWARD": hostport("127.0.0.1", srv.port)})
+                        env={"RELAY_AGENT_FORWARD": hostport("127.0.0.1", srv.port)}, impl=agent_impl)
     wait_notified(relay, agent, before)
     assert fetch_through(relay, "cfgagent4", "/env-wins").json()["path"] == "/env-wins"
 
@@ -574,12 +579,17 @@ def test_agent_env_overrides_file(relay_factory, recording_server, workdir, clea
     ("relay: 127.0.0.1:9\nid: x\nforward: 127.0.0.1:9\nkey: zz\n",
      r"Error: key \(from FILE\): must be the 64 hex digit secret"),
 ], ids=["unknown_key", "missing_id", "missing_key", "unreadable_key_file", "public_config_with_key", "bad_key"])
-def test_agent_bad_config_exits_64(workdir, text, pattern, request):
+@both_agents
+def test_agent_bad_config_exits_64(workdir, text, pattern, request, agent_impl):
     path = workdir / "agent-bad.yaml"
     path.write_text(text.replace("FILE", str(path)))
     # a config file holding the secret must be private; only that case leaves it readable
-    path.chmod(0o644 if request.node.callspec.id == "public_config_with_key" else 0o600)
-    r = run_relay(["agent", "--config", path], timeout=15)
+    path.chmod(0o644 if "public_config_with_key" in request.node.callspec.id else 0o600)
+    if agent_impl == "swift":
+        r = run_relay(["agent", "--config", path], timeout=15)
+    else:
+        r = subprocess.run([str(a) for a in agent_command("c") + ["--config", path]], capture_output=True,
+                           text=True, timeout=15, stdin=subprocess.DEVNULL, env=env_with())
     assert r.returncode == 64, (r.returncode, r.stderr)
     expect_error(r.stderr, pattern, path)
 

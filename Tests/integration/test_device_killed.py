@@ -10,6 +10,7 @@ import pytest
 import requests
 
 import relayproto as rp
+from conftest import both_agents
 from helpers import connect, http_request_bytes
 
 T = (5, 30)
@@ -19,6 +20,7 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+@both_agents
 @pytest.mark.timeout(120)
 def test_agent_killed_mid_download(relay, static_server, agent_factory):
     root, port, _ = static_server()

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import pytest
 import requests
 
+from conftest import both_agents
 from helpers import SID_RE
 
 T = (5, 30)
@@ -32,6 +33,7 @@ def recorded(relay, recording_server, agent_factory):
     return relay, srv
 
 
+@both_agents
 def test_path_routing_strips_prefix(served):
     relay, _ = served
     h = relay.auth("cam1")
@@ -54,6 +56,7 @@ def test_host_routing_with_requests(served):
     assert SID_RE.match(r.headers.get("X-Relay-Session", ""))
 
 
+@both_agents
 def test_host_routing_with_curl(served):
     relay, _ = served
     tok = relay.token("cam1")
@@ -72,6 +75,7 @@ def test_host_routing_with_curl(served):
         assert body == b"deep file\n"
 
 
+@both_agents
 def test_device_sees_rewritten_request_without_credentials(recorded):
     relay, srv = recorded
     tok = relay.token("rec1")
@@ -187,6 +191,7 @@ def test_response_headers_and_status_pass_through(served):
     assert SID_RE.match(r.headers.get("X-Relay-Session", ""))
 
 
+@both_agents
 def test_agent_recovers_after_relay_restart(relay_factory, static_server, agent_factory):
     """The relay restarts (new epoch): the agent's next notify gets RESYNC, it re-notifies, and
     terminals reach it again without restarting the agent."""

@@ -7,11 +7,14 @@ import time
 import pytest
 import requests
 
+from conftest import both_agents
+
 T = (5, 30)
 KEEPALIVE = 2
 AGENTS = 5
 
 
+@both_agents
 @pytest.mark.timeout(120)
 def test_devices_return_within_a_keepalive_after_restart_under_load(relay_factory, static_server, agent_factory):
     # The load wakes five devices back to back from one address: the abuse limits (tested in

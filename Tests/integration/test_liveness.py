@@ -11,7 +11,7 @@ import pytest
 import requests
 
 import relayproto as rp
-from conftest import Proc, free_port, hostport, relay_bin
+from conftest import Proc, agent_command, both_agents, free_port, hostport
 from helpers import answer_wake, run_bg, wait_until
 
 T = (5, 30)
@@ -51,6 +51,7 @@ def test_every_accepted_notify_gets_one_ack_of_its_size_and_nothing_else_does(re
 # ---------------------------------------------------------------- offline at once
 
 
+@both_agents
 def test_agent_confirms_a_new_mapping_soon(relay_factory, recording_server, agent_factory):
     """NOTIFY_ACK_MOVED (the notify moved the anchor) makes the agent send a NOTIFY_B 3 s later,
     long before its keepalive: a NAT that promotes answered mappings only once they are 2 s old
@@ -63,6 +64,7 @@ def test_agent_confirms_a_new_mapping_soon(relay_factory, recording_server, agen
     assert agent.alive()
 
 
+@both_agents
 def test_stopped_agent_is_offline_at_once(relay_factory, recording_server, agent_factory):
     relay = relay_factory("--period", "300")
     web = recording_server()
@@ -163,8 +165,8 @@ def test_an_old_agent_is_refused_and_named_in_the_log(relay, fake_devices):
 # ---------------------------------------------------------------- an agent that says what it sees
 
 
-def agent_proc(workdir, cleanup, relay_addr, device_id, secret, forward_port, name):
-    p = Proc([relay_bin(), "agent", "--relay", relay_addr, "--id", device_id, "--key", secret,
+def agent_proc(workdir, cleanup, relay_addr, device_id, secret, forward_port, name, impl="swift"):
+    p = Proc(agent_command(impl) + ["--relay", relay_addr, "--id", device_id, "--key", secret,
               "--forward", hostport("127.0.0.1", forward_port)], workdir, name)
     cleanup.append(p.stop)
     return p
@@ -174,30 +176,35 @@ def says(p, text, timeout):
     return wait_until(lambda: text in p.stderr(), timeout)
 
 
+@both_agents
 @pytest.mark.timeout(60)
-def test_agent_names_a_wrong_key_or_id(relay, workdir, cleanup):
+def test_agent_names_a_wrong_key_or_id(relay, workdir, cleanup, agent_impl):
     relay.add_device("cred1")
-    wrong_key = agent_proc(workdir, cleanup, hostport(relay.host, relay.udp_port), "cred1", "ab" * 32, 9, "wk")
-    unknown = agent_proc(workdir, cleanup, hostport(relay.host, relay.udp_port), "nobody-here", "cd" * 32, 9, "uk")
+    wrong_key = agent_proc(workdir, cleanup, hostport(relay.host, relay.udp_port), "cred1", "ab" * 32, 9, "wk",
+                           agent_impl)
+    unknown = agent_proc(workdir, cleanup, hostport(relay.host, relay.udp_port), "nobody-here", "cd" * 32, 9, "uk",
+                         agent_impl)
     for p in (wrong_key, unknown):
         assert says(p, "agent.rejected", 15), p.describe()
         assert "check --id and --key" in p.stderr()
 
 
+@both_agents
 @pytest.mark.timeout(60)
-def test_agent_names_a_wrong_port_and_a_silent_one(workdir, cleanup):
+def test_agent_names_a_wrong_port_and_a_silent_one(workdir, cleanup, agent_impl):
     closed = free_port("127.0.0.1", "udp")  # nothing listens: the kernel answers ICMP port unreachable
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # listens, never answers
     silent.bind(("127.0.0.1", 0))
     cleanup.append(silent.close)
-    a = agent_proc(workdir, cleanup, f"127.0.0.1:{closed}", "port1", "ab" * 32, 9, "closed")
-    b = agent_proc(workdir, cleanup, f"127.0.0.1:{silent.getsockname()[1]}", "port2", "ab" * 32, 9, "silent")
+    a = agent_proc(workdir, cleanup, f"127.0.0.1:{closed}", "port1", "ab" * 32, 9, "closed", agent_impl)
+    b = agent_proc(workdir, cleanup, f"127.0.0.1:{silent.getsockname()[1]}", "port2", "ab" * 32, 9, "silent", agent_impl)
     assert says(a, "agent.no_relay", 15), a.describe()
     assert "is --relay the relay's UDP port" in a.stderr()
     assert says(b, "agent.no_answer", 15), b.describe()
     assert "after 3 period requests" in b.stderr()
 
 
+@both_agents
 def test_agent_logs_a_failed_forward(relay, agent_factory):
     closed = free_port("127.0.0.1", "tcp")
     agent = agent_factory(relay, "fwd1", closed)
@@ -208,6 +215,7 @@ def test_agent_logs_a_failed_forward(relay, agent_factory):
     assert f"127.0.0.1:{closed}" in agent.stderr() and "refused" in agent.stderr().lower()
 
 
+@both_agents
 @pytest.mark.timeout(90)
 def test_agent_notices_the_relay_gone_and_registers_when_it_is_back(relay_factory, recording_server, agent_factory):
     relay = relay_factory("--period", "4", "--keepalive", "1")

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import Proc, free_port, relay_bin
+from conftest import Proc, agent_command, both_agents, free_port, relay_bin
 from helpers import wait_until
 
 DOMAIN = "relay.test"
@@ -113,9 +113,9 @@ def read_response(sock) -> bytes:
     return head
 
 
-def start_agent(relay, workdir, cleanup, device_id: str, forward_port: int, *tls_args) -> Proc:
+def start_agent(relay, workdir, cleanup, device_id: str, forward_port: int, *tls_args, impl: str = "swift") -> Proc:
     secret = relay.devices.get(device_id) or relay.add_device(device_id)
-    p = Proc([relay_bin(), "agent", "--relay", f"127.0.0.1:{relay.udp_port}", "--id", device_id, "--key", secret,
+    p = Proc(agent_command(impl) + ["--relay", f"127.0.0.1:{relay.udp_port}", "--id", device_id, "--key", secret,
               "--forward", f"127.0.0.1:{forward_port}", *[str(a) for a in tls_args]], workdir, f"agent-{device_id}")
     cleanup.append(p.stop)
     assert wait_until(lambda: "agent.registered" in p.stderr() or not p.alive(), 15), p.describe()
@@ -126,12 +126,13 @@ def start_agent(relay, workdir, cleanup, device_id: str, forward_port: int, *tls
 # ---------------------------------------------------------------- terminals
 
 
+@both_agents
 @pytest.mark.timeout(90)
-def test_https_both_legs_end_to_end(relay_factory, pki, recording_server, workdir, cleanup):
+def test_https_both_legs_end_to_end(relay_factory, pki, recording_server, workdir, cleanup, agent_impl):
     ca = pki[0]
     relay = tls_relay(relay_factory, pki)
     srv = recording_server()
-    start_agent(relay, workdir, cleanup, "cam1", srv.port, "--ca", ca.path, "--tls-name", DOMAIN)
+    start_agent(relay, workdir, cleanup, "cam1", srv.port, "--ca", ca.path, "--tls-name", DOMAIN, impl=agent_impl)
     tok = relay.token("cam1")
     code, body = status_and_body(curl(relay, "/hello?x=1", "cam1", token=tok, ca=ca.path))
     assert code == 200, body
@@ -197,12 +198,14 @@ def test_bad_tls_handshakes_are_counted(relay_factory, pki):
 # ---------------------------------------------------------------- the device leg
 
 
+@both_agents
 @pytest.mark.timeout(90)
-def test_agent_refuses_a_relay_it_cannot_verify(relay_factory, pki, recording_server, workdir, cleanup):
+def test_agent_refuses_a_relay_it_cannot_verify(relay_factory, pki, recording_server, workdir, cleanup, agent_impl):
     relay = tls_relay(relay_factory, pki, "--wake-timeout", "2s")
     other = CA(workdir, "other-ca")
     srv = recording_server()
-    agent = start_agent(relay, workdir, cleanup, "cam2", srv.port, "--ca", other.path, "--tls-name", DOMAIN)
+    agent = start_agent(relay, workdir, cleanup, "cam2", srv.port, "--ca", other.path, "--tls-name", DOMAIN,
+                        impl=agent_impl)
     code, body = status_and_body(curl(relay, "/", "cam2", token=relay.token("cam2"), ca=pki[0].path))
     assert code == 504, body  # the agent never completed a callback it could not verify
     assert not srv.requests
@@ -210,8 +213,9 @@ def test_agent_refuses_a_relay_it_cannot_verify(relay_factory, pki, recording_se
     assert "links_failed=" in agent.stderr() and "links_opened=0" in agent.stderr(), agent.stderr()
 
 
+@both_agents
 @pytest.mark.timeout(120)
-def test_device_certificates(relay_factory, pki, recording_server, workdir, cleanup):
+def test_device_certificates(relay_factory, pki, recording_server, workdir, cleanup, agent_impl):
     device_ca = CA(workdir, "device-ca")
     rogue_ca = CA(workdir, "rogue-ca")
     relay = tls_relay(relay_factory, pki, "--device-ca", device_ca.path, "--wake-timeout", "3s")
@@ -234,7 +238,7 @@ def test_device_certificates(relay_factory, pki, recording_server, workdir, clea
         extra = ["--ca", pki[0].path, "--tls-name", DOMAIN]
         if files:
             extra += ["--tls-cert", files[0], "--tls-key", files[1]]
-        start_agent(relay, workdir, cleanup, dev, srv.port, *extra)
+        start_agent(relay, workdir, cleanup, dev, srv.port, *extra, impl=agent_impl)
     for dev, (want, text) in expect.items():
         t0 = time.monotonic()
         code, body = status_and_body(curl(relay, "/", dev, token=relay.token(dev), ca=pki[0].path))

@@ -290,45 +290,8 @@ void rl_admin_key_hash(const char *key, size_t len, uint8_t out[32]);
 void rl_core_admin_refused(rl_core *core);
 int rl_const_time_equal(const uint8_t *a, const uint8_t *b, size_t len);
 
-/* ---- the device agent (transfer module) ---- */
-
-typedef struct rl_agent rl_agent;
-
-typedef struct rl_agent_config {
-    const char *relay;         /* relay UDP "HOST:PORT" */
-    const char *device_id;
-    uint8_t secret[RL_SECRET_LEN];
-    const char *forward;       /* local web server "HOST:PORT" */
-    /* TLS on the callback: the CA to verify the relay with (NULL: plain TCP), the name the
-     * relay's certificate must carry (NULL: the host of `relay`), and this device's
-     * certificate and key when the relay asks for one. */
-    const char *tls_ca, *tls_name, *tls_cert, *tls_key;
-    /* What the agent sees and the likely cause, as it happens (registered, no answer, relay
-     * rejects the device, relay lost, a forward or callback that failed): called on the
-     * agent's loop thread with an event name and a sentence. NULL: silent. */
-    void (*log)(void *ctx, int level, const char *event, const char *text);
-    void *log_ctx;
-} rl_agent_config;
-
-/* rl_agent_config.log levels. */
-enum { RL_LOG_DEBUG = 0, RL_LOG_INFO = 1, RL_LOG_NOTICE = 2, RL_LOG_WARNING = 3, RL_LOG_ERROR = 4 };
-
-/* Agent state as seen by the control layer. */
-typedef struct rl_agent_stats {
-    uint32_t registered;       /* period info received for the current epoch */
-    uint32_t period_s, keepalive_s;
-    uint64_t notify_a_sent, notify_b_sent, conn_requests, conn_requests_rejected,
-        links_opened, links_failed, resyncs, acks;
-} rl_agent_stats;
-
-rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len);
-/* Runs the agent loop on the calling thread until rl_agent_stop. */
-int rl_agent_run(rl_agent *agent);
-/* Safe from any thread or a signal-driven task. A registered agent first tells the relay
- * it is leaving (LEAVE, re-sent until answered, at most about a second), then returns. */
-void rl_agent_stop(rl_agent *agent);
-void rl_agent_stats_get(const rl_agent *agent, rl_agent_stats *out);
-void rl_agent_free(rl_agent *agent);
+/* ---- the device agent (transfer module): relay_agent.h, on its own for librelayagent ---- */
+#include "relay_agent.h"
 
 #ifdef __cplusplus
 }
