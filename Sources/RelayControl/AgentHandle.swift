@@ -53,6 +53,8 @@ final class AgentHandle: Sendable {
         self.sink = sink
         withUnsafeMutableBytes(of: &config.secret) { $0.copyBytes(from: secret) }
         defer { _ = withUnsafeMutableBytes(of: &config.secret) { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        // A write to a link the relay closed must be EPIPE, not the end of the process.
+        signal(SIGPIPE, SIG_IGN)
         agent = try callReturningPointer("start the agent") { rl_agent_new(&config, $0, $1) }
         strings = [relayCopy, idCopy, forwardCopy] + tls.compactMap { $0 }
     }

@@ -12,6 +12,7 @@ import time
 import requests
 
 from devservers import big_body
+from conftest import both_agents
 from helpers import connect, http_request_bytes, wait_until
 
 T = (5, 60)
@@ -45,9 +46,10 @@ def test_large_bodies_spliced_then_same_connection_goes_on(relay, recording_serv
     assert len(conns) == 1, conns
 
 
+@both_agents
 def test_terminal_leaving_mid_splice_ends_the_session(relay, recording_server, agent_factory):
     srv = recording_server()
-    agent_factory(relay, "sp2", srv.port)
+    agent = agent_factory(relay, "sp2", srv.port)
     size = 64 << 20
     s = connect("127.0.0.1", relay.http_port)
     s.sendall(http_request_bytes("GET", f"/d/sp2/big?size={size}&seed=1", relay.host, relay.auth("sp2")))
@@ -59,6 +61,10 @@ def test_terminal_leaving_mid_splice_ends_the_session(relay, recording_server, a
     assert got >= (2 << 20)
     assert wait_until(lambda: relay.metrics()("relay_sessions_active") == 0, 10), "the session stayed"
     assert wait_until(lambda: relay.metrics()("relay_terminal_connections") == 0, 10)
+    # The agent was writing to the link the relay closed: EPIPE for it, not SIGPIPE (found
+    # when the C agent's library stopped ignoring SIGPIPE for the process).
+    time.sleep(0.3)
+    assert agent.alive(), agent.describe()
     # The relay serves the next terminal normally.
     r = requests.get(relay.dev_url("sp2", f"/big?size={1 << 20}&seed=2"), headers=relay.auth("sp2"), timeout=T)
     assert r.status_code == 200 and r.content == big_body(1 << 20, 2)

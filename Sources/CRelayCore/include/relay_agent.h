@@ -87,7 +87,9 @@ int rl_agent_parse_secret(const char *hex, uint8_t secret[RL_SECRET_LEN]);
 
 /* Copies what it needs from `cfg` (the strings may be freed afterwards). */
 rl_agent *rl_agent_new(const rl_agent_config *cfg, char *err, size_t err_len);
-/* Runs the agent loop on the calling thread until rl_agent_stop, then returns 0. */
+/* Runs the agent loop on the calling thread until rl_agent_stop, then returns 0. The agent
+ * writes to sockets a peer may have closed: the process must ignore SIGPIPE (signal(SIGPIPE,
+ * SIG_IGN), as relay-agent and `relay agent` do), or the first such write ends it. */
 int rl_agent_run(rl_agent *agent);
 /* Safe from any thread and from a signal handler (it writes one byte to a pipe), before,
  * during or after rl_agent_run. A registered agent first tells the relay it is leaving
