@@ -22,24 +22,16 @@ CORE_SRC := $(wildcard Sources/CRelayCore/*.c)
 CORE_LIBS := -levent_core -levent_pthreads -lhttp_parser -lssl -lcrypto -lpthread
 
 # The C core's unit tests, under AddressSanitizer and UndefinedBehaviorSanitizer.
+CORE_TESTS := core_tests inspect_tests route_tests metrics_tests
 test-c: setup
 	@mkdir -p .build
-	cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/core_tests.c \
-	  -o .build/core_tests $(CORE_LIBS)
-	.build/core_tests
-	cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/inspect_tests.c \
-	  -o .build/inspect_tests $(CORE_LIBS)
-	.build/inspect_tests
-	cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/route_tests.c \
-	  -o .build/route_tests $(CORE_LIBS)
-	.build/route_tests
-	cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/metrics_tests.c \
-	  -o .build/metrics_tests $(CORE_LIBS)
-	.build/metrics_tests
+	@set -e; for t in $(CORE_TESTS); do \
+	  echo "cc ... Tests/CoreTests/$$t.c -o .build/$$t"; \
+	  cc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	    -ISources/CRelayCore/include -ISources/CRelayCore $(CORE_SRC) Tests/CoreTests/$$t.c \
+	    -o .build/$$t $(CORE_LIBS); \
+	  .build/$$t; \
+	done
 
 # Everything: C unit tests, Swift unit tests, then the real processes end to end (the agent
 # tests against both `relay agent` and the C relay-agent, its armhf/mipsel builds under qemu).
