@@ -10,10 +10,24 @@ arch=$1
 root=".build-cross/$arch"
 sysroot="$root/sysroot"
 [ -e "$sysroot/.done" ] && exit 0
-dpkg --print-foreign-architectures | grep -qx "$arch" || { echo "cross-sysroot: run scripts/setup.sh --cross first ($arch)" >&2; exit 1; }
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# The foreign architecture must be known to dpkg and apt's lists must hold its packages. Both
+# are checked here rather than assumed from an earlier setup step (no pipe into grep -q: under
+# pipefail a writer cut short by grep's early exit would read as "missing").
+foreign=$(dpkg --print-foreign-architectures)
+if ! grep -qx "$arch" <<<"$foreign"; then
+  echo "cross-sysroot: adding the $arch architecture to dpkg" >&2
+  $SUDO dpkg --add-architecture "$arch"
+  $SUDO apt-get update -qq
+fi
 mkdir -p "$root/debs" "$sysroot"
 pkgs=(libssl3 libssl-dev libevent-core-2.1-7 libevent-dev libhttp-parser-dev)
-( cd "$root/debs" && apt-get download -q "${pkgs[@]/%/:$arch}" 2>&1 >/dev/null | grep -v "unsandboxed" >&2 || true )
+download() { ( cd "$root/debs" && apt-get download -q "${pkgs[@]/%/:$arch}" >/dev/null 2>"../download.err" ); }
+if ! download; then
+  echo "cross-sysroot: $arch packages not in apt's lists yet; updating them" >&2
+  $SUDO apt-get update -qq
+  download || { grep -v unsandboxed "$root/download.err" >&2; echo "cross-sysroot: apt-get download failed ($arch)" >&2; exit 1; }
+fi
 for deb in "$root"/debs/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
 ls "$sysroot"/usr/lib/*/libssl.so "$sysroot"/usr/lib/*/libevent_core.so >/dev/null || { echo "cross-sysroot: download failed" >&2; exit 1; }
 touch "$sysroot/.done"

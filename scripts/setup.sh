@@ -3,7 +3,7 @@
 set -euo pipefail
 
 need=()
-have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+have_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 pkgs=(libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev pkg-config curl python3)
 # --fuzz: Debian's clang with its libFuzzer and sanitizer runtimes (make fuzz, make test-tsan).
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang-14 libclang-rt-14-dev)
@@ -34,8 +34,9 @@ if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--cross" ]; then
   for pkg in "${cross[@]}"; do have_pkg "$pkg" || cneed+=("$pkg"); done
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   added=0
+  foreign=$(dpkg --print-foreign-architectures)
   for arch in armhf mipsel; do
-    dpkg --print-foreign-architectures | grep -qx "$arch" || { $SUDO dpkg --add-architecture "$arch"; added=1; }
+    grep -qx "$arch" <<<"$foreign" || { $SUDO dpkg --add-architecture "$arch"; added=1; }
   done
   if [ ${#cneed[@]} -gt 0 ] || [ $added = 1 ] || ! apt-cache show libssl-dev:mipsel >/dev/null 2>&1; then
     $SUDO apt-get update -qq

@@ -49,6 +49,7 @@ void rl_core_config_defaults(rl_core_config *cfg) {
     cfg->wakes_per_device_minute = 600;
     cfg->idle_timeout_s = 300;
     cfg->domain = "localhost";
+    cfg->threads = 1;
 }
 
 static void on_cmd(evutil_socket_t fd, short what, void *arg);

@@ -69,6 +69,9 @@ int rl_device_id_valid(const char *id, size_t len);
 
 typedef struct rl_core rl_core;
 
+/* Most loop threads one relay runs (rl_core_config.threads). */
+#define RL_MAX_THREADS 64
+
 typedef struct rl_core_config {
     uint32_t period_s;          /* max access period: notify A must come more often */
     uint32_t keepalive_s;       /* notify B interval told to agents */
@@ -89,6 +92,7 @@ typedef struct rl_core_config {
     uint32_t idle_timeout_s;          /* a bound terminal with no byte either way is closed */
     const char *domain;         /* host routing: <id>.<domain>; NULL or "" to disable */
     uint8_t token_key[RL_TOKEN_KEY_LEN];
+    uint32_t threads;           /* loop threads, 1..RL_MAX_THREADS (0: 1); fixed at rl_core_new */
 } rl_core_config;
 
 /* Fills `cfg` with the defaults documented in README.md. The relay's own defaults come from
