@@ -1,6 +1,7 @@
 /* registry.c: see registry.h. */
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include "registry.h"
 #include "hash.h"
@@ -47,6 +48,46 @@ uint64_t rl_registry_hash(const rl_registry *r, const char *id, size_t len) {
     return rl_hash64(r->seed, id, len);
 }
 
+/* ---- the owner's stores, seen by readers on other threads ---- */
+
+static void write_begin(rl_registry *r) {
+    atomic_store_explicit(&r->seq, atomic_load_explicit(&r->seq, memory_order_relaxed) + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+static void write_end(rl_registry *r) {
+    atomic_store_explicit(&r->seq, atomic_load_explicit(&r->seq, memory_order_relaxed) + 1, memory_order_release);
+}
+
+static void set_slot(rl_registry *r, uint32_t i, uint32_t v) {
+    __atomic_store_n(&r->slots[i], v, RL_RELAXED);
+}
+
+/* *d = *s, field by field, each store atomic. */
+static void store_dev(rl_dev *d, const rl_dev *s) {
+    __atomic_store_n(&d->id_hash, s->id_hash, RL_RELAXED);
+    d->counter = s->counter;
+    for (int w = 0; w < 2; w++) {
+        __atomic_store_n(&d->key_w[w], s->key_w[w], RL_RELAXED);
+        __atomic_store_n(&d->addr_w[w], s->addr_w[w], RL_RELAXED);
+    }
+    __atomic_store_n(&d->port, s->port, RL_RELAXED);
+    __atomic_store_n(&d->sock, s->sock, RL_RELAXED);
+    __atomic_store_n(&d->flags, s->flags, RL_RELAXED);
+    __atomic_store_n(&d->last_access, s->last_access, RL_RELAXED);
+}
+
+void rl_registry_set_anchor(rl_registry *r, rl_dev *d, const uint8_t addr[16], uint16_t port, uint8_t sock) {
+    uint64_t w[2];
+    memcpy(w, addr, sizeof w);
+    write_begin(r);
+    __atomic_store_n(&d->addr_w[0], w[0], RL_RELAXED);
+    __atomic_store_n(&d->addr_w[1], w[1], RL_RELAXED);
+    __atomic_store_n(&d->port, port, RL_RELAXED);
+    __atomic_store_n(&d->sock, sock, RL_RELAXED);
+    write_end(r);
+}
+
 /* The slot holding `hash`, or the empty slot where it would go. */
 static uint32_t probe(const rl_registry *r, uint64_t hash) {
     uint32_t i = home_slot(r, hash);
@@ -64,19 +105,24 @@ rl_dev *rl_registry_find(const rl_registry *r, uint64_t hash) {
 
 int rl_registry_put(rl_registry *r, uint64_t hash, const uint8_t key[RL_KEY_LEN]) {
     uint32_t i = probe(r, hash);
-    rl_dev *d;
+    rl_dev *d, fresh = {.id_hash = hash, .sock = RL_NO_SOCK};
+    memcpy(fresh.key, key, RL_KEY_LEN);
     if (r->slots[i]) {
         d = &r->devs[r->slots[i] - 1];
         if (memcmp(d->key, key, RL_KEY_LEN) == 0) return 0;
+        write_begin(r);
     } else {
         if (r->count == r->capacity) return -1;
-        r->slots[i] = ++r->count;
-        d = &r->devs[r->count - 1];
+        write_begin(r);
+        d = &r->devs[r->count];
+        store_dev(d, &fresh); /* the entry first, then the slot that finds it */
+        __atomic_store_n(&r->count, r->count + 1, RL_RELAXED);
+        set_slot(r, i, r->count);
+        write_end(r);
+        return 0;
     }
-    memset(d, 0, sizeof *d);
-    d->id_hash = hash;
-    d->sock = RL_NO_SOCK;
-    memcpy(d->key, key, RL_KEY_LEN);
+    store_dev(d, &fresh);
+    write_end(r);
     return 0;
 }
 
@@ -86,6 +132,8 @@ int rl_registry_remove(rl_registry *r, uint64_t hash) {
     if (!v) return -1;
     /* Backward-shift deletion: pull later members of the cluster into the gap so that
      * probing never needs tombstones. */
+    static const rl_dev empty;
+    write_begin(r);
     uint32_t gap = i, j = i;
     for (;;) {
         if (++j == r->n_slots) j = 0;
@@ -95,18 +143,65 @@ int rl_registry_remove(rl_registry *r, uint64_t hash) {
         /* w may move into the gap unless its home lies cyclically in (gap, j]. */
         int home_after_gap = gap <= j ? (home > gap && home <= j) : (home > gap || home <= j);
         if (!home_after_gap) {
-            r->slots[gap] = w;
+            set_slot(r, gap, w);
             gap = j;
         }
     }
-    r->slots[gap] = 0;
+    set_slot(r, gap, 0);
     /* Keep the entry array dense: the last entry moves into the hole. */
     uint32_t hole = v - 1, last = r->count - 1;
     if (hole != last) {
-        r->slots[probe(r, r->devs[last].id_hash)] = hole + 1;
-        r->devs[hole] = r->devs[last];
+        store_dev(&r->devs[hole], &r->devs[last]);
+        set_slot(r, probe(r, r->devs[last].id_hash), hole + 1);
     }
-    memset(&r->devs[last], 0, sizeof(rl_dev));
-    r->count--;
+    store_dev(&r->devs[last], &empty);
+    __atomic_store_n(&r->count, r->count - 1, RL_RELAXED);
+    write_end(r);
     return 0;
+}
+
+/* ---- readers on any thread ---- */
+
+static void load_dev(const rl_dev *s, rl_dev *d) {
+    d->id_hash = __atomic_load_n(&s->id_hash, RL_RELAXED);
+    d->counter = 0; /* the owner's alone */
+    for (int w = 0; w < 2; w++) {
+        d->key_w[w] = __atomic_load_n(&s->key_w[w], RL_RELAXED);
+        d->addr_w[w] = __atomic_load_n(&s->addr_w[w], RL_RELAXED);
+    }
+    d->port = __atomic_load_n(&s->port, RL_RELAXED);
+    d->sock = __atomic_load_n(&s->sock, RL_RELAXED);
+    d->flags = __atomic_load_n(&s->flags, RL_RELAXED);
+    d->last_access = __atomic_load_n(&s->last_access, RL_RELAXED);
+}
+
+/* One probe of a registry that may be changing under it: bounded by the index size (a torn
+ * view could lack the empty slot a probe stops at), its result checked by the caller. */
+static int read_once(const rl_registry *r, uint64_t hash, rl_dev *out) {
+    uint32_t i = home_slot(r, hash);
+    for (uint32_t step = 0; step < r->n_slots; step++) {
+        uint32_t v = __atomic_load_n(&r->slots[i], RL_RELAXED);
+        if (v == 0 || v > r->capacity) return 0;
+        if (__atomic_load_n(&r->devs[v - 1].id_hash, RL_RELAXED) == hash) {
+            load_dev(&r->devs[v - 1], out);
+            return out->id_hash == hash;
+        }
+        if (++i == r->n_slots) i = 0;
+    }
+    return 0;
+}
+
+int rl_registry_read(const rl_registry *r, uint64_t hash, rl_dev *out) {
+    for (;;) {
+        uint32_t s1 = atomic_load_explicit(&r->seq, memory_order_acquire);
+        if (s1 & 1) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        int found = read_once(r, hash, out);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&r->seq, memory_order_relaxed) == s1) return found;
+    }
 }
