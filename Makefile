@@ -22,7 +22,7 @@ CORE_SRC := $(wildcard Sources/CRelayCore/*.c)
 CORE_LIBS := -levent_core -levent_pthreads -lhttp_parser -lssl -lcrypto -lpthread
 
 # The C core's unit tests, under AddressSanitizer and UndefinedBehaviorSanitizer.
-CORE_TESTS := core_tests inspect_tests route_tests metrics_tests
+CORE_TESTS := core_tests inspect_tests route_tests metrics_tests shard_tests registry_stress
 test-c: setup
 	@mkdir -p .build
 	@set -e; for t in $(CORE_TESTS); do \
@@ -128,14 +128,21 @@ test-asan:
 	@if [ -n "$$(ls -A $(SAN_LOGS))" ]; then echo "sanitizer reports:" >&2; cat $(SAN_LOGS)/* >&2; exit 1; fi
 	@echo "test-asan: no sanitizer reports"
 
-# ThreadSanitizer on the threaded C core: the loop thread against Swift's threads calling
+# ThreadSanitizer on the threaded C core, at 1, 2 and 3 loop threads: the loops against each
+# other and against Swift's threads calling
 # rl_core_device_put / rl_core_stats / rl_core_drain_records (Tests/fuzz/tsan_core.c, C only:
 # the Swift runtime is not TSan-clean on Linux). Fails on any report.
 test-tsan: fuzz-setup
 	@mkdir -p .build-fuzz
 	$(FUZZ_CC) -g -O1 -std=gnu11 -fsanitize=thread -ISources/CRelayCore/include -ISources/CRelayCore \
 	  $(CORE_SRC) Tests/fuzz/tsan_core.c -o .build-fuzz/tsan_core $(CORE_LIBS)
-	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 .build-fuzz/tsan_core
+	$(FUZZ_CC) -g -O1 -std=gnu11 -fsanitize=thread -ISources/CRelayCore/include -ISources/CRelayCore \
+	  $(CORE_SRC) Tests/CoreTests/registry_stress.c -o .build-fuzz/registry_stress $(CORE_LIBS)
+	TSAN_OPTIONS=halt_on_error=1 .build-fuzz/registry_stress
+	@set -e; for threads in 1 2 3; do \
+	  echo "tsan_core: 3 s with $$threads loop thread(s)"; \
+	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 .build-fuzz/tsan_core 3 $$threads; \
+	done
 
 # The bounded soak alone, against a plain debug build in its own scratch path, figures printed.
 SOAK_SECONDS ?= 60

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <openssl/crypto.h>
 #include "core_types.h"
+#include "node.h"
 #include "callback.h"
 #include "session.h"
 #include "listen.h"
@@ -73,7 +74,8 @@ static void try_hello(rl_pending_cb *p) {
         return;
     }
     uint64_t h = rl_registry_hash(&core->reg, id, id_len);
-    rl_dev *dev = rl_registry_find(&core->reg, h);
+    rl_dev copy;
+    const rl_dev *dev = rl_device_lookup(core, id, id_len, h, &copy);
     uint8_t want[32];
     if (!dev || h != s->id_hash || rl_callback_proof(&core->mac, dev->key, s->sid, s->nonce, want) != 0 ||
         CRYPTO_memcmp(want, proof, 32) != 0) {

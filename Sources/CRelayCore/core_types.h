@@ -34,6 +34,7 @@
 #include "clock.h"
 #include "reap.h"
 #include "counter.h"
+#include "shard.h"
 
 #define RL_RECORD_RING 4096
 #define RL_EVENT_RING 256
@@ -89,15 +90,36 @@ typedef struct rl_udp_sock {
     socklen_t out_to_len[RL_UDP_BATCH];
 } rl_udp_sock;
 
-/* A device change or a token revocation queued by another thread. */
-enum rl_cmd_kind { RL_CMD_PUT, RL_CMD_REMOVE, RL_CMD_REVOKE };
+/* What one thread asks a loop to do: a device change or a token revocation from the control
+ * layer, or what one loop tells another about a device (node.h). */
+enum rl_cmd_kind {
+    RL_CMD_PUT, RL_CMD_REMOVE, RL_CMD_REVOKE,
+    RL_CMD_END_DEVICE,   /* every loop: end the sessions of a removed or re-keyed device */
+    RL_CMD_WAKING,       /* to the owner: a wake of this device is in flight (RL_DEV_WAKING) */
+    RL_CMD_UNANSWERED,   /* to the owner: its wake got no callback within `arg` ms */
+    RL_CMD_ANCHOR_MOVED, /* every loop: re-send the connection requests of its wakes now */
+    RL_CMD_TRACK_WAKE,   /* to the owner: a wake's outcome `arg`, latency `arg64` us, for the admin API */
+};
 typedef struct rl_cmd {
     enum rl_cmd_kind kind;
-    char id[RL_ID_MAX + 1];   /* PUT, REMOVE */
+    char id[RL_ID_MAX + 1];   /* every kind but REVOKE */
     uint8_t key[RL_KEY_LEN];  /* PUT */
     uint8_t tid[8];           /* REVOKE: the token's ID ... */
     uint64_t expires;         /* ... and its expiry, Unix seconds */
+    uint64_t id_hash;         /* the loop-to-loop kinds */
+    uint32_t arg;
+    uint64_t arg64;
 } rl_cmd;
+
+/* The loops of one relay. loops[0], the lead, is the handle the control layer holds; the
+ * public functions fan out from it (core.c). */
+typedef struct rl_node {
+    uint32_t n;
+    rl_core *loops[RL_MAX_THREADS];
+    uint32_t shard_seed;         /* shard.h: which loop owns a device */
+    _Atomic uint32_t devices;    /* entries in all shards: --capacity bounds the sum */
+    pthread_mutex_t devices_mu;  /* the per-device tally (the lead's `devices`), shared by every loop */
+} rl_node;
 
 typedef struct rl_session rl_session;
 typedef struct rl_splice rl_splice;
@@ -120,12 +142,14 @@ typedef struct rl_term_ops {
 } rl_term_ops;
 
 struct rl_core {
+    rl_node *node;
+    uint32_t index;        /* this loop's place in node->loops, its shard number */
     rl_core_config cfg;
     char domain[256];
     size_t domain_len;
     struct event_base *base;
     pthread_t thread;
-    int started, stopped;
+    int started, stopped, joined;
     _Atomic int ready;     /* set by the control layer once listeners and store are up */
     _Atomic int store_ok;  /* cleared while the device store cannot be read (/readyz) */
     _Atomic int draining;  /* SIGTERM: no new terminals; links close at message boundaries */
@@ -161,13 +185,15 @@ struct rl_core {
     struct event *reap_ev;   /* frees what ended during a callback, after it (reap.h) */
     /* A notify moved the anchor of a device being woken (udp.c tells session.c, which sits
      * above it, through this: rl_session_anchor_moved). */
-    void (*anchor_moved)(rl_core *core, rl_dev *dev);
+    void (*anchor_moved)(rl_core *core, rl_dev *dev, const char *id, size_t id_len);
     rl_reap *reap;
     int accept_paused;       /* accept ran out of descriptors: every listener waits for resume_ev */
     int fd_ceiling;          /* accepted descriptors from here up are refused: a reserve below
                               * RLIMIT_NOFILE stays for the runtime, the store and TLS reloads */
     rl_tally sources;        /* terminal addresses: open connections, new ones per second */
-    rl_tally devices;        /* device ID hashes: open sessions, wakes per minute */
+    rl_tally devices;        /* device ID hashes: open sessions, wakes per minute (the lead's
+                              * serves every loop, under node->devices_mu) */
+    _Atomic uint32_t sources_tracked, callbacks_tracked; /* the tallies' sizes, for /metrics */
     rl_tally callback_sources; /* device callback addresses: hellos not verified yet */
     rl_revoked revoked;      /* revoked token IDs until their expiry (rl_core_token_revoke) */
     struct rl_track_table *track; /* per-device extras for the admin API (inspect.c), or NULL */

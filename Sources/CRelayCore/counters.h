@@ -87,6 +87,7 @@
     COUNTER(bytes_to_device, counter, "relay_relayed_bytes_total", "{direction=\"to_device\"}",                   \
             "Bytes relayed, by direction.")                                                                       \
     COUNTER(bytes_to_terminal, counter, "relay_relayed_bytes_total", "{direction=\"to_terminal\"}", "")           \
-    BY_HAND(render_draining)
+    BY_HAND(render_draining)                                                                                      \
+    BY_HAND(render_threads)
 
 #endif

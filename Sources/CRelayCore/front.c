@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include "core_types.h"
+#include "node.h"
 #include "front.h"
 #include "records.h"
 #include "session.h"
@@ -260,27 +261,37 @@ static void term_head_incomplete(rl_term *t) {
     }
 }
 
-/* A new wake within the device's limits: its tally entry in `dev` (NULL when no limit is on),
- * 0; or -1 with the 429 in `r`. */
+/* A new wake within the device's limits, counted (a wake and an open session) in its tally
+ * entry, returned in `dev` (NULL when no limit is on): 0; or -1 with the 429 in `r`. The
+ * tally is the one every loop shares, so the limits hold for the device whichever loops its
+ * terminals reach. */
 static int device_limits(rl_core *core, rl_route *r, rl_tally_entry **dev) {
     uint8_t key[16] = {0};
     memcpy(key, &r->id_hash, sizeof r->id_hash);
-    int limited = core->cfg.max_sessions_per_device || core->cfg.wakes_per_device_minute;
-    rl_tally_entry *d = *dev = limited ? rl_tally_get(&core->devices, key, rl_core_now_s(core)) : NULL;
+    *dev = NULL;
+    if (!core->cfg.max_sessions_per_device && !core->cfg.wakes_per_device_minute) return 0;
+    rl_tally *tally = rl_node_devices_lock(core);
+    uint32_t now = rl_core_now_s(core);
+    rl_tally_entry *d = rl_tally_get(tally, key, now);
+    int rc = 0;
     if (d && core->cfg.max_sessions_per_device && d->open >= core->cfg.max_sessions_per_device) {
         CTR_INC(core->ctr.limited_device_sessions);
         rl_route_answer(r, 429, "device %s has too many sessions open; retry later\n", r->device);
         snprintf(r->extra, sizeof r->extra, "Retry-After: 1\r\n");
-        return -1;
-    }
-    if (d && core->cfg.wakes_per_device_minute && d->window_events >= core->cfg.wakes_per_device_minute) {
+        rc = -1;
+    } else if (d && core->cfg.wakes_per_device_minute && d->window_events >= core->cfg.wakes_per_device_minute) {
         CTR_INC(core->ctr.limited_device_wakes);
-        uint32_t left = d->window_start + core->devices.window_s - rl_core_now_s(core);
+        uint32_t left = d->window_start + tally->window_s - now;
         rl_route_answer(r, 429, "device %s was woken too often in the last minute; retry later\n", r->device);
         snprintf(r->extra, sizeof r->extra, "Retry-After: %u\r\n", left ? left : 1);
-        return -1;
+        rc = -1;
+    } else if (d) {
+        d->window_events++;
+        d->open++;
+        *dev = d;
     }
-    return 0;
+    rl_node_devices_unlock(core);
+    return rc;
 }
 
 /* An allowed first head: served on the idle link it names, or the device is woken. The head
@@ -310,15 +321,16 @@ static void term_start(rl_term *t, rl_route *r) {
     t->state = TERM_WAKING;
     s = rl_session_wake(core, t, r->device, r->id_hash);
     if (!s) {
+        if (dev) { /* no session holds it open after all (the wake still counts) */
+            rl_node_devices_lock(core);
+            dev->open--;
+            rl_node_devices_unlock(core);
+        }
         CTR_INC(core->ctr.refused_capacity);
         term_answer(t, 503, NULL, "relay busy: too many sessions\n");
         return;
     }
-    if (dev) {
-        dev->window_events++;
-        dev->open++;
-        s->tally = dev;
-    }
+    s->tally = dev;
 }
 
 static void term_on_head(rl_term *t) {

@@ -20,6 +20,7 @@
 #include "track.h"
 #include "liveness.h"
 #include "session.h"
+#include "node.h"
 
 /* ---- requests queued to the loop thread ---- */
 
@@ -68,15 +69,17 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* The view of a device this loop owns (its sessions are counted by every loop: fill_page). */
 static void fill_view(rl_core *core, rl_device_view *v, uint32_t now_ds) {
-    uint64_t h = rl_registry_hash(&core->reg, v->id, strnlen(v->id, RL_ID_MAX));
+    size_t len = strnlen(v->id, RL_ID_MAX);
+    if (rl_owner(core, v->id, len) != core) return;
+    uint64_t h = rl_registry_hash(&core->reg, v->id, len);
     rl_dev *dev = rl_registry_find(&core->reg, h);
     v->known = dev != NULL;
     v->online = 0;
     v->last_notify_a_age_s = -1;
     v->address[0] = 0;
     v->address_changes = 0;
-    v->sessions = 0;
     v->last_wake_unix = 0;
     v->last_wake_outcome = 0;
     v->last_wake_latency_us = 0;
@@ -244,7 +247,7 @@ static int run_summary(rl_inspect_req *r) {
     o->devices = core->reg.count;
     o->online = r->acc_online;
     o->never_notified = r->acc_never;
-    o->capacity = core->reg.capacity;
+    o->capacity = core->index == 0 ? core->cfg.capacity : 0; /* for all shards (core.c) */
     o->sessions = core->n_sessions;
     o->period_s = core->cfg.period_s;
     o->tracked = core->track ? core->track->count : 0;
@@ -345,46 +348,95 @@ static rl_inspect_req *new_req(rl_core *core, int kind) {
     return r;
 }
 
+/* ---- the public requests: each goes to the loops that hold what it asks for (node.h) ---- */
+
+#define EACH_LOOP(lead, loop) \
+    for (uint32_t each_ = 0; each_ < (lead)->node->n; each_++) \
+        for (rl_core *loop = (lead)->node->loops[each_]; loop; loop = NULL)
+
+/* Each loop fills the views of the devices it owns and counts its own sessions of all. */
 int rl_core_inspect_devices(rl_core *core, rl_device_view *views, size_t n, uint32_t timeout_ms) {
     if (n > RL_INSPECT_MAX) return -1;
-    rl_inspect_req *r = new_req(core, REQ_DEVICES);
-    if (!r) return -1;
-    r->views = views;
-    r->n = n;
-    return submit(r, timeout_ms);
+    for (size_t i = 0; i < n; i++) views[i].sessions = 0;
+    EACH_LOOP(core, loop) {
+        rl_inspect_req *r = new_req(loop, REQ_DEVICES);
+        if (!r) return -1;
+        r->views = views;
+        r->n = n;
+        int rc = submit(r, timeout_ms);
+        if (rc != 0) return rc;
+    }
+    return 0;
 }
 
 int rl_core_inspect_history(rl_core *core, const char *id, rl_device_history *out, uint32_t timeout_ms) {
-    rl_inspect_req *r = new_req(core, REQ_HISTORY);
+    rl_inspect_req *r = new_req(rl_owner(core, id, strnlen(id, RL_ID_MAX)), REQ_HISTORY);
     if (!r) return -1;
     r->id = id;
     r->history = out;
     return submit(r, timeout_ms);
 }
 
+/* Sessions live on the loop of their terminal: every loop's, one after the other. */
 int rl_core_inspect_sessions(rl_core *core, const char *device_id, rl_session_view *out, size_t max, size_t *total,
                              uint32_t timeout_ms) {
-    rl_inspect_req *r = new_req(core, REQ_SESSIONS);
-    if (!r) return -1;
-    r->filter = device_id;
-    r->sessions = out;
-    r->max = max;
-    r->total_out = total;
-    return submit(r, timeout_ms);
+    size_t copied = 0, all = 0;
+    EACH_LOOP(core, loop) {
+        rl_inspect_req *r = new_req(loop, REQ_SESSIONS);
+        if (!r) return -1;
+        size_t loop_total = 0;
+        r->filter = device_id;
+        r->sessions = out + copied;
+        r->max = max - copied;
+        r->total_out = &loop_total;
+        int rc = submit(r, timeout_ms);
+        if (rc < 0) return rc;
+        copied += (size_t)rc;
+        all += loop_total;
+    }
+    if (total) *total = all;
+    return (int)copied;
 }
 
 int rl_core_end_session(rl_core *core, const char *session_id, uint32_t timeout_ms) {
-    rl_inspect_req *r = new_req(core, REQ_END_SESSION);
-    if (!r) return -1;
-    r->filter = session_id;
-    return submit(r, timeout_ms);
+    EACH_LOOP(core, loop) {
+        rl_inspect_req *r = new_req(loop, REQ_END_SESSION);
+        if (!r) return -1;
+        r->filter = session_id;
+        int rc = submit(r, timeout_ms);
+        if (rc != -1) return rc; /* ended (0), or no answer (-2) */
+    }
+    return -1;
+}
+
+static void add_summary(rl_fleet_summary *to, const rl_fleet_summary *s) {
+    to->devices += s->devices;
+    to->online += s->online;
+    to->never_notified += s->never_notified;
+    to->capacity += s->capacity;
+    to->sessions += s->sessions;
+    to->tracked += s->tracked;
+    to->period_s = s->period_s;
+    to->page_requests += s->page_requests;
+    to->page_loop_us_total += s->page_loop_us_total;
+    if (s->page_loop_us_max > to->page_loop_us_max) to->page_loop_us_max = s->page_loop_us_max;
+    to->summary_loop_us += s->summary_loop_us;
+    to->summary_chunks += s->summary_chunks;
 }
 
 int rl_core_inspect_summary(rl_core *core, rl_fleet_summary *out, uint32_t timeout_ms) {
-    rl_inspect_req *r = new_req(core, REQ_SUMMARY);
-    if (!r) return -1;
-    r->summary = out;
-    return submit(r, timeout_ms);
+    rl_fleet_summary sum = {0};
+    EACH_LOOP(core, loop) {
+        rl_fleet_summary one;
+        rl_inspect_req *r = new_req(loop, REQ_SUMMARY);
+        if (!r) return -1;
+        r->summary = &one;
+        int rc = submit(r, timeout_ms);
+        if (rc != 0) return rc;
+        add_summary(&sum, &one);
+    }
+    *out = sum;
+    return 0;
 }
 
 /* ---- admin keys ---- */

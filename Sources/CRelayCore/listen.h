@@ -21,7 +21,8 @@ typedef struct rl_listener {
 
 /* Opens a listener of `kind` on `addr` whose connections go to `accept`: its index among
  * that kind, or -1 with `err`. */
-int rl_listen_add(rl_core *core, int kind, const char *addr, evconnlistener_cb accept, char *err, size_t err_len);
+int rl_listen_add(rl_core *core, int kind, const char *addr, int reuse, evconnlistener_cb accept, char *err,
+                  size_t err_len);
 /* The port listener `index` of `kind` is bound to, or -1. */
 int rl_listen_port(const rl_core *core, int kind, int index);
 /* The first listener of `kind` with address `family`, else the first of `kind`, or NULL. */
@@ -32,6 +33,8 @@ void rl_listen_close_terminal(rl_core *core);
 /* Stopping: every listener stops accepting; freeing: every listener closes. */
 void rl_listen_stop_all(rl_core *core);
 void rl_listen_free_all(rl_core *core);
+/* Closes the listener of `kind` added last (a port range that did not fit, core.c). */
+void rl_listen_drop_last(rl_core *core, int kind);
 /* resume_ev's callback: the listeners paused for lack of descriptors accept again. */
 void rl_listen_resume(evutil_socket_t fd, short what, void *arg);
 

@@ -8,7 +8,7 @@
 #include "liveness.h"
 
 int rl_device_alive(const rl_core *core, const rl_dev *dev, uint32_t now_ds) {
-    if (dev->last_access == 0 || dev->sock == RL_NO_SOCK || (dev->flags & (RL_DEV_LEFT | RL_DEV_UNANSWERED))) return 0;
+    if (dev->last_access == 0 || dev->sock == RL_NO_SOCK || (rl_dev_flags(dev) & (RL_DEV_LEFT | RL_DEV_UNANSWERED))) return 0;
     return now_ds - (dev->last_access - 1) <= core->cfg.period_s * 10;
 }
 
@@ -39,13 +39,13 @@ int rl_liveness_verdict(const rl_core *core, const rl_dev *dev, const char *id, 
 }
 
 void rl_device_went_offline(rl_core *core, rl_dev *dev, uint8_t why) {
-    dev->flags |= why;
+    rl_dev_set_flags(dev, rl_dev_flags(dev) | why);
     rl_marks_take(&core->marks, dev->id_hash)->offline_ds = rl_core_now_ds(core) + 1;
 }
 
 void rl_device_heard(rl_core *core, rl_dev *dev) {
     if (!(dev->flags & (RL_DEV_LEFT | RL_DEV_UNANSWERED))) return;
-    dev->flags &= (uint8_t)~(RL_DEV_LEFT | RL_DEV_UNANSWERED);
+    rl_dev_set_flags(dev, rl_dev_flags(dev) & (uint8_t)~(RL_DEV_LEFT | RL_DEV_UNANSWERED));
     rl_mark *m = rl_marks_find(&core->marks, dev->id_hash);
     if (m) m->offline_ds = 0;
 }

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <sys/resource.h>
 #include "core_types.h"
+#include "node.h"
 #include "metrics.h"
 #include "liveness.h"
 #include "udp.h"
@@ -72,31 +73,55 @@ static void render_process(struct evbuffer *b) {
     }
 }
 
+/* The smallest UDP receive buffer of any loop (set before the loops start). */
+static uint64_t node_rcvbuf(const rl_core *core) {
+    uint64_t least = 0;
+    for (uint32_t l = 0; l < core->node->n; l++) {
+        uint64_t v = rl_udp_rcvbuf(core->node->loops[l]);
+        if (l == 0 || v < least) least = v;
+    }
+    return least;
+}
+
 /* ---- the families counters.h marks BY_HAND, each called at its place in the table ---- */
 
-static void render_registry(rl_core *core, struct evbuffer *b) {
+/* Over every loop's shard. Another loop's entries are read field by field with atomic loads
+ * (no sequence): a gauge may count a device changing under it either way. */
+static void render_registry(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     /* Liveness is a scan of the registry: done here, never per datagram. */
-    uint32_t now_ds = rl_core_now_ds(core), alive = 0;
-    for (uint32_t i = 0; i < core->reg.count; i++) alive += rl_device_alive(core, &core->reg.devs[i], now_ds);
+    uint32_t now_ds = rl_core_now_ds(core);
+    uint64_t alive = 0, devices = 0, capacity = 0, bytes = 0;
+    for (uint32_t l = 0; l < core->node->n; l++) {
+        const rl_registry *reg = &core->node->loops[l]->reg;
+        uint32_t n = rl_registry_count(reg);
+        for (uint32_t i = 0; i < n; i++) {
+            rl_dev d;
+            rl_registry_copy_at(reg, i, &d);
+            alive += rl_device_alive(core, &d, now_ds);
+        }
+        devices += n;
+        bytes += rl_registry_bytes(reg);
+    }
+    capacity = core->cfg.capacity; /* the shards' sum, which has some slack, is never reached */
     family(b, "relay_devices", "gauge", "Provisioned devices in the registry.");
-    sample(b, "relay_devices", "", core->reg.count);
+    sample(b, "relay_devices", "", devices);
     family(b, "relay_devices_alive", "gauge", "Devices whose last notify A is within the max access period.");
     sample(b, "relay_devices_alive", "", alive);
     family(b, "relay_registry_capacity", "gauge", "Devices the registry can hold.");
-    sample(b, "relay_registry_capacity", "", core->reg.capacity);
+    sample(b, "relay_registry_capacity", "", capacity);
     family(b, "relay_registry_bytes", "gauge", "Memory reserved for the registry.");
-    sample(b, "relay_registry_bytes", "", rl_registry_bytes(&core->reg));
+    sample(b, "relay_registry_bytes", "", bytes);
     family(b, "relay_udp_receive_buffer_bytes", "gauge",
            "Smallest receive buffer the kernel granted a UDP socket (asked: 8 MiB; net.core.rmem_max caps it).");
-    sample(b, "relay_udp_receive_buffer_bytes", "", rl_udp_rcvbuf(core));
+    sample(b, "relay_udp_receive_buffer_bytes", "", node_rcvbuf(core));
 }
 
-static void render_period(rl_core *core, struct evbuffer *b) {
+static void render_period(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     family(b, "relay_max_access_period_seconds", "gauge", "A device with no notify A for this long is offline.");
     sample(b, "relay_max_access_period_seconds", "", core->cfg.period_s);
 }
 
-static void render_drops(rl_core *core, struct evbuffer *b) {
+static void render_drops(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     static const char *kinds[RL_DK_N] = {"period_request", "a", "b", "leave", "other"};
     static const char *reasons[RL_DR_N] = {"malformed", "unknown_device", "bad_auth", "replay", "stale_epoch",
                                            "old_version"};
@@ -107,37 +132,35 @@ static void render_drops(rl_core *core, struct evbuffer *b) {
     for (int k = 0; k < RL_DK_N; k++)
         for (int r = 0; r < RL_DR_N; r++) {
             snprintf(labels, sizeof labels, "{kind=\"%s\",reason=\"%s\"}", kinds[k], reasons[r]);
-            sample(b, "relay_datagrams_dropped_total", labels, CTR_GET(core->ctr.dgram_drop[k][r]));
+            sample(b, "relay_datagrams_dropped_total", labels, CTR_GET(c->dgram_drop[k][r]));
         }
 }
 
 /* The rest of relay_wakes_total (its family opens with the wakes_* rows). offline: answered
  * from the registry, nothing sent; refused: stopped by a limit before anything was sent, or
  * ended when the device's certificate did not pass. */
-static void render_wakes_not_sent(rl_core *core, struct evbuffer *b) {
-    const struct rl_counters *c = &core->ctr;
+static void render_wakes_not_sent(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     sample(b, "relay_wakes_total", "{outcome=\"offline\"}", CTR_GET(c->refused_offline));
     sample(b, "relay_wakes_total", "{outcome=\"refused\"}",
            CTR_GET(c->limited_device_wakes) + CTR_GET(c->limited_device_sessions) + CTR_GET(c->refused_capacity) +
                CTR_GET(c->device_certs_refused));
 }
 
-static void render_wake_histogram(rl_core *core, struct evbuffer *b) {
+static void render_wake_histogram(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     char labels[96];
     family(b, "relay_wake_duration_seconds", "histogram", "From a wake's first connection request to the device's callback.");
     uint64_t cumulative = 0;
     for (int i = 0; i <= RL_WAKE_BUCKETS; i++) {
-        cumulative += CTR_GET(core->ctr.wake_bucket[i]);
+        cumulative += CTR_GET(c->wake_bucket[i]);
         if (i < RL_WAKE_BUCKETS) snprintf(labels, sizeof labels, "{le=\"%g\"}", rl_wake_bucket_us[i] / 1e6);
         else snprintf(labels, sizeof labels, "{le=\"+Inf\"}");
         sample(b, "relay_wake_duration_seconds_bucket", labels, cumulative);
     }
-    evbuffer_add_printf(b, "relay_wake_duration_seconds_sum %.6f\n", (double)CTR_GET(core->ctr.wake_us_sum) / 1e6);
+    evbuffer_add_printf(b, "relay_wake_duration_seconds_sum %.6f\n", (double)CTR_GET(c->wake_us_sum) / 1e6);
     sample(b, "relay_wake_duration_seconds_count", "", cumulative);
 }
 
-static void render_responses(rl_core *core, struct evbuffer *b) {
-    const struct rl_counters *c = &core->ctr;
+static void render_responses(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     char labels[96];
     family(b, "relay_terminal_responses_total", "counter",
            "Responses to terminals: the relay's own by status code, the devices' by status class.");
@@ -153,20 +176,49 @@ static void render_responses(rl_core *core, struct evbuffer *b) {
     sample(b, "relay_terminal_responses_total", "{origin=\"device\",code=\"other\"}", CTR_GET(c->device_responses[0]));
 }
 
-static void render_admin_unauthorized(rl_core *core, struct evbuffer *b) {
+static void render_admin_unauthorized(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     family(b, "relay_admin_unauthorized_total", "counter", "Admin API requests refused for a missing or wrong key.");
     sample(b, "relay_admin_unauthorized_total", "", atomic_load_explicit(&core->admin_unauthorized, memory_order_relaxed));
 }
 
-static void render_tracked_keys(rl_core *core, struct evbuffer *b) {
+static void render_tracked_keys(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     family(b, "relay_limit_tracked_keys", "gauge",
            "Terminal addresses, devices and device callback addresses the abuse limits currently track.");
-    sample(b, "relay_limit_tracked_keys", "{scope=\"source\"}", core->sources.count);
-    sample(b, "relay_limit_tracked_keys", "{scope=\"device\"}", core->devices.count);
-    sample(b, "relay_limit_tracked_keys", "{scope=\"callback_source\"}", core->callback_sources.count);
+    uint64_t sources = 0, callbacks = 0;
+    for (uint32_t l = 0; l < core->node->n; l++) {
+        sources += atomic_load_explicit(&core->node->loops[l]->sources_tracked, memory_order_relaxed);
+        callbacks += atomic_load_explicit(&core->node->loops[l]->callbacks_tracked, memory_order_relaxed);
+    }
+    uint64_t devices = rl_node_devices_lock(core)->count;
+    rl_node_devices_unlock(core);
+    sample(b, "relay_limit_tracked_keys", "{scope=\"source\"}", sources);
+    sample(b, "relay_limit_tracked_keys", "{scope=\"device\"}", devices);
+    sample(b, "relay_limit_tracked_keys", "{scope=\"callback_source\"}", callbacks);
 }
 
-static void render_draining(rl_core *core, struct evbuffer *b) {
+/* Balance across loop threads: the few figures that show whether the kernel's steering
+ * spreads devices and terminals evenly (the totals above are their sums). */
+static void render_threads(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
+    char labels[32];
+    family(b, "relay_threads", "gauge", "Loop threads (relay serve --threads).");
+    sample(b, "relay_threads", "", core->node->n);
+    static const char *const names[3][2] = {
+        {"relay_thread_datagrams_received_total", "UDP datagrams received, by loop thread."},
+        {"relay_thread_wakes_started_total", "Wakes started, by the loop thread of the terminal."},
+        {"relay_thread_terminal_connections", "Open terminal connections, by loop thread."},
+    };
+    for (int k = 0; k < 3; k++) {
+        family(b, names[k][0], k == 2 ? "gauge" : "counter", names[k][1]);
+        for (uint32_t l = 0; l < core->node->n; l++) {
+            const struct rl_counters *lc = &core->node->loops[l]->ctr;
+            snprintf(labels, sizeof labels, "{thread=\"%u\"}", l);
+            sample(b, names[k][0], labels,
+                   k == 0 ? CTR_GET(lc->dgram_rx) : k == 1 ? CTR_GET(lc->wakes_started) : CTR_GET(lc->terminals_open));
+        }
+    }
+}
+
+static void render_draining(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
     family(b, "relay_draining", "gauge", "1 while the relay stops gracefully (SIGTERM).");
     sample(b, "relay_draining", "", (uint64_t)atomic_load(&core->draining));
 }
@@ -188,11 +240,25 @@ static void counter_row(struct evbuffer *b, const char **open, const char *name,
     sample(b, name, labels, v);
 }
 
+/* Every loop's counters added up: struct rl_counters holds nothing but counters (asserted
+ * above), so it is summed as an array. */
+static void sum_counters(const rl_core *core, struct rl_counters *out) {
+    rl_counter *o = (rl_counter *)out;
+    const size_t n = sizeof *out / sizeof(rl_counter);
+    for (size_t i = 0; i < n; i++) atomic_init(&o[i], 0);
+    for (uint32_t l = 0; l < core->node->n; l++) {
+        const rl_counter *c = (const rl_counter *)&core->node->loops[l]->ctr;
+        for (size_t i = 0; i < n; i++) CTR_ADD(o[i], CTR_GET(c[i]));
+    }
+}
+
 void rl_metrics_render(rl_core *core, struct evbuffer *b) {
-    const struct rl_counters *c = &core->ctr;
+    struct rl_counters sum;
+    sum_counters(core, &sum);
+    const struct rl_counters *c = &sum;
     const char *open = NULL; /* the family the last COUNTER row was in */
 #define RL_RENDER_COUNTER(field, type, name, labels, help) counter_row(b, &open, name, #type, labels, help, CTR_GET(c->field));
-#define RL_RENDER_BY_HAND(render) { render(core, b); open = NULL; }
+#define RL_RENDER_BY_HAND(render) { render(core, c, b); open = NULL; }
     RL_METRICS(RL_RENDER_COUNTER, RL_RENDER_BY_HAND)
 #undef RL_RENDER_COUNTER
 #undef RL_RENDER_BY_HAND
@@ -203,11 +269,14 @@ void rl_metrics_render(rl_core *core, struct evbuffer *b) {
  * everything else is read at /metrics. */
 void rl_core_stats(const rl_core *core, rl_stats *o) {
     memset(o, 0, sizeof *o);
-    o->devices = CTR_GET(core->ctr.devices);
-    o->capacity = core->reg.capacity;
-    o->sessions_active = CTR_GET(core->ctr.sessions_active);
-    o->terminals_open = CTR_GET(core->ctr.terminals_open);
-    o->udp_rcvbuf = rl_udp_rcvbuf(core);
+    for (uint32_t l = 0; l < core->node->n; l++) {
+        const rl_core *loop = core->node->loops[l];
+        o->devices += CTR_GET(loop->ctr.devices);
+        o->sessions_active += CTR_GET(loop->ctr.sessions_active);
+        o->terminals_open += CTR_GET(loop->ctr.terminals_open);
+    }
+    o->capacity = core->cfg.capacity;
+    o->udp_rcvbuf = node_rcvbuf(core);
 }
 
 /* A scrape connection: one request, one answer, then closed. It lives at most the header

@@ -38,7 +38,7 @@ void rl_core_push_event(rl_core *core, uint32_t kind, const char *device_id, siz
     pthread_mutex_unlock(&core->rec_mu);
 }
 
-size_t rl_core_drain_events(rl_core *core, rl_core_event *out, size_t max) {
+static size_t drain_events(rl_core *core, rl_core_event *out, size_t max) {
     pthread_mutex_lock(&core->rec_mu);
     size_t n = 0;
     while (n < max && core->ev_count > 0) {
@@ -50,7 +50,7 @@ size_t rl_core_drain_events(rl_core *core, rl_core_event *out, size_t max) {
     return n;
 }
 
-size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max) {
+static size_t drain_records(rl_core *core, rl_session_record *out, size_t max) {
     pthread_mutex_lock(&core->rec_mu);
     size_t n = 0;
     while (n < max && core->rec_count > 0) {
@@ -59,5 +59,18 @@ size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max) 
         core->rec_count--;
     }
     pthread_mutex_unlock(&core->rec_mu);
+    return n;
+}
+
+/* Every loop keeps its own rings; the control layer drains them all from the lead. */
+size_t rl_core_drain_events(rl_core *core, rl_core_event *out, size_t max) {
+    size_t n = 0;
+    for (uint32_t l = 0; l < core->node->n && n < max; l++) n += drain_events(core->node->loops[l], out + n, max - n);
+    return n;
+}
+
+size_t rl_core_drain_records(rl_core *core, rl_session_record *out, size_t max) {
+    size_t n = 0;
+    for (uint32_t l = 0; l < core->node->n && n < max; l++) n += drain_records(core->node->loops[l], out + n, max - n);
     return n;
 }

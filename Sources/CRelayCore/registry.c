@@ -175,6 +175,10 @@ static void load_dev(const rl_dev *s, rl_dev *d) {
     d->last_access = __atomic_load_n(&s->last_access, RL_RELAXED);
 }
 
+void rl_registry_copy_at(const rl_registry *r, uint32_t i, rl_dev *out) {
+    load_dev(&r->devs[i < r->capacity ? i : 0], out);
+}
+
 /* One probe of a registry that may be changing under it: bounded by the index size (a torn
  * view could lack the empty slot a probe stops at), its result checked by the caller. */
 static int read_once(const rl_registry *r, uint64_t hash, rl_dev *out) {

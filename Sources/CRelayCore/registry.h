@@ -78,6 +78,8 @@ void rl_registry_set_anchor(rl_registry *r, rl_dev *d, const uint8_t addr[16], u
 /* From any thread: a consistent copy of the entry for `hash` (its counter excepted) in `out`,
  * 1; or 0 when absent. Never blocks the owner; retries while it writes. */
 int rl_registry_read(const rl_registry *r, uint64_t hash, rl_dev *out);
+/* From any thread: entry `i` (< rl_registry_count) field by field, no sequence (gauges). */
+void rl_registry_copy_at(const rl_registry *r, uint32_t i, rl_dev *out);
 /* From any thread: the number of entries (for gauges). */
 static inline uint32_t rl_registry_count(const rl_registry *r) { return __atomic_load_n(&r->count, RL_RELAXED); }
 size_t rl_registry_bytes(const rl_registry *r);

@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <time.h>
 #include "route.h"
+#include "node.h"
 #include "liveness.h"
 #include "http.h"
 #include "rewrite.h"
@@ -147,7 +148,9 @@ static int check_token(const rl_core *core, const rl_dev *dev, const char *tokbu
     if (rc == RL_TOKEN_BAD_MAC && tok_dev[0] && strcmp(tok_dev, r->device) != 0) {
         /* Maybe a genuine token for another device: that is 403 (its holder knows that device
          * exists), a forgery is 401 after the same work. */
-        rl_dev *other = rl_registry_find(&core->reg, rl_registry_hash(&core->reg, tok_dev, strlen(tok_dev)));
+        rl_dev copy;
+        const rl_dev *other = rl_device_lookup(core, tok_dev, strlen(tok_dev),
+                                               rl_registry_hash(&core->reg, tok_dev, strlen(tok_dev)), &copy);
         char again[RL_ID_MAX + 1];
         if (rl_token_check(core->cfg.token_key, tokbuf, n, tok_dev, other ? other->key : no_device_key, now, again) ==
                 RL_TOKEN_OK && other) {
@@ -293,7 +296,8 @@ static void route(const rl_core *core, const rl_head *h, int tls, rl_auth_cache 
     memcpy(tokbuf, tok.p, tok.n);
     tokbuf[tok.n] = 0;
     r->id_hash = rl_registry_hash(&core->reg, r->device, strlen(r->device));
-    rl_dev *dev = rl_registry_find(&core->reg, r->id_hash);
+    rl_dev copy; /* the device's entry as its loop has it (node.h) */
+    const rl_dev *dev = rl_device_lookup(core, r->device, strlen(r->device), r->id_hash, &copy);
     if (authenticate(core, dev, tokbuf, tok.n, auth, r) != 0) return;
     if (r->token_in == 2) {
         trade_token_for_cookie(tls, r, tokbuf);

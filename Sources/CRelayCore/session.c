@@ -18,6 +18,7 @@
 #include "liveness.h"
 #include "track.h"
 #include "flow.h"
+#include "node.h"
 
 /* Wake-to-callback latency buckets (relay_wake_seconds in /metrics). */
 const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS] = {250,    500,    1000,   2500,    5000,    10000,  25000,
@@ -76,22 +77,21 @@ rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id,
     CTR_INC(core->ctr.sessions_active);
     CTR_INC(core->ctr.wakes_started);
     s->wake_started_us = rl_mono_us();
-    rl_dev *dev = rl_registry_find(&core->reg, id_hash);
-    if (dev) dev->flags |= RL_DEV_WAKING;
+    rl_node_wake_started(core, s->device_id, id_hash);
     rl_udp_send_connect(core, s);
     arm(s, RL_RESEND_FIRST_MS);
     return s;
 }
 
-void rl_session_anchor_moved(rl_core *core, rl_dev *dev) {
+int rl_session_anchor_moved(rl_core *core, uint64_t id_hash) {
     int waking = 0;
     for (uint32_t b = 0; b <= core->sess_mask; b++)
         for (rl_session *s = core->sess_buckets[b]; s; s = s->next_in_bucket)
-            if (s->state == SESS_WAKING && s->id_hash == dev->id_hash) {
+            if (s->state == SESS_WAKING && s->id_hash == id_hash) {
                 rl_udp_send_connect(core, s); /* to the new anchor, now */
                 waking = 1;
             }
-    if (!waking) dev->flags &= (uint8_t)~RL_DEV_WAKING;
+    return waking;
 }
 
 /* Retransmits on a doubling backoff capped at RL_RESEND_MAX_MS (0, 0.1, 0.3, 0.7, 1.5, 2.5 s
@@ -103,13 +103,8 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
     if (elapsed_ms >= core->cfg.wake_timeout_ms) {
         CTR_INC(core->ctr.wakes_timeout);
         /* Offline until it notifies again: the next terminal gets 503 at once, not this wait. */
-        rl_dev *dev = rl_registry_find(&core->reg, s->id_hash);
-        if (dev && !(dev->flags & RL_DEV_UNANSWERED)) {
-            rl_device_went_offline(core, dev, RL_DEV_UNANSWERED);
-            rl_core_push_event(core, RL_EVENT_WAKE_UNANSWERED, s->device_id, strlen(s->device_id),
-                               "no callback within %u ms: offline until it notifies again", core->cfg.wake_timeout_ms);
-        }
-        rl_track_wake(core, s->id_hash, RL_WAKE_TIMEOUT, elapsed_ms * 1000);
+        rl_node_wake_unanswered(core, s->device_id, s->id_hash);
+        rl_node_track_wake(core, s->device_id, s->id_hash, RL_WAKE_TIMEOUT, elapsed_ms * 1000);
         rl_term *t = s->term;
         char body[160];
         snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id, core->cfg.wake_timeout_ms);
@@ -139,7 +134,7 @@ void rl_session_bind(rl_session *s, rl_stream *link) {
     CTR_INC(core->ctr.wake_bucket[b]);
     CTR_ADD(core->ctr.wake_us_sum, waited);
     CTR_INC(core->ctr.wakes_bound);
-    rl_track_wake(core, s->id_hash, RL_WAKE_BOUND, waited);
+    rl_node_track_wake(core, s->device_id, s->id_hash, RL_WAKE_BOUND, waited);
     if (s->term) s->term->ops->bound(s->term);
     else rl_session_end(s);
 }
@@ -211,7 +206,11 @@ void rl_session_end(rl_session *s) {
         t->ops->close(t, RL_OUTCOME_ABORTED);
     }
     unlink_session(s);
-    if (s->tally) s->tally->open--;
+    if (s->tally) {
+        rl_node_devices_lock(core);
+        s->tally->open--;
+        rl_node_devices_unlock(core);
+    }
     if (s->timer) evtimer_del(s->timer);
     rl_stream_mute(s->link);
     core->n_sessions--;

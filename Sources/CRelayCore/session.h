@@ -8,8 +8,9 @@
 #define RL_RESEND_FIRST_MS 100u
 #define RL_RESEND_MAX_MS 1000u
 rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash);
-/* A notify moved `dev`'s anchor: its wakes in flight re-send CONNECT_REQUEST there at once. */
-void rl_session_anchor_moved(rl_core *core, rl_dev *dev);
+/* A notify moved the anchor of device `id_hash`: this loop's wakes of it re-send
+ * CONNECT_REQUEST there at once. 1 when it had any. */
+int rl_session_anchor_moved(rl_core *core, uint64_t id_hash);
 rl_session *rl_session_find(rl_core *core, const uint8_t sid[RL_SESSION_ID_LEN]);
 /* Binds a verified device callback to a waking session. */
 void rl_session_bind(rl_session *s, rl_stream *link);

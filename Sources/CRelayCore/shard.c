@@ -47,9 +47,13 @@ uint32_t rl_shard_of_source(const struct sockaddr *from, uint32_t n) {
  * ID unrolled (classic BPF has no loops): one block of six instructions per possible byte,
  * each skipping to the next block's length test once the ID has ended. */
 int rl_shard_attach_udp(int fd, uint32_t seed, uint32_t n) {
-    struct sock_filter p[3 + 6 * RL_ID_MAX + 13];
+    struct sock_filter p[6 + 6 * RL_ID_MAX + 13];
     int k = 0;
     p[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 3);
+    /* No ID (length 0 or over RL_ID_MAX): member 0, which drops it as malformed. */
+    p[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0);
+    p[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, RL_ID_MAX, 0, 1);
+    p[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, 0);
     p[k++] = (struct sock_filter)BPF_STMT(BPF_ST, 0);
     p[k++] = (struct sock_filter)BPF_STMT(BPF_LDX | BPF_W | BPF_IMM, FNV_BASIS ^ seed);
     for (uint32_t i = 0; i < RL_ID_MAX; i++) {

@@ -9,9 +9,11 @@
  * way by the terminal's source address, so one browser's connections share a loop (its
  * session reuse and the per-source limits stay within one loop).
  *
- * A datagram too short to carry an ID makes the program fail its load, and the kernel gives
- * it to member 0, which drops it as malformed: nothing an outsider sends reaches a loop that
- * would act on it differently.
+ * A datagram without a valid ID length (0, over RL_ID_MAX) goes to member 0, and one too
+ * short to carry its ID makes the program fail its load, which gives it to member 0 as well:
+ * that loop drops it as malformed. A well-formed datagram for an unknown device reaches the
+ * loop whose shard would hold it, which drops it as unknown: no loop acts on a datagram for
+ * a device it does not own.
  */
 #ifndef RL_SHARD_H
 #define RL_SHARD_H

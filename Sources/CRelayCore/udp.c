@@ -26,6 +26,7 @@
 #include "track.h"
 #include "netaddr.h"
 #include "util.h"
+#include "node.h"
 
 #define RL_UDP_BUDGET 16
 #define RL_UDP_BUF 256 /* larger than any valid datagram: longer ones are flagged MSG_TRUNC */
@@ -39,7 +40,7 @@ uint32_t rl_udp_rcvbuf(const rl_core *core) {
     return least;
 }
 
-int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len) {
+int rl_udp_open(rl_core *core, const char *addr, int reuse, char *err, size_t err_len) {
     struct sockaddr_storage ss;
     socklen_t len;
     if (rl_parse_addr(addr, &ss, &len, err, err_len) != 0) return -1;
@@ -51,6 +52,8 @@ int rl_udp_open(rl_core *core, const char *addr, char *err, size_t err_len) {
     int one = 1, rcvbuf = RL_UDP_RCVBUF, granted = 0;
     socklen_t glen = sizeof granted;
     if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    /* One socket per loop thread, all bound to this address (shard.h steers between them). */
+    if (reuse) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     /* Bursts of notifies must not overflow the default ~200 KiB buffer (about 500 datagrams
      * on loopback). The kernel caps this at net.core.rmem_max, and reads back twice what it
      * granted (its bookkeeping share): the relay reports the grant so an operator sees a cap. */
@@ -200,7 +203,9 @@ static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram 
     rl_put32(body + 8, core->epoch);
     rl_put32(body + 12, core->cfg.period_s);
     rl_put32(body + 16, core->cfg.keepalive_s);
-    rl_put16(body + 20, callback_port(core, u->family));
+    /* The lead's port, whichever loop answers: one port to open in a firewall for a relay of
+     * one loop, the first of a range for several (each CONNECT_REQUEST names its own). */
+    rl_put16(body + 20, callback_port(core->node->loops[0], u->family));
     size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_PERIOD_INFO, d->id, d->id_len, body, sizeof body, dev->key);
     CTR_INC(core->ctr.period_requests);
     reply(u, out, n, from, from_len);
@@ -296,14 +301,12 @@ static void handle_notify(rl_core *core, rl_udp_sock *u, const rl_dgram *d, cons
             anchor_moved(core, d, dev, addr, port, u->index);
             rl_track_moved(core, dev, addr, port);
         }
-        memcpy(dev->addr, addr, 16);
-        dev->port = port;
-        dev->sock = u->index;
+        rl_registry_set_anchor(&core->reg, dev, addr, port, u->index);
         /* NAT rebinding during a wake: its CONNECT_REQUEST went to the old mapping. */
-        if (dev->flags & RL_DEV_WAKING) core->anchor_moved(core, dev);
+        if (dev->flags & RL_DEV_WAKING) core->anchor_moved(core, dev, d->id, d->id_len);
     }
     if (d->type == RL_T_NOTIFY_A) {
-        dev->last_access = rl_core_now_ds(core) + 1;
+        rl_dev_set_last_access(dev, rl_core_now_ds(core) + 1);
         CTR_INC(core->ctr.notify_a_ok);
     } else {
         CTR_INC(core->ctr.notify_b_ok);
@@ -399,8 +402,12 @@ static void on_udp(evutil_socket_t fd, short what, void *arg) {
     /* Budget spent with data possibly left: level-triggered, the next poll reports it. */
 }
 
+/* From the loop that serves the terminal, whichever loop owns the device: its own socket of
+ * the anchor's address (the same address and port: the NAT lets it in) and its own callback
+ * port, so that the device calls back to this loop. */
 int rl_udp_send_connect(rl_core *core, rl_session *s) {
-    rl_dev *dev = rl_registry_find(&core->reg, s->id_hash);
+    rl_dev copy;
+    const rl_dev *dev = rl_device_lookup(core, s->device_id, strlen(s->device_id), s->id_hash, &copy);
     if (!dev || dev->sock == RL_NO_SOCK || dev->sock >= core->n_udp) return -1;
     rl_udp_sock *u = &core->udp[dev->sock];
     uint8_t body[RL_BODY_CONNECT] = {0}, out[RL_DGRAM_MAX];

@@ -383,7 +383,7 @@ static void malformed_case(int *fds, uint32_t n, int *clients, const struct sock
     (void)got;
     CHECK(elsewhere == 0);
 
-    /* An ID length of 0: the program hashes no byte, exactly as rl_shard_of does for len 0. */
+    /* An ID length of 0 is no ID: member 0, which drops it as malformed. */
     {
         buf[0] = RL_MAGIC;
         buf[1] = RL_VERSION;
@@ -393,7 +393,7 @@ static void malformed_case(int *fds, uint32_t n, int *clients, const struct sock
         count_ctx z = {{0}};
         int s = sendto(clients[0], buf, 4 + FILLER, 0, to, tolen) == 4 + FILLER;
         drain(fds, n, s, 1.0, on_count, &z);
-        CHECK(z.per_member[rl_shard_of(seed, "", 0, n)] == (uint32_t)s);
+        CHECK(z.per_member[0] == (uint32_t)s);
     }
 
     /* The group still routes well-formed datagrams afterwards. */
@@ -444,13 +444,9 @@ static void overlong_length_case(int *fds, uint32_t n, int *clients, const struc
     printf("  overlong ID length n=%u: %d sent, %d at the member of its first 63 bytes, %d at member 0 only, %d elsewhere\n",
            n, sent, at_hashed, at_zero, other);
     CHECK(other == 0);
-    /* SHARD_STRICT=1: hold the program to "an ID length past the datagram's end reaches member
-     * 0" for these too (fails today for the datagrams whose first 63 bytes hash elsewhere). */
-    const char *strict = getenv("SHARD_STRICT");
-    if (strict && *strict == '1') {
-        if (not_zero) fprintf(stderr, "  STRICT n=%u: %d datagrams with an ID length over 63 reached a member other than 0\n", n, not_zero);
-        CHECK(not_zero == 0);
-    }
+    /* An ID length over 63 is no ID: member 0, which drops it as malformed. */
+    if (not_zero) fprintf(stderr, "  n=%u: %d datagrams with an ID length over 63 reached a member other than 0\n", n, not_zero);
+    CHECK(not_zero == 0);
     CHECK(rl_shard_of(seed, "abc", 3, n) == rl_shard_of(seed, "abc", 3, n));
 }
 

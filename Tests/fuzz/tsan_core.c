@@ -6,6 +6,12 @@
  * record drains, while notifies arrive over UDP and terminals are refused over HTTP (each
  * refusal pushes a record).
  * Any data race makes TSan halt with a report; the program prints its figures otherwise.
+ *
+ * `tsan_core SECONDS THREADS`: with several loop threads the same traffic crosses them. The
+ * notifies of each device alternate between two source sockets (its anchor moves), terminals
+ * with valid tokens wake devices other loops own (the registry read across shards, the
+ * connection request from the terminal's loop), and the wakes time out (the owner is told),
+ * while devices are put and removed on their owners and revocations reach every loop.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -32,6 +38,7 @@ static rl_core *core;
 static atomic_int stop;
 static atomic_ulong answered; /* terminal requests the front answered during the flood */
 static uint8_t keys[32][RL_KEY_LEN];
+static char tokens[4][RL_TOKEN_MAX + 64]; /* valid tokens for dev-0 .. dev-3 */
 
 static void id_of(int i, char *out) { snprintf(out, 16, "dev-%d", i); }
 
@@ -82,7 +89,7 @@ static void *reader(void *arg) {
 
 static void *notifier(void *arg) {
     (void)arg;
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    int fds[2] = {socket(AF_INET, SOCK_DGRAM, 0), socket(AF_INET, SOCK_DGRAM, 0)};
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     to.sin_port = htons((uint16_t)rl_core_bound_port(core, RL_LISTEN_UDP, 0));
     rl_mac m;
@@ -97,13 +104,14 @@ static void *notifier(void *arg) {
             rl_put32(body, core->epoch); /* written once before the loop thread started */
             rl_put64(body + 4, counter++);
             size_t n = rl_dgram_build(&m, buf, sizeof buf, RL_T_NOTIFY_A, id, strlen(id), body, sizeof body, keys[i]);
-            sendto(fd, buf, n, 0, (struct sockaddr *)&to, sizeof to);
+            sendto(fds[(counter / 64) % 2], buf, n, 0, (struct sockaddr *)&to, sizeof to); /* anchors move */
             sent++;
         }
         usleep(500);
     }
     rl_mac_free(&m);
-    close(fd);
+    close(fds[0]);
+    close(fds[1]);
     printf("notifier: %lu notifies\n", sent);
     return NULL;
 }
@@ -113,14 +121,18 @@ static void *terminal(void *arg) {
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     to.sin_port = htons((uint16_t)rl_core_bound_port(core, RL_LISTEN_HTTP, 0));
     unsigned long n = 0;
-    const char *reqs[] = {"GET /d/dev-1/ HTTP/1.1\r\n\r\n", "GET /d/nope/ HTTP/1.1\r\n\r\n", "GET /healthz HTTP/1.1\r\n\r\n",
-                          "GET /d/dev-2/ HTTP/1.1\r\nAuthorization: Bearer dev-2.1.0000000000000000.AAAAAAAAAAAAAAAAAAAAAA\r\n\r\n"};
+    const char *fixed[] = {"GET /d/dev-1/ HTTP/1.1\r\n\r\n", "GET /d/nope/ HTTP/1.1\r\n\r\n", "GET /healthz HTTP/1.1\r\n\r\n",
+                           "GET /d/dev-2/ HTTP/1.1\r\nAuthorization: Bearer dev-2.1.0000000000000000.AAAAAAAAAAAAAAAAAAAAAA\r\n\r\n"};
+    char woken[4][RL_TOKEN_MAX + 128];
+    for (int i = 0; i < 4; i++)
+        snprintf(woken[i], sizeof woken[i], "GET /d/dev-%d/ HTTP/1.1\r\nAuthorization: Bearer %s\r\n\r\n", i, tokens[i]);
+    const char *reqs[8] = {fixed[0], woken[0], fixed[1], woken[1], fixed[2], woken[2], fixed[3], woken[3]};
     while (!atomic_load(&stop)) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         struct timeval tmo = {2, 0};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof tmo);
         if (connect(fd, (struct sockaddr *)&to, sizeof to) == 0) {
-            const char *r = reqs[n % 4];
+            const char *r = reqs[n % 8];
             if (write(fd, r, strlen(r)) > 0) {
                 char buf[1024];
                 ssize_t got, total = 0;
@@ -141,8 +153,17 @@ int main(int argc, char **argv) {
     rl_core_config cfg;
     char err[256];
     rl_core_config_defaults(&cfg);
-    cfg.capacity = 24; /* fewer than the 32 IDs: puts also hit a full registry */
+    cfg.threads = argc > 2 ? (uint32_t)atoi(argv[2]) : 1;
+    cfg.capacity = 24 * cfg.threads; /* fewer than the 32 IDs: puts also hit a full registry */
+    cfg.wake_timeout_ms = 150;     /* wakes end within the run, unanswered */
+    memset(cfg.token_key, 7, sizeof cfg.token_key);
     for (int i = 0; i < 32; i++) memset(keys[i], i + 1, RL_KEY_LEN);
+    for (int i = 0; i < 4; i++) {
+        char id[16];
+        uint8_t tid[8] = {0xee, (uint8_t)i};
+        id_of(i, id);
+        rl_token_mint(cfg.token_key, id, keys[i], (uint64_t)time(NULL) + 3600, tid, tokens[i], sizeof tokens[i]);
+    }
     core = rl_core_new(&cfg, err, sizeof err);
     if (!core || rl_core_listen(core, RL_LISTEN_HTTP, "127.0.0.1:0", err, sizeof err) < 0 ||
         rl_core_listen(core, RL_LISTEN_UDP, "127.0.0.1:0", err, sizeof err) < 0 ||
@@ -161,17 +182,27 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     rl_stats st;
     rl_core_stats(core, &st);
-    const struct rl_counters *c = &core->ctr;
-    printf("core: devices %llu, notifies ok %llu, registry full %llu, refused %llu\n", (unsigned long long)st.devices,
-           (unsigned long long)CTR_GET(c->notify_a_ok), (unsigned long long)CTR_GET(c->registry_full),
-           (unsigned long long)(CTR_GET(c->refused_unknown) + CTR_GET(c->refused_unauthorized) +
-                                CTR_GET(c->refused_offline)));
+    unsigned long long ok = 0, full = 0, refused = 0, wakes = 0, moved = 0;
+    for (uint32_t l = 0; l < core->node->n; l++) {
+        const struct rl_counters *c = &core->node->loops[l]->ctr;
+        ok += CTR_GET(c->notify_a_ok);
+        full += CTR_GET(c->registry_full);
+        refused += CTR_GET(c->refused_unknown) + CTR_GET(c->refused_unauthorized) + CTR_GET(c->refused_offline);
+        wakes += CTR_GET(c->wakes_started);
+        moved += CTR_GET(c->address_changes);
+    }
+    printf("core: %u loop threads, devices %llu, notifies ok %llu, registry full %llu, refused %llu, wakes %llu, "
+           "anchor moves %llu\n", core->node->n, (unsigned long long)st.devices, ok, full, refused, wakes, moved);
     rl_core_stop(core);
     rl_core_free(core);
     printf("tsan_core: no data race reported; %lu terminal requests answered during the datagram flood\n",
            (unsigned long)atomic_load(&answered));
     /* Liveness, not timing: a flood of datagrams must not stop the loop from serving the
      * HTTP front at all (the edge-triggered UDP read re-activated itself forever). */
+    if (wakes == 0 || moved == 0) {
+        fprintf(stderr, "tsan_core: the run woke no device or moved no anchor: the threads were not exercised\n");
+        return 1;
+    }
     if (atomic_load(&answered) < 5) {
         fprintf(stderr, "tsan_core: the HTTP front starved while datagrams arrived\n");
         return 1;

@@ -69,23 +69,38 @@ _used_ports: set = set()
 _port_lock = threading.Lock()
 
 
+# A relay with N loop threads listens for device callbacks on N consecutive TCP ports from the
+# one given (--tcp P: P .. P+N-1). Every TCP port handed out here comes with the ports after it
+# free and reserved too, so that any of them may serve as --tcp whatever RELAY_THREADS is.
+TCP_PORT_BLOCK = 16
+
+
+def _bindable(fam: int, kind: int, host: str, port: int) -> bool:
+    try:
+        with socket.socket(fam, kind) as s:
+            s.bind((host, port))
+        return True
+    except OSError:
+        return False
+
+
 def free_port(host: str = "127.0.0.1", kind: str = "tcp") -> int:
-    """A port that is free for `kind` ("tcp", "udp" or "both") on `host`, not handed out before."""
+    """A port that is free for `kind` ("tcp", "udp" or "both") on `host`, not handed out before
+    (a TCP one with the TCP_PORT_BLOCK - 1 ports after it free and reserved as well)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(200):
         with socket.socket(fam, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
-        if kind == "both":
-            try:
-                with socket.socket(fam, socket.SOCK_DGRAM) as u:
-                    u.bind((host, port))
-            except OSError:
-                continue
+        if kind == "both" and not _bindable(fam, socket.SOCK_DGRAM, host, port):
+            continue
+        block = [port] if kind == "udp" else list(range(port, port + TCP_PORT_BLOCK))
+        if block[-1] > 65535 or not all(_bindable(fam, socket.SOCK_STREAM, host, p) for p in block[1:]):
+            continue
         with _port_lock:
-            if port in _used_ports:
+            if any(p in _used_ports for p in block):
                 continue
-            _used_ports.add(port)
+            _used_ports.update(block)
         return port
     raise RuntimeError("no free port")
 

@@ -133,7 +133,7 @@ def test_raw_callback_link_carries_the_request(relay, waking):
     """After 0x00 the relay writes the terminal's request and relays what the device sends."""
     dev, cr, fut = waking
     resp = rp.build_response(200, b"early", keep_alive=False)
-    link = dev.connect_tcp()
+    link = dev.connect_tcp(cr.callback_port)  # the port of the loop that woke it
     try:
         link.sendall(dev.make_hello(cr))
         assert rp.read_status(link, 5) == rp.STATUS_BOUND

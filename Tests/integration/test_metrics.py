@@ -92,7 +92,7 @@ def test_every_family_has_help_and_type(relay):
             assert name in families or base in families, f"{name} has no # TYPE"
     # no device IDs as labels: nothing but the fixed label names appears
     labels = set(re.findall(r'([a-z_]+)="', text))
-    assert labels <= {"kind", "reason", "outcome", "direction", "le", "origin", "code", "limit", "scope", "leg"}, labels
+    assert labels <= {"kind", "reason", "outcome", "direction", "le", "origin", "code", "limit", "scope", "leg", "thread"}, labels
 
 
 def test_process_metrics_are_this_process(relay):
