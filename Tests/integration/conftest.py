@@ -69,10 +69,17 @@ _used_ports: set = set()
 _port_lock = threading.Lock()
 
 
+def relay_threads() -> int:
+    """The loop threads of the relays this run starts: RELAY_THREADS, else the relay's default
+    (the online CPUs, at most 16)."""
+    env = os.environ.get("RELAY_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else min(os.cpu_count() or 1, 16)
+
+
 # A relay with N loop threads listens for device callbacks on N consecutive TCP ports from the
-# one given (--tcp P: P .. P+N-1). Every TCP port handed out here comes with the ports after it
-# free and reserved too, so that any of them may serve as --tcp whatever RELAY_THREADS is.
-TCP_PORT_BLOCK = 16
+# one given (--tcp P: P .. P+N-1). Every TCP port handed out here comes with the N - 1 ports
+# after it free and reserved too, so that any of them may serve as --tcp.
+TCP_PORT_BLOCK = relay_threads()
 
 
 def _bindable(fam: int, kind: int, host: str, port: int) -> bool:
@@ -88,7 +95,7 @@ def free_port(host: str = "127.0.0.1", kind: str = "tcp") -> int:
     """A port that is free for `kind` ("tcp", "udp" or "both") on `host`, not handed out before
     (a TCP one with the TCP_PORT_BLOCK - 1 ports after it free and reserved as well)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(200):
+    for _ in range(1000):
         with socket.socket(fam, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
