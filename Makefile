@@ -34,16 +34,19 @@ test-c: setup
 	done
 
 # Everything: C unit tests, Swift unit tests, then the real processes end to end (the agent
-# tests against both `relay agent` and the C relay-agent, its armhf/mipsel builds under qemu).
+# tests against both `relay agent` and the C relay-agent, its armhf/mipsel builds under qemu),
+# twice: relays of one loop thread, then of two (every relay a test starts inherits
+# RELAY_THREADS).
+TEST_ENV = RELAY_BIN=$$($(SWIFT) build --show-bin-path)/relay RELAY_BENCH_BIN=$$($(SWIFT) build --show-bin-path)/relay-bench \
+	RELAY_AGENT_BIN=$(CURDIR)/.build-agent/relay-agent RELAY_AGENT_CROSS=1
 test:
 	@bash scripts/setup.sh --test
 	$(MAKE) test-c
 	$(SWIFT) build
 	$(SWIFT) test
 	$(MAKE) --no-print-directory agent agent-cross
-	RELAY_BIN=$$($(SWIFT) build --show-bin-path)/relay RELAY_BENCH_BIN=$$($(SWIFT) build --show-bin-path)/relay-bench \
-	RELAY_AGENT_BIN=$(CURDIR)/.build-agent/relay-agent RELAY_AGENT_CROSS=1 \
-	  $(PYTHON) -m pytest -q Tests/integration bench/test_small_run.py bench/test_agent_footprint.py
+	$(TEST_ENV) RELAY_THREADS=1 $(PYTHON) -m pytest -q Tests/integration bench/test_small_run.py bench/test_agent_footprint.py
+	$(TEST_ENV) RELAY_THREADS=2 $(PYTHON) -m pytest -q Tests/integration
 
 clean:
 	rm -rf .build
@@ -123,7 +126,7 @@ test-asan:
 	ASAN_OPTIONS=log_path=$(CURDIR)/$(SAN_LOGS)/asan:halt_on_error=1:detect_leaks=1 \
 	UBSAN_OPTIONS=log_path=$(CURDIR)/$(SAN_LOGS)/ubsan:halt_on_error=1:print_stacktrace=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/fuzz/lsan.supp:print_suppressions=0 \
-	RELAY_BIN=$$($(SWIFT) build --scratch-path $(ASAN_SCRATCH) $(ASAN_SWIFT_FLAGS) --show-bin-path)/relay \
+	RELAY_BIN=$$($(SWIFT) build --scratch-path $(ASAN_SCRATCH) $(ASAN_SWIFT_FLAGS) --show-bin-path)/relay RELAY_THREADS=2 \
 	  $(PYTHON) -m pytest -q $(ASAN_SUBSET)
 	@if [ -n "$$(ls -A $(SAN_LOGS))" ]; then echo "sanitizer reports:" >&2; cat $(SAN_LOGS)/* >&2; exit 1; fi
 	@echo "test-asan: no sanitizer reports"
