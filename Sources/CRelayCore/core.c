@@ -499,10 +499,6 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg) {
     if (has_timers) apply_timers(core, &timers);
 }
 
-#define EACH_LOOP(lead, loop) \
-    for (uint32_t each_ = 0; each_ < (lead)->node->n; each_++) \
-        for (rl_core *loop = (lead)->node->loops[each_]; loop; loop = NULL)
-
 static void reconfigure_loop(rl_core *core, const rl_core_config *cfg) {
     if (!core->started) {
         apply_timers(core, cfg);

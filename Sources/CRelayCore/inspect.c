@@ -350,10 +350,6 @@ static rl_inspect_req *new_req(rl_core *core, int kind) {
 
 /* ---- the public requests: each goes to the loops that hold what it asks for (node.h) ---- */
 
-#define EACH_LOOP(lead, loop) \
-    for (uint32_t each_ = 0; each_ < (lead)->node->n; each_++) \
-        for (rl_core *loop = (lead)->node->loops[each_]; loop; loop = NULL)
-
 /* Each loop fills the views of the devices it owns and counts its own sessions of all. */
 int rl_core_inspect_devices(rl_core *core, rl_device_view *views, size_t n, uint32_t timeout_ms) {
     if (n > RL_INSPECT_MAX) return -1;

@@ -15,6 +15,11 @@
 
 #include "core_types.h"
 
+/* `loop` runs over every loop of the relay `lead` belongs to. */
+#define EACH_LOOP(lead, loop) \
+    for (uint32_t each_ = 0; each_ < (lead)->node->n; each_++) \
+        for (rl_core *loop = (lead)->node->loops[each_]; loop; loop = NULL)
+
 /* The loop owning device `id`. */
 rl_core *rl_owner(const rl_core *core, const char *id, size_t len);
 /* Device `id` (hash `h`): this loop's own entry, or a consistent copy of the owner's in
