@@ -41,6 +41,9 @@ public struct RelayConfiguration: Sendable {
     /// NOTIFY_B interval told to agents; must stay below every NAT's UDP mapping timeout
     /// and below ``period``. When only the period is given, use ``defaultKeepalive(period:)``.
     public var keepalive: Duration = .seconds(25)
+    /// Loop threads (libevent event bases) the core runs; fixed at start. Default: the online
+    /// CPUs, at most ``maxDefaultThreads``.
+    public var threads: Int = RelayConfiguration.defaultThreads
     /// Registry size in devices, reserved at start.
     public var capacity: Int = 1_000_000
     /// Concurrent terminal sessions (waking, bound or idle).
@@ -79,6 +82,15 @@ public struct RelayConfiguration: Sendable {
     public static let defaultMetrics: [String] = []
     public static let defaultAdmin: String? = "127.0.0.1:0"
     public static let defaultHTTPS = ["127.0.0.1:8443", "[::1]:8443"]
+
+    /// The default of ``threads`` never exceeds this, however many CPUs the machine has.
+    public static let maxDefaultThreads = 16
+
+    /// The online CPUs (`sysconf(_SC_NPROCESSORS_ONLN)`), from 1 to ``maxDefaultThreads``.
+    public static var defaultThreads: Int { defaultThreads(onlineCPUs: sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    /// ``defaultThreads`` for a machine with `onlineCPUs` (a failed sysconf's -1 counts as 1).
+    public static func defaultThreads(onlineCPUs: Int) -> Int { min(maxDefaultThreads, max(1, onlineCPUs)) }
 
     /// The HTTPS listeners in force: given ones, else the defaults when TLS is on.
     public var effectiveHTTPS: [String] { https ?? (tlsCerts.isEmpty ? [] : Self.defaultHTTPS) }

@@ -86,7 +86,7 @@ extension Setting {
     /// from 0 is a limit, which 0 turns off.
     static func count(
         _ key: String, _ path: Path<Int>, _ range: ClosedRange<Int>, unit: String = "", reload: Reload = .restart,
-        valueName: String = "n", help: String, core: CoreField? = nil
+        valueName: String = "n", help: String, defaultNote: String? = nil, core: CoreField? = nil
     ) -> Setting {
         let from = range.lowerBound == 0 ? "0 (no limit)" : "\(range.lowerBound)"
         let refusal = "must be from \(from) to \(range.upperBound)" + (unit.isEmpty ? "" : " \(unit)")
@@ -103,8 +103,8 @@ extension Setting {
         var toCore: (@Sendable (inout rl_core_config, Int) -> Void)? = nil
         if let core { toCore = { config, n in config[keyPath: core] = UInt32(n) } }
         return row(
-            key, path, quoted: false, reload: reload, valueName: valueName, help: help, items: { ["\($0)"] },
-            parse: parse, check: check, toCore: toCore)
+            key, path, quoted: false, reload: reload, valueName: valueName, help: help, defaultNote: defaultNote,
+            items: { ["\($0)"] }, parse: parse, check: check, toCore: toCore)
     }
 
     /// A duration ("90", "500ms", "30s", "15m"): `unit` is its precision and how the core

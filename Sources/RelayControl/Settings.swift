@@ -53,6 +53,12 @@ extension RelayConfiguration {
                 + "has seen no answer yet (30 s on Linux; docs/PROTOCOL.md, \"Keepalive arithmetic\").",
             defaultNote: "25s, or half of --period when shorter", core: \rl_core_config.keepalive_s),
         .count(
+            "threads", \.threads, 1...Int(RL_MAX_THREADS), unit: "loop threads",
+            help: "Loop threads: each has its own share of the UDP sockets (by device), of the terminal listeners "
+                + "(by source address) and a device callback port (--tcp's port plus its index); 1 runs one loop, "
+                + "as the relay always did.",
+            defaultNote: "the online CPUs, at most \(maxDefaultThreads)", core: \rl_core_config.threads),
+        .count(
             "capacity", \.capacity, 1...Int(UInt32.max), unit: "devices",
             help: "Registry size in devices (about 61 bytes each, touched only when used).", core: \rl_core_config.capacity),
         .count(

@@ -48,6 +48,9 @@ struct ServeOptions: ParsableArguments {
     @Option(help: settingHelp(\.keepalive), transform: parseDuration)
     var keepalive: Duration?
 
+    @Option(help: settingHelp(\.threads))
+    var threads: Int?
+
     @Option(help: settingHelp(\.capacity))
     var capacity: Int?
 
@@ -124,6 +127,7 @@ struct ServeOptions: ParsableArguments {
         flag(period, \.period)
         flag(keepalive, \.keepalive)
         if c.origins["keepalive"] == nil { c.keepalive = RelayConfiguration.defaultKeepalive(period: c.period) }
+        flag(threads, \.threads)
         flag(capacity, \.capacity)
         flag(maxSessions, \.maxSessions)
         flag(wakeTimeout, \.wakeTimeout)

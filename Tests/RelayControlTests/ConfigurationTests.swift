@@ -1,4 +1,5 @@
 import CRelayCore
+import Foundation
 import XCTest
 
 @testable import RelayControl
@@ -37,8 +38,72 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(configuration.maxHeaderBytes, 16384)
         XCTAssertEqual(configuration.headerTimeout, .seconds(10))
         XCTAssertEqual(configuration.logLevel, .info)
+        XCTAssertEqual(configuration.threads, RelayConfiguration.defaultThreads)
         XCTAssertNoThrow(try configuration.validate())
         for kind in ListenerKind.allCases { XCTAssertTrue(configuration.usesDefaultAddresses(kind)) }
+    }
+
+    /// The default is the online CPUs, from 1 up to 16, whatever sysconf says.
+    func testThreadsDefault() {
+        let online = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        XCTAssertEqual(RelayConfiguration.defaultThreads, min(16, max(1, online)))
+        XCTAssertEqual(RelayConfiguration.defaultThreads(onlineCPUs: 1), 1)
+        XCTAssertEqual(RelayConfiguration.defaultThreads(onlineCPUs: 2), 2)
+        XCTAssertEqual(RelayConfiguration.defaultThreads(onlineCPUs: 16), 16)
+        XCTAssertEqual(RelayConfiguration.defaultThreads(onlineCPUs: 96), 16)
+        XCTAssertEqual(RelayConfiguration.defaultThreads(onlineCPUs: -1), 1, "sysconf failed")
+        XCTAssertEqual(RelayConfiguration.defaultThreads(onlineCPUs: 0), 1)
+    }
+
+    private func threads(fromVariable value: String) async throws -> RelayConfiguration {
+        let layers = try await ConfigLayers.load(
+            file: nil, schema: RelayConfiguration.schema, environmentPrefix: RelayConfiguration.environmentPrefix,
+            environment: ["RELAY_THREADS": value])
+        let configuration = try RelayConfiguration(layers: layers)
+        try configuration.validate()
+        return configuration
+    }
+
+    func testThreadsFromTheVariableAndTheFile() async throws {
+        let four = try await threads(fromVariable: "4")
+        XCTAssertEqual(four.threads, 4)
+        XCTAssertEqual(four.origins["threads"], "RELAY_THREADS")
+        let one = try await threads(fromVariable: " 1 "), most = try await threads(fromVariable: "64")
+        XCTAssertEqual(one.threads, 1)
+        XCTAssertEqual(most.threads, 64)
+        XCTAssertTrue(four.effectiveYAML().contains("threads: 4  # RELAY_THREADS\n"), four.effectiveYAML())
+
+        let file = try makeTemporaryDirectory(self) + "/t.yaml"
+        try "threads: 3\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let layers = try await ConfigLayers.load(
+            file: file, schema: RelayConfiguration.schema, environmentPrefix: RelayConfiguration.environmentPrefix,
+            environment: [:])
+        XCTAssertEqual(try RelayConfiguration(layers: layers).threads, 3)
+    }
+
+    func testThreadsRefusals() async {
+        for (value, text) in [
+            ("0", "must be from 1 to 64 loop threads"), ("65", "must be from 1 to 64 loop threads"),
+            ("-2", "must be from 1 to 64 loop threads"), ("abc", "'abc' is not a whole number"),
+            ("2.5", "'2.5' is not a whole number"),
+        ] {
+            do {
+                _ = try await threads(fromVariable: value)
+                XCTFail("RELAY_THREADS=\(value) was accepted")
+            } catch {
+                XCTAssertEqual("\(error)", "threads (from RELAY_THREADS): \(text)", value)
+            }
+        }
+        assertInvalid({ $0.threads = 0 }, flag: "--threads", mentions: "from 1 to 64")
+        assertInvalid({ $0.threads = 65 }, flag: "--threads", mentions: "from 1 to 64")
+    }
+
+    func testThreadsNeedARestart() {
+        var next = defaults()
+        next.threads = defaults().threads == 1 ? 2 : 1
+        XCTAssertEqual(next.changedKeys(from: defaults()), ["threads"])
+        XCTAssertFalse(RelayConfiguration.reloadableKeys.contains("threads"))
+        XCTAssertEqual(defaults().reloading(from: next).threads, defaults().threads, "kept until a restart")
     }
 
     func testDataDirectoryFromEnvironment() {
@@ -121,6 +186,7 @@ final class ConfigurationTests: XCTestCase {
         configuration.idleLink = .seconds(7)
         configuration.maxHeaderBytes = 4096
         configuration.headerTimeout = .seconds(3)
+        configuration.threads = 5
         let tokenKey = (0..<32).map { UInt8($0) }
         let domain = OwnedCString("example.net")
         let core = configuration.coreConfig(tokenKey: tokenKey, domain: domain.pointer)
@@ -132,6 +198,7 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(core.idle_link_s, 7)
         XCTAssertEqual(core.max_header_bytes, 4096)
         XCTAssertEqual(core.header_timeout_ms, 3000)
+        XCTAssertEqual(core.threads, 5)
         XCTAssertEqual(String(cString: core.domain), "example.net")
         XCTAssertEqual(withUnsafeBytes(of: core.token_key) { [UInt8]($0) }, tokenKey)
     }
