@@ -149,7 +149,8 @@ final class Bench {
         self.report = report
         self.threads = threads
         offline = min(1000, max(10, options.devices / 100))
-        var template = Array("/tmp/relay-bench-XXXXXX".utf8CString)
+        let tmpRoot = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(tmpRoot)/relay-bench-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw BenchError("cannot make a temp directory") }
         tmp = String(decoding: UnsafeRawBufferPointer(start: dir, count: strlen(dir)), as: UTF8.self)
         relayBinary = try Bench.findRelay()
