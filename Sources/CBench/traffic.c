@@ -1,6 +1,7 @@
 /* traffic.c: notify traffic (precomputed pool, paced background load) and the bare receiver. */
 #include "bench_internal.h"
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -82,7 +83,10 @@ void rb_pool_free(rb_pool *p) {
 uint64_t rb_pool_count(const rb_pool *p) { return p->batches * RB_BATCH; }
 double rb_pool_build_seconds(const rb_pool *p) { return p->build_s; }
 
-int rb_blast(rb_sim *s, const rb_pool *p, uint16_t port, double max_seconds, rb_blast_result *out) {
+/* Sends the batches whose socket is `part` modulo `parts`, in pool order: a device sends from
+ * one socket only, so each device's counters still arrive in increasing order. */
+static void blast_part(rb_sim *s, const rb_pool *p, uint16_t port, double max_seconds, uint32_t part, uint32_t parts,
+                       rb_blast_result *out) {
     memset(out, 0, sizeof *out);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct mmsghdr m[RB_BATCH];
@@ -96,8 +100,10 @@ int rb_blast(rb_sim *s, const rb_pool *p, uint16_t port, double max_seconds, rb_
         m[i].msg_hdr.msg_namelen = sizeof to;
     }
     double t0 = rb_now(), deadline = t0 + max_seconds;
+    uint64_t mine = 0;
     for (uint64_t b = 0; b < p->batches; b++) {
-        if ((b & 15) == 0 && rb_now() > deadline) break;
+        if (p->sock[b] % parts != part) continue;
+        if ((mine++ & 15) == 0 && rb_now() > deadline) break;
         for (int i = 0; i < RB_BATCH; i++) iov[i].iov_base = p->slots + (b * RB_BATCH + i) * SLOT;
         int fd = s->fds[p->sock[b]];
         int done = 0, tries = 0;
@@ -110,6 +116,53 @@ int rb_blast(rb_sim *s, const rb_pool *p, uint16_t port, double max_seconds, rb_
         out->send_errors += (uint64_t)(RB_BATCH - done);
     }
     out->seconds = rb_now() - t0;
+}
+
+int rb_blast(rb_sim *s, const rb_pool *p, uint16_t port, double max_seconds, rb_blast_result *out) {
+    blast_part(s, p, port, max_seconds, 0, 1, out);
+    return 0;
+}
+
+typedef struct blast_job {
+    rb_sim *sim;
+    const rb_pool *pool;
+    uint16_t port;
+    double max_seconds;
+    uint32_t part, parts;
+    rb_blast_result result;
+} blast_job;
+
+static void *blast_thread(void *arg) {
+    blast_job *j = arg;
+    blast_part(j->sim, j->pool, j->port, j->max_seconds, j->part, j->parts, &j->result);
+    return NULL;
+}
+
+int rb_blast_parallel(rb_sim *s, const rb_pool *p, uint16_t port, double max_seconds, uint32_t senders,
+                      rb_blast_result *out) {
+    if (senders < 1) senders = 1;
+    if (senders > RB_MAX_SENDERS) senders = RB_MAX_SENDERS;
+    if (senders > s->nsock) senders = s->nsock;
+    if (senders == 1) return rb_blast(s, p, port, max_seconds, out);
+    memset(out, 0, sizeof *out);
+    pthread_t th[RB_MAX_SENDERS];
+    blast_job jobs[RB_MAX_SENDERS];
+    uint32_t started = 0;
+    for (uint32_t t = 0; t < senders; t++) {
+        jobs[t] = (blast_job){.sim = s, .pool = p, .port = port, .max_seconds = max_seconds, .part = t, .parts = senders};
+        if (pthread_create(&th[t], NULL, blast_thread, &jobs[t]) != 0) break;
+        started++;
+    }
+    if (started < senders) {
+        /* The parts no thread took are sent by this one, so every device still goes out. */
+        for (uint32_t t = started; t < senders; t++) blast_part(s, p, port, max_seconds, t, senders, &jobs[t].result);
+    }
+    for (uint32_t t = 0; t < started; t++) pthread_join(th[t], NULL);
+    for (uint32_t t = 0; t < senders; t++) {
+        out->sent += jobs[t].result.sent;
+        out->send_errors += jobs[t].result.send_errors;
+        if (jobs[t].result.seconds > out->seconds) out->seconds = jobs[t].result.seconds;
+    }
     return 0;
 }
 

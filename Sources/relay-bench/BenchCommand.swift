@@ -46,6 +46,14 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "NAT keepalive (notify B interval) told to the relay (seconds).")
     var keepalive: Int = 25
 
+    @Option(help: ArgumentHelp(
+        "Loop thread counts, comma-separated: the whole run (a fresh relay started with --threads N) for each, "
+            + "then every figure side by side with its ratio to the first.", valueName: "list"))
+    var threads: String = "1"
+
+    @Option(help: "Sender threads for the steady-state blast (each sends the datagrams of its own sockets).")
+    var senders: Int = 1
+
     func validate() throws {
         guard devices >= 1, devices <= 9_000_000 else {
             throw ValidationError("--devices must be between 1 and 9,000,000")
@@ -59,7 +67,19 @@ struct BenchCommand: ParsableCommand {
         }
         guard sockets >= 1, sockets <= 16000 else { throw ValidationError("--sockets must be 1...16000") }
         guard period >= 2, keepalive >= 1 else { throw ValidationError("--period >= 2 and --keepalive >= 1") }
+        let items = threads.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        for item in items where Int(item).map({ !(1...64).contains($0) }) ?? true {
+            throw ValidationError("--threads: '\(item)' is not a loop thread count from 1 to 64 (give a comma list, e.g. 1,2,4)")
+        }
+        guard Set(threadCounts).count == threadCounts.count else {
+            throw ValidationError("--threads: each count once (got \(threads))")
+        }
+        guard senders >= 1, senders <= Int(RB_MAX_SENDERS) else {
+            throw ValidationError("--senders must be 1...\(RB_MAX_SENDERS)")
+        }
     }
+
+    var threadCounts: [Int] { threads.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
     var levels: [Int] { concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
     var selected: Set<Phase> {
@@ -72,16 +92,34 @@ struct BenchCommand: ParsableCommand {
         // simulated web device is still writing: EPIPE for that link, not the end of the bench.
         signal(SIGPIPE, SIG_IGN)
         SystemInfo.raiseFileLimit()
-        let report = Report()
-        report.command = CommandLine.arguments.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
-        report.machine = SystemInfo.machine
-        let bench = try Bench(options: self, report: report)
-        defer { bench.cleanup() }
-        try bench.run()
-        let table = report.table()
-        print(table, terminator: "")
+        let command = CommandLine.arguments.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
+        let machine = SystemInfo.machine
+        // One whole run per thread count, one after the other: each its own store, relay and
+        // simulated devices, so no run inherits another's state.
+        var runs: [(threads: Int, report: Report)] = []
+        for n in threadCounts {
+            let report = Report()
+            report.command = command
+            report.machine = machine
+            let bench = try Bench(options: self, report: report, threads: n)
+            defer { bench.cleanup() }
+            if threadCounts.count > 1 { bench.log("run at --threads \(n) (\(runs.count + 1) of \(threadCounts.count))") }
+            try bench.run()
+            bench.cleanup()
+            runs.append((n, report))
+        }
+        if runs.count == 1 {
+            print(runs[0].report.table(), terminator: "")
+        } else {
+            for run in runs {
+                print("=== loop threads: \(run.threads)")
+                print(run.report.table())
+            }
+            print(Scaling(runs: runs).table(), terminator: "")
+        }
         if let json {
-            try report.json().write(to: URL(fileURLWithPath: json))
+            let data = runs.count == 1 ? try runs[0].report.json() : try Scaling(runs: runs).json()
+            try data.write(to: URL(fileURLWithPath: json))
             print("json: \(json)")
         }
     }
@@ -97,6 +135,8 @@ final class Bench {
     var sim: OpaquePointer?
     var children: [Child] = []
     let offline: Int
+    /// The relay's --threads in this run.
+    let threads: Int
     var total: Int { o.devices + offline }
     var capacity: Int { total + 1 }
     var bPerA: UInt32 { UInt32(max(1, (o.period / 2) / max(1, o.keepalive))) }
@@ -104,18 +144,21 @@ final class Bench {
     /// NOTIFY_B every keepalive.
     var realisticRate: Double { Double(o.devices) * (2.0 / Double(o.period) + 1.0 / Double(o.keepalive)) }
 
-    init(options: BenchCommand, report: Report) throws {
+    init(options: BenchCommand, report: Report, threads: Int) throws {
         o = options
         self.report = report
+        self.threads = threads
         offline = min(1000, max(10, options.devices / 100))
-        var template = Array("/tmp/relay-bench-XXXXXX".utf8CString)
+        let tmpRoot = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(tmpRoot)/relay-bench-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw BenchError("cannot make a temp directory") }
         tmp = String(decoding: UnsafeRawBufferPointer(start: dir, count: strlen(dir)), as: UTF8.self)
         relayBinary = try Bench.findRelay()
         report.config = [
             ("devices", "\(o.devices)"), ("offline_devices", "\(offline)"), ("sockets", "\(o.sockets)"),
             ("duration_s", "\(o.duration)"), ("concurrency", o.concurrency), ("phases", o.phases),
-            ("period_s", "\(o.period)"), ("keepalive_s", "\(o.keepalive)"), ("relay", relayBinary),
+            ("period_s", "\(o.period)"), ("keepalive_s", "\(o.keepalive)"), ("threads", "\(threads)"),
+            ("senders", "\(o.senders)"), ("relay", relayBinary),
             ("temp_dir", tmp),
         ]
     }
@@ -172,7 +215,7 @@ final class Bench {
         if phases.contains(.memory) {
             let dir = tmp + "/empty-data"
             let r = try RelayChild(binary: relayBinary, data: dir, capacity: capacity, period: o.period,
-                                   keepalive: o.keepalive, logPath: tmp + "/relay-empty.log")
+                                   keepalive: o.keepalive, threads: threads, logPath: tmp + "/relay-empty.log")
             _ = r.waitMetrics(timeout: 10) { $0.values["relay_devices"] != nil }
             usleep(300_000)
             emptyRSS = SystemInfo.rss(r.pid)
@@ -205,7 +248,7 @@ final class Bench {
         log("starting relay serve")
         let t1 = Date()
         let relay = try RelayChild(binary: relayBinary, data: data, capacity: capacity, period: o.period,
-                                   keepalive: o.keepalive, logPath: tmp + "/relay.log")
+                                   keepalive: o.keepalive, threads: threads, logPath: tmp + "/relay.log")
         self.relay = relay
         let readySeconds = Date().timeIntervalSince(t1)
         let loaded = relay.waitMetrics(timeout: 300, interval: 0.1) { $0["relay_devices"] >= Double(self.total + 1) }
@@ -240,9 +283,17 @@ final class Bench {
         }
 
         let end = report.section("relay", "Relay process at the end")
-        end.add("cpu_total_s", "relay CPU time (user+system), whole run", SystemInfo.cpuSeconds(relay.pid), "s")
+        let cpuTotal = SystemInfo.cpuSeconds(relay.pid)
+        end.add("cpu_total_s", "relay CPU time (user+system), whole run", cpuTotal, "s")
+        end.add("cores_whole_run", "cores used, whole run (relay CPU s / wall s since start)",
+                cpuTotal / max(0.001, Date().timeIntervalSince(t1)), "cores")
         end.add("rss_end_bytes", "relay RSS at the end", SystemInfo.rss(relay.pid), "bytes")
         if let m = relay.scrape() {
+            end.add("threads_asked", "loop threads asked (--threads)", threads, "")
+            end.add("threads_reported", "loop threads the relay reports (relay_threads; absent: 1)", m.loopThreads, "")
+            if m.values["relay_threads"] == nil && threads > 1 {
+                end.note("this relay's /metrics has no relay_threads: a core without loop threads, counted as one")
+            }
             end.add("sessions_active", "sessions active", m["relay_sessions_active"], "")
             end.add("datagrams_dropped_total", "relay_datagrams_dropped_total (all reasons)", m.dropped, "")
         }

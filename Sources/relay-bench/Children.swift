@@ -87,14 +87,14 @@ final class RelayChild {
     let child: Child
     let http: UInt16, udp: UInt16, tcp: UInt16, metrics: UInt16
 
-    init(binary: String, data: String, capacity: Int, period: Int, keepalive: Int, logPath: String) throws {
+    init(binary: String, data: String, capacity: Int, period: Int, keepalive: Int, threads: Int, logPath: String) throws {
         child = try Child(
             name: "relay serve", executable: binary,
             arguments: [
                 "serve", "--data", data,
                 "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
                 "--period", "\(period)", "--keepalive", "\(keepalive)", "--capacity", "\(capacity)",
-                "--log-level", "warning",
+                "--log-level", "warning", "--threads", "\(threads)",
                 // One process simulates every terminal from one address: the per-source and
                 // per-device abuse limits would measure themselves, not the relay.
                 "--max-conns-per-source", "0", "--conn-rate-per-source", "0",

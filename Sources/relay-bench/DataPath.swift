@@ -218,7 +218,7 @@ struct DataPath {
         }
         ratio("agent", "origin", "small requests: relay + agent / nginx direct", small, "small_ratio_agent_origin")
         ratio("agent", "origin", "bulk throughput: relay + agent / nginx direct", bulkRate, "bulk_ratio_agent_origin")
-        s.note("each run lasts \(secs) s; nginx and haproxy with one worker/thread, like the relay's one loop thread")
+        s.note("each run lasts \(secs) s; nginx and haproxy with one worker/thread; the relay with \(bench.threads) loop thread(s) (wrk's connections all come from 127.0.0.1)")
         s.note("direct, relay, nginx and haproxy reach the same web device (simulated device 0): it serves keep-alive HTTP on its device links and on a TCP port")
         s.note("the agent path adds a `relay agent` process and a hop: terminal -> relay -> agent -> nginx")
     }

@@ -167,7 +167,9 @@ struct Steady {
 
     func run() throws {
         let d = bench.o.duration
-        let count = UInt64(min(d * 500_000, 16_000_000))
+        let senders = UInt32(bench.o.senders)
+        // Several senders empty a pool faster: give them more (48 bytes a datagram).
+        let count = UInt64(min(d * 500_000 * Double(senders), senders > 1 ? 32_000_000 : 16_000_000))
         bench.log("building \(count) notifies")
         guard let pool = rb_pool_build(sim, count, bench.bPerA, 2) else { throw BenchError("cannot build the notify pool") }
         defer { rb_pool_free(pool) }
@@ -183,7 +185,7 @@ struct Steady {
         let udpB0 = SystemInfo.udpCounters()
         rb_bare_sample(bare, &bc0, &bcpu0)
         var br = rb_blast_result()
-        rb_blast(sim, pool, rb_bare_port(bare), d, &br)
+        rb_blast_parallel(sim, pool, rb_bare_port(bare), d, senders, &br)
         usleep(300_000)
         rb_bare_sample(bare, &bc1, &bcpu1)
         rb_bare_stop(bare)
@@ -199,7 +201,7 @@ struct Steady {
         var dev0 = rb_dev_stats()
         rb_sim_dev_stats(sim, &dev0)
         var rr = rb_blast_result()
-        rb_blast(sim, pool, relay.udp, d, &rr)
+        rb_blast_parallel(sim, pool, relay.udp, d, senders, &rr)
         var last = m0.rx
         let m1 = relay.waitMetrics(timeout: 5, interval: 0.2) { m in
             defer { last = m.rx }
@@ -228,6 +230,10 @@ struct Steady {
         s.add("relay_ingest_rate", "relay: ingest rate", relayRate, "datagrams/s")
         s.add("relay_cpu_ns_per_datagram", "relay: CPU (user+sys) per datagram", relayCPU / max(1, relayGot) * 1e9, "ns")
         s.add("relay_cpu_share", "relay: CPU used during the run", relayCPU / rr.seconds * 100, "% of a core")
+        s.add("relay_cores", "relay: cores used (relay CPU s / wall s of the blast)", relayCPU / rr.seconds, "cores")
+        s.add("relay_threads", "relay: loop threads (relay_threads; absent: 1)", m1.loopThreads, "")
+        s.add("relay_datagram_balance", "relay: datagrams per loop thread, max / mean (1 = even)",
+              m1.balance("relay_thread_datagrams_received_total", since: m0), "")
         s.add("relay_dropped", "relay: relay_datagrams_dropped_total delta", m1.dropped - m0.dropped)
         s.add("relay_kernel_rcvbuf_errors", "relay: kernel RcvbufErrors delta", (udp1["RcvbufErrors"] ?? 0) - (udp0["RcvbufErrors"] ?? 0))
         s.add("relay_kernel_in_errors", "relay: kernel InErrors delta", (udp1["InErrors"] ?? 0) - (udp0["InErrors"] ?? 0))
@@ -237,7 +243,8 @@ struct Steady {
         s.add("realistic_rate", "notify rate of \(bench.o.devices) devices at protocol intervals", realistic, "datagrams/s")
         s.add("realistic_cpu_share", "relay CPU at that rate (CPU per datagram x rate)", realistic * relayCPU / max(1, relayGot) * 100, "% of a core")
         s.note("relay drops by reason: \(m1.droppedByReason(since: m0))")
-        s.note("one sender thread (sendmmsg, 64 per call) from \(bench.o.sockets) sockets; when both receivers keep up, the ratio shows the sender's limit, and CPU per datagram is the figure to compare")
+        s.note("\(senders == 1 ? "one sender thread" : "\(senders) sender threads, each the sockets of its share,") (sendmmsg, 64 per call) from \(bench.o.sockets) sockets; when both receivers keep up, the ratio shows the sender's limit, and CPU per datagram is the figure to compare")
+        s.note("the bare receiver is one thread on one socket; the relay runs \(bench.threads) loop thread(s) (--threads)")
         s.note("the relay verifies every notify and answers each with a NOTIFY_ACK (sendmmsg per batch); the bare receiver does neither; the device thread reads the ACKs (their kernel drops count in RcvbufErrors)")
         s.note("CPU resolution: /proc/<pid>/stat ticks of 10 ms")
     }
@@ -295,7 +302,11 @@ final class Wakes {
         }
         s.add("kernel_rcvbuf_errors", "kernel RcvbufErrors delta", (udp1["RcvbufErrors"] ?? 0) - (udp0["RcvbufErrors"] ?? 0))
         s.note("latency = TCP connect start to the first response byte, at the terminal; each link answers 13 bytes and closes")
-        s.note("terminals, simulated devices and the background sender share the bench process; the relay is one loop thread; 2 cores in all")
+        if let m0, let m1 {
+            s.add("wake_balance", "wakes started per loop thread, max / mean (every level; 1 = even)",
+                  m1.balance("relay_thread_wakes_started_total", since: m0), "")
+        }
+        s.note("terminals, simulated devices and the background sender share the bench process; the relay runs \(bench.threads) loop thread(s); \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
     }
 
     /// The kernel's price of a connection, in the same run: nginx answering each terminal's
@@ -347,9 +358,11 @@ final class Wakes {
         var lat = [UInt32](repeating: 0, count: Int(cap))
         var r = rb_wake_result()
         let watched = pid ?? relay.pid
+        let m0 = pid == nil ? relay.scrape() : nil
         let cpu0 = SystemInfo.treeCPUSeconds(watched)
         rb_wakes_run(sim, port ?? relay.http, target, UInt32(concurrency), seconds, cap, &lat, cap, &r)
         let cpu1 = SystemInfo.treeCPUSeconds(watched)
+        let m1 = pid == nil ? relay.scrape() : nil
         let sorted = lat.prefix(Int(r.latencies)).sorted()
         func pct(_ q: Double) -> Double {
             guard !sorted.isEmpty else { return .nan }
@@ -365,6 +378,11 @@ final class Wakes {
         s.add("\(prefix)_max_ms", "\(title): max", sorted.last.map { Double($0) / 1000 } ?? .nan, "ms")
         let who = pid == nil ? "relay" : "server"
         s.add("\(prefix)_relay_cpu_share", "\(title): \(who) CPU", (cpu1 - cpu0) / r.seconds * 100, "% of a core")
+        s.add("\(prefix)_cores", "\(title): cores used (\(who) CPU s / wall s)", (cpu1 - cpu0) / max(0.001, r.seconds), "cores")
+        if let m0, let m1, target == Int32(RB_TARGET_LIVE) {
+            s.add("\(prefix)_wake_balance", "\(title): wakes started per loop thread, max / mean",
+                  m1.balance("relay_thread_wakes_started_total", since: m0), "")
+        }
         // CPU per answer is what scales: one core at 100 % would give 1e6 / this many per second.
         // The relay's excludes what the background notify load costs it meanwhile.
         let spent = max(0, (cpu1 - cpu0) - (pid == nil ? background * r.seconds : 0))

@@ -109,7 +109,7 @@ struct Metrics {
     let values: [String: Double]
 
     static func scrape(port: UInt16) -> Metrics? {
-        var buf = [CChar](repeating: 0, count: 1 << 16)
+        var buf = [CChar](repeating: 0, count: 1 << 18)  // per-thread series at up to 64 loops
         let status = rb_http_get(port, "/metrics", nil, &buf, buf.count, 2000)
         guard status == 200 else { return nil }
         let text = cString(buf)
@@ -122,6 +122,35 @@ struct Metrics {
     }
 
     subscript(_ name: String) -> Double { values[name] ?? 0 }
+
+    /// relay_threads, or 1 when this core does not report it (a core without loop threads).
+    var loopThreads: Double { values["relay_threads"] ?? 1 }
+
+    /// A per-thread family (`relay_thread_..._total{thread="I"}`) as thread -> value; empty
+    /// when the relay does not report it.
+    func perThread(_ name: String) -> [Int: Double] {
+        var out: [Int: Double] = [:]
+        let prefix = name + "{"
+        for (key, v) in values where key.hasPrefix(prefix) {
+            guard let r = key.range(of: "thread=\""), let end = key[r.upperBound...].firstIndex(of: "\""),
+                let i = Int(key[r.upperBound..<end])
+            else { continue }
+            out[i, default: 0] += v
+        }
+        return out
+    }
+
+    /// How evenly the loops shared `name` since `old`: the busiest thread's delta over the
+    /// mean delta (1 = even; N = one thread of N did everything). Without the per-thread
+    /// family the relay counts as one thread: 1. NaN when nothing moved.
+    func balance(_ name: String, since old: Metrics) -> Double {
+        let now = perThread(name), before = old.perThread(name)
+        guard !now.isEmpty else { return 1 }
+        let deltas = now.map { $0.value - (before[$0.key] ?? 0) }
+        let mean = deltas.reduce(0, +) / Double(max(1, Int(loopThreads), deltas.count))
+        guard mean > 0 else { return .nan }
+        return (deltas.max() ?? 0) / mean
+    }
 
     var rx: Double { self["relay_datagrams_received_total"] }
     var notifyA: Double { self["relay_notify_total{kind=\"a\"}"] }

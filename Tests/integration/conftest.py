@@ -31,6 +31,61 @@ from devservers import RecordingServer  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TEST_TIMEOUT = float(os.environ.get("RELAY_TEST_TIMEOUT", "120"))
 
+# ---------------------------------------------------------------- loop threads
+#
+# CI runs the whole suite twice, with RELAY_THREADS=1 and RELAY_THREADS=2: every relay a test
+# starts inherits the variable (tests that control the environment keep it, see
+# `suite_env`). Unset, each relay runs its default: the online CPUs, at most 16.
+
+MAX_DEFAULT_THREADS = 16
+
+
+def _suite_threads() -> Optional[int]:
+    """RELAY_THREADS as the suite was started with it (None: unset); a bad value stops the run."""
+    text = os.environ.get("RELAY_THREADS")
+    if text is None:
+        return None
+    if not text.strip().isdigit() or not 1 <= int(text) <= 64:
+        raise pytest.UsageError(f"RELAY_THREADS={text!r}: give the relay's loop thread count, 1 to 64, or leave it unset")
+    return int(text)
+
+
+SUITE_THREADS = _suite_threads()
+
+
+def default_threads() -> int:
+    """The relay's own default: sysconf(_SC_NPROCESSORS_ONLN), from 1 to 16."""
+    try:
+        online = os.sysconf("SC_NPROCESSORS_ONLN")
+    except (ValueError, OSError):
+        online = 1
+    return min(MAX_DEFAULT_THREADS, max(1, online))
+
+
+def suite_threads() -> int:
+    """How many loop threads a relay of this pass runs unless a test says otherwise."""
+    return SUITE_THREADS if SUITE_THREADS is not None else default_threads()
+
+
+def suite_env() -> dict:
+    """The RELAY_* variables of the pass itself (RELAY_THREADS), for tests that start a relay
+    with an environment of their own: the pass's thread count still applies to it."""
+    return {"RELAY_THREADS": str(SUITE_THREADS)} if SUITE_THREADS is not None else {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_relay_threads(record_testsuite_property):
+    """The pass's thread count in the JUnit XML too (--junitxml), beside the header's line."""
+    record_testsuite_property("relay_threads", str(SUITE_THREADS) if SUITE_THREADS is not None else "unset")
+    record_testsuite_property("relay_threads_effective", str(suite_threads()))
+
+
+def pytest_report_header(config):
+    if SUITE_THREADS is None:
+        return (f"relay loop threads: RELAY_THREADS unset, every relay runs its default "
+                f"(the online CPUs, at most {MAX_DEFAULT_THREADS}: {default_threads()} here)")
+    return f"relay loop threads: RELAY_THREADS={SUITE_THREADS} (every relay the suite starts inherits it)"
+
 
 # ---------------------------------------------------------------- per-test watchdog
 
@@ -110,6 +165,51 @@ def free_port(host: str = "127.0.0.1", kind: str = "tcp") -> int:
             _used_ports.update(block)
         return port
     raise RuntimeError("no free port")
+
+
+def free_port_block(host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of `count` consecutive free TCP ports on `host`, none handed out before: a
+    relay with N loop threads listens for device callbacks on --tcp's port plus 0..N-1."""
+    if count <= 1:
+        return free_port(host, "tcp")
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(200):
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            base = s.getsockname()[1]
+        ports = range(base, base + count)
+        if ports[-1] > 65535:
+            continue
+        held = []
+        try:
+            for p in ports[1:]:
+                t = socket.socket(fam, socket.SOCK_STREAM)
+                held.append(t)
+                t.bind((host, p))
+        except OSError:
+            continue
+        finally:
+            for t in held:
+                t.close()
+        with _port_lock:
+            if any(p in _used_ports for p in ports):
+                continue
+            _used_ports.update(ports)
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def threads_of(args: list, env: Optional[dict]) -> int:
+    """The loop threads a relay started with `args` and `env` (None: this environment) runs:
+    its last --threads, else RELAY_THREADS, else the default."""
+    args = [str(a) for a in args]
+    given = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--threads"]
+    given += [a.split("=", 1)[1] for a in args if a.startswith("--threads=")]
+    text = given[-1] if given else (os.environ if env is None else env).get("RELAY_THREADS")
+    try:
+        return max(1, min(64, int(text))) if text is not None else default_threads()
+    except ValueError:
+        return 1
 
 
 def hostport(host: str, port: int) -> str:
@@ -307,9 +407,11 @@ class Relay:
         self.data.mkdir(parents=True, exist_ok=True)
         self.http_ports = [free_port(host, "tcp") for _ in range(http_count)]
         self.udp_ports = [free_port(host, "udp") for _ in range(udp_count)]
-        self.tcp_port = free_port(host, "tcp")
-        self.metrics_port = free_port(host, "tcp")
         self.extra = [str(a) for a in (extra or [])]
+        # Loop i's callback listener is on tcp_port + i: keep the block free for the most
+        # threads this relay may run (its own --threads, or the pass's).
+        self.tcp_port = free_port_block(host, max(threads_of(self.extra, None), suite_threads()))
+        self.metrics_port = free_port(host, "tcp")
         self.proc: Optional[Proc] = None
         self.env: Optional[dict] = None  # the process environment; None: the test's own
         self.devices: dict = {}
@@ -336,6 +438,17 @@ class Relay:
 
     def url(self, path: str) -> str:
         return self.base + path
+
+    @property
+    def threads(self) -> int:
+        """The loop threads this relay runs (its --threads, else RELAY_THREADS, else the default)."""
+        return threads_of(self.extra, self.env)
+
+    @property
+    def callback_ports(self) -> range:
+        """Where devices may be told to call back: loop i listens on tcp_port + i (PERIOD_INFO
+        names loop 0's; a CONNECT_REQUEST names the port of the loop serving the terminal)."""
+        return range(self.tcp_port, self.tcp_port + self.threads)
 
     def dev_url(self, device_id: str, path: str = "/") -> str:
         return self.base + f"/d/{device_id}" + path

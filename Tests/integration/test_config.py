@@ -16,12 +16,13 @@ from typing import Optional
 import pytest
 import requests
 
-from conftest import REPO, Proc, Relay, agent_command, both_agents, free_port, hostport, relay_bin
+from conftest import (REPO, SUITE_THREADS, Proc, Relay, agent_command, both_agents, free_port, hostport, relay_bin,
+                      suite_env, suite_threads)
 from helpers import wait_until
 
 T = (5, 30)
 PACKAGING_YAML = REPO / "packaging" / "relay.yaml"
-SERVE_KEYS = ["data", "http", "https", "udp", "tcp", "metrics", "admin", "tls-cert", "tls-key", "device-ca", "domain", "period", "keepalive", "capacity",
+SERVE_KEYS = ["data", "http", "https", "udp", "tcp", "metrics", "admin", "tls-cert", "tls-key", "device-ca", "domain", "period", "keepalive", "threads", "capacity",
               "max-sessions", "wake-timeout", "idle-link", "max-header-bytes", "header-timeout",
               "max-conns-per-source", "conn-rate-per-source", "max-callbacks-per-source", "max-sessions-per-device",
               "wakes-per-device-minute", "idle-timeout", "drain-timeout", "log-level"]
@@ -34,10 +35,16 @@ EFFECTIVE_RE = re.compile(r"^([a-z][a-z-]*): (.*?)  # (.+)$")
 
 
 def env_with(**variables) -> dict:
-    """This environment without any RELAY_* variable (the file alone), plus `variables`."""
+    """This environment without any RELAY_* variable (the file alone) but the pass's own
+    (RELAY_THREADS, see conftest), plus `variables`; a variable given as None is left out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(suite_env())
     env.update({k: str(v) for k, v in variables.items()})
-    return env
+    return {k: v for k, v in env.items() if v != "None"}
+
+
+# What check-config says of `threads` when nothing but the pass sets it.
+PASS_THREADS = (str(suite_threads()), "RELAY_THREADS" if SUITE_THREADS is not None else "default")
 
 
 def run_relay(args: list, env: Optional[dict] = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
@@ -257,9 +264,11 @@ def test_check_config_good_file_prints_every_key(workdir):
     assert r.stderr == ""
     eff = effective(r.stdout)
     assert list(eff) == SERVE_KEYS, r.stdout
-    # every key but `https`, left commented out so that a certificate alone brings the defaults
-    assert all(origin == str(PACKAGING_YAML) for k, (_, origin) in eff.items() if k != "https"), r.stdout
+    # every key but `https`, left commented out so that a certificate alone brings the defaults,
+    # and `threads`, whose default follows the machine
+    assert all(origin == str(PACKAGING_YAML) for k, (_, origin) in eff.items() if k not in ("https", "threads")), r.stdout
     assert eff["https"] == ("[]", "default")
+    assert eff["threads"] == PASS_THREADS, r.stdout
     assert eff["data"][0] == '"/var/lib/relay"'
     assert eff["http"][0] == '["127.0.0.1:8080", "[::1]:8080"]'
     assert eff["metrics"][0] == "[]"
@@ -277,7 +286,44 @@ def test_check_config_without_file_prints_defaults():
     assert r.returncode == 0, r.stderr
     eff = effective(r.stdout)
     assert list(eff) == SERVE_KEYS
-    assert all(origin == "default" for _, origin in eff.values()), r.stdout
+    assert all(origin == "default" for k, (_, origin) in eff.items() if k != "threads"), r.stdout
+    assert eff["threads"] == PASS_THREADS, r.stdout
+
+
+def test_threads_from_flag_variable_file_and_default(workdir):
+    """`threads`: the flag over RELAY_THREADS over the file; unset, the online CPUs (at most 16)."""
+    cfg = write_yaml(workdir / "t.yaml", {"threads": 3})
+    eff = effective(check_config("--config", cfg, env=env_with(RELAY_THREADS=None)).stdout)
+    assert eff["threads"] == ("3", str(cfg))
+    eff = effective(check_config("--config", cfg, env=env_with(RELAY_THREADS=5)).stdout)
+    assert eff["threads"] == ("5", "RELAY_THREADS")
+    eff = effective(check_config("--config", cfg, "--threads", "64", env=env_with(RELAY_THREADS=5)).stdout)
+    assert eff["threads"] == ("64", "--threads")
+    online = os.sysconf("SC_NPROCESSORS_ONLN")
+    eff = effective(check_config(env=env_with(RELAY_THREADS=None)).stdout)
+    assert eff["threads"] == (str(min(16, max(1, online))), "default")
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-1"])
+def test_threads_flag_out_of_range_is_refused(value):
+    r = check_config(f"--threads={value}")
+    assert r.returncode == 64, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert r.stderr == "Error: --threads: must be from 1 to 64 loop threads\n", r.stderr
+
+
+def test_threads_flag_not_a_number_is_refused():
+    r = check_config("--threads", "abc")
+    assert r.returncode == 64, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert "'abc'" in r.stderr and "--threads" in r.stderr, r.stderr
+
+
+def test_serve_help_gives_the_threads_default():
+    r = run_relay(["serve", "--help"])
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "--threads <n>" in text and "(default: the online CPUs, at most 16)" in text, r.stdout
 
 
 def test_every_setting_is_a_serve_flag():
@@ -309,6 +355,14 @@ BAD = [
     ("keepalive_file", "period: 20\nkeepalive: 20\n", {},
      r"Error: keepalive \(from FILE\): must be shorter than --period"),
     ("period_env_abc", "period: 30\n", {"RELAY_PERIOD": "abc"}, r"Error: period \(from RELAY_PERIOD\): 'abc'"),
+    ("threads_zero", "threads: 0\n", {"RELAY_THREADS": None},
+     r"Error: threads \(from FILE\): must be from 1 to 64 loop threads$"),
+    ("threads_65", "threads: 65\n", {"RELAY_THREADS": None},
+     r"Error: threads \(from FILE\): must be from 1 to 64 loop threads$"),
+    ("threads_env_abc", "threads: 2\n", {"RELAY_THREADS": "abc"},
+     r"Error: threads \(from RELAY_THREADS\): 'abc' is not a whole number$"),
+    ("threads_env_zero", "", {"RELAY_THREADS": "0"},
+     r"Error: threads \(from RELAY_THREADS\): must be from 1 to 64 loop threads$"),
     ("missing_file", None, {}, r"Error: --config: cannot read FILE: no such file"),
     ("invalid_yaml", 'http: ["127.0.0.1:8080"\nperiod: 120\n', {}, r"Error: --config: FILE is not valid YAML"),
     ("not_a_mapping", "- period\n- 120\n", {}, r"Error: --config: FILE must be a mapping"),
@@ -366,10 +420,29 @@ def test_check_config_empty_file_sets_nothing(workdir, text):
     path.write_text(text)
     r = check_config("--config", path)
     assert r.returncode == 0, r.stderr
-    assert all(origin == "default" for _, origin in effective(r.stdout).values())
+    eff = effective(r.stdout)
+    assert all(origin == "default" for k, (_, origin) in eff.items() if k != "threads"), r.stdout
+    assert eff["threads"] == PASS_THREADS, r.stdout
 
 
 # ---------------------------------------------------------------- 4. SIGHUP
+
+
+@pytest.mark.timeout(60)
+def test_sighup_threads_change_needs_a_restart(config_relay):
+    """The loops are made at start: a reload that changes `threads` names it and keeps the running count."""
+    relay = config_relay({"threads": 1, "period": 300}, env={"RELAY_THREADS": None})
+    relay.write_config(threads=2, period=120)
+    relay.hup()
+    warn = relay.wait_log("config.reload.restart_needed", 1)[0]
+    assert metadata(warn, "keys") == "threads", warn
+    line = relay.wait_log("config.reloaded", 1)[0]
+    assert metadata(line, "applied") == "period" and metadata(line, "restart_needed") == "threads", line
+    relay.wait_metric("relay_max_access_period_seconds", lambda v: v == 120, timeout=10)
+    assert relay.healthy()
+    # a core that reports its loops still runs the one it started with
+    if ("relay_threads", ()) in relay.metrics():
+        assert relay.metrics()("relay_threads") == 1
 
 
 @pytest.mark.timeout(90)

@@ -4,6 +4,7 @@ import os
 import re
 import time
 
+import pytest
 import requests
 
 import relayproto as rp
@@ -44,7 +45,8 @@ SERIES = [
     ("process_max_fds", {}), ("process_start_time_seconds", {}), ("process_virtual_memory_bytes", {}),
 ]
 # Gauges and process figures that are not zero on a fresh relay.
-NONZERO_OK = {"relay_devices", "relay_devices_alive", "relay_registry_capacity", "relay_max_access_period_seconds",
+NONZERO_OK = {"relay_threads",
+              "relay_devices", "relay_devices_alive", "relay_registry_capacity", "relay_max_access_period_seconds",
               "relay_udp_receive_buffer_bytes",
               "relay_terminal_connections", "relay_limit_tracked_keys"}
 
@@ -92,7 +94,35 @@ def test_every_family_has_help_and_type(relay):
             assert name in families or base in families, f"{name} has no # TYPE"
     # no device IDs as labels: nothing but the fixed label names appears
     labels = set(re.findall(r'([a-z_]+)="', text))
-    assert labels <= {"kind", "reason", "outcome", "direction", "le", "origin", "code", "limit", "scope", "leg", "thread"}, labels
+    # (`thread`: the loop thread of the relay_thread_* families, 0..N-1)
+    assert labels <= {"kind", "reason", "outcome", "direction", "le", "origin", "code", "limit", "scope", "leg",
+                      "thread"}, labels
+
+
+PER_THREAD = ["relay_thread_datagrams_received_total", "relay_thread_wakes_started_total",
+              "relay_thread_terminal_connections"]
+
+
+def test_loop_threads_are_reported(relay, fake_devices):
+    """relay_threads is the relay's loop count and each per-thread family has one series per
+    loop, summing to its relay-wide family. A core that reports no loops counts as one and
+    has nothing more to check."""
+    m = relay.metrics()
+    if ("relay_threads", ()) not in m:
+        assert not any(n in m.names() for n in PER_THREAD), "per-thread series without relay_threads"
+        pytest.skip("this core reports no loop threads (relay_threads absent): one loop")
+    assert m("relay_threads") == relay.threads, (m("relay_threads"), relay.threads)
+    relay.add_device("loops1")
+    dev = relay.fake_device("loops1")
+    fake_devices.append(dev)
+    dev.notify_a()
+    relay.wait_metric("relay_notify_total", lambda v: v >= 1, timeout=5, kind="a")
+    m = relay.metrics()
+    for name in PER_THREAD:
+        threads = sorted(int(dict(ls)["thread"]) for (n, ls) in m if n == name)
+        assert threads == list(range(relay.threads)), (name, threads)
+    total = m("relay_thread_datagrams_received_total")  # the sum over the thread label
+    assert total == m("relay_datagrams_received_total") and total >= 2, total  # PERIOD_REQUEST and NOTIFY_A
 
 
 def test_process_metrics_are_this_process(relay):

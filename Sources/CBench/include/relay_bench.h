@@ -108,6 +108,13 @@ typedef struct rb_blast_result {
  * from each device's own socket, until the pool ends or `max_seconds` pass. */
 int rb_blast(rb_sim *sim, const rb_pool *pool, uint16_t port, double max_seconds, rb_blast_result *out);
 
+/* The same from `senders` threads at once (1..RB_MAX_SENDERS, at most one per socket): thread
+ * t sends the batches of the sockets t modulo `senders`, in pool order, so each device's
+ * datagrams keep their order. `seconds` is the longest thread's. */
+#define RB_MAX_SENDERS 64
+int rb_blast_parallel(rb_sim *sim, const rb_pool *pool, uint16_t port, double max_seconds, uint32_t senders,
+                      rb_blast_result *out);
+
 /* Background notify load at `rate` datagrams/s (same mix, built live) to the relay. */
 int rb_load_start(rb_sim *sim, double rate, uint32_t b_per_a);
 /* Stops it; returns the datagrams it sent. */
