@@ -241,6 +241,25 @@ static int listen_callback_range(rl_node *node, const char *addr, uint16_t asked
     return -1;
 }
 
+/* SO_REUSEPORT lets any socket of the same user join a group already bound to the port: a
+ * second relay left running would silently share the first one's traffic. Binding the
+ * address once without it first makes that "address in use", as it is for one loop. */
+static int check_port_free(const struct sockaddr_storage *ss, socklen_t len, int kind, const char *addr, char *err,
+                           size_t err_len) {
+    int udp = kind == RL_LISTEN_UDP;
+    int fd = socket(ss->ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0; /* the real bind reports it */
+    int one = 1, rc = 0;
+    if (!udp) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)ss, len) != 0 && errno == EADDRINUSE) {
+        rl_set_err(err, err_len, "cannot %s %s: %s", udp ? "bind UDP" : "listen on", addr, strerror(EADDRINUSE));
+        rc = -1;
+    }
+    close(fd);
+    return rc;
+}
+
 /* With several loops every loop gets its own listener of each address: the UDP and terminal
  * ones in one SO_REUSEPORT group per address, steered by shard.h's programs; the device
  * callback ones on consecutive ports, since a connection request names its loop's port.
@@ -259,6 +278,7 @@ int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t 
     uint16_t asked;
     rl_addr_to_v6((struct sockaddr *)&ss, a6, &asked);
     if (kind == RL_LISTEN_TCP) return listen_callback_range(node, addr, asked, err, err_len);
+    if (asked && check_port_free(&ss, len, kind, addr, err, err_len) != 0) return -1;
     int index = -1, port = 0;
     for (uint32_t i = 0; i < node->n; i++) {
         char a[320];

@@ -154,3 +154,16 @@ class SourceAdapter(requests.adapters.HTTPAdapter):
     def init_poolmanager(self, *a, **kw):
         kw["source_address"] = (self.source, 0)
         return super().init_poolmanager(*a, **kw)
+
+
+def test_a_second_relay_cannot_join_the_first_ones_ports(relay4, relay_factory):
+    """SO_REUSEPORT would let a second relay of the same user share the first one's addresses
+    (and silently take some of its devices and terminals): it is refused as address in use."""
+    for flag, port in (("--http", relay4.http_ports[0]), ("--udp", relay4.udp_ports[0])):
+        second = relay_factory("--threads", "2", start=False)
+        args = [str(a) for a in second.args()[2:]]
+        i = args.index(flag)
+        args[i + 1] = f"127.0.0.1:{port}"
+        r = second.cli("serve", *args, timeout=20)
+        assert r.returncode != 0 and "Address already in use" in r.stderr, (flag, r.returncode, r.stderr[-400:])
+    assert relay4.healthy()
