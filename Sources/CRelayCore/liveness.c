@@ -4,6 +4,7 @@
  * the device's mark for when it went offline, so answering costs no datagram.
  */
 #include <stdio.h>
+#include <string.h>
 #include "core_types.h"
 #include "liveness.h"
 
@@ -21,8 +22,12 @@ int rl_liveness_verdict(const rl_core *core, const rl_dev *dev, const char *id, 
     uint32_t now_ds = rl_core_now_ds(core);
     if (rl_device_alive(core, dev, now_ds)) return 0;
     char ago[32] = "";
-    const rl_mark *m = (dev->flags & (RL_DEV_LEFT | RL_DEV_UNANSWERED)) ? rl_marks_find(&core->marks, dev->id_hash) : NULL;
-    if (m && m->offline_ds) tenths(ago, sizeof ago, now_ds - (m->offline_ds - 1));
+    /* The mark is kept by the loop that owns the device, which may not be this one. */
+    const rl_node *node = core->node;
+    const rl_core *owner = node->loops[rl_shard_of(node->shard_seed, id, strlen(id), node->n)];
+    uint32_t offline_ds = (rl_dev_flags(dev) & (RL_DEV_LEFT | RL_DEV_UNANSWERED))
+                              ? rl_marks_offline_ds(&owner->marks, dev->id_hash) : 0;
+    if (offline_ds) tenths(ago, sizeof ago, now_ds - (offline_ds - 1));
     if (dev->last_access == 0 || dev->sock == RL_NO_SOCK)
         snprintf(msg, n, "device %s is offline: it has not notified the relay since the relay started\n", id);
     else if (dev->flags & RL_DEV_LEFT)
@@ -40,12 +45,12 @@ int rl_liveness_verdict(const rl_core *core, const rl_dev *dev, const char *id, 
 
 void rl_device_went_offline(rl_core *core, rl_dev *dev, uint8_t why) {
     rl_dev_set_flags(dev, rl_dev_flags(dev) | why);
-    rl_marks_take(&core->marks, dev->id_hash)->offline_ds = rl_core_now_ds(core) + 1;
+    rl_marks_set_offline(rl_marks_take(&core->marks, dev->id_hash), rl_core_now_ds(core) + 1);
 }
 
 void rl_device_heard(rl_core *core, rl_dev *dev) {
     if (!(dev->flags & (RL_DEV_LEFT | RL_DEV_UNANSWERED))) return;
     rl_dev_set_flags(dev, rl_dev_flags(dev) & (uint8_t)~(RL_DEV_LEFT | RL_DEV_UNANSWERED));
     rl_mark *m = rl_marks_find(&core->marks, dev->id_hash);
-    if (m) m->offline_ds = 0;
+    if (m) rl_marks_set_offline(m, 0);
 }

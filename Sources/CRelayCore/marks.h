@@ -5,7 +5,9 @@
  * one ID make the anchor alternate). The registry entry stays 56 bytes; these live in a
  * direct-mapped cache of RL_MARK_SLOTS entries (24 bytes each) indexed by the device's ID
  * hash (already a keyed hash), so a collision only forgets the older device's mark: its
- * answer then says less, and a flap may go unnoticed. Loop thread only.
+ * answer then says less, and a flap may go unnoticed. Written by the device's owning loop
+ * only; the offline time is also read by other loops (rl_marks_offline_ds), so it and the
+ * slot's ID are stored atomically.
  */
 #ifndef RL_MARKS_H
 #define RL_MARKS_H
@@ -32,5 +34,8 @@ void rl_marks_free(rl_marks *m);
 rl_mark *rl_marks_find(const rl_marks *m, uint64_t id_hash);
 /* The device's mark, taking its slot over from any other device. */
 rl_mark *rl_marks_take(rl_marks *m, uint64_t id_hash);
+void rl_marks_set_offline(rl_mark *k, uint32_t offline_ds);
+/* From any thread: when the device went offline (rl_mark.offline_ds), or 0 when unknown. */
+uint32_t rl_marks_offline_ds(const rl_marks *m, uint64_t id_hash);
 
 #endif

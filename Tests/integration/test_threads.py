@@ -167,3 +167,19 @@ def test_a_second_relay_cannot_join_the_first_ones_ports(relay4, relay_factory):
         r = second.cli("serve", *args, timeout=20)
         assert r.returncode != 0 and "Address already in use" in r.stderr, (flag, r.returncode, r.stderr[-400:])
     assert relay4.healthy()
+
+
+def test_offline_verdict_is_whole_on_every_loop(relay4, fake_devices):
+    """A device that left is answered 503 with how long ago it left, whichever loop the
+    terminal reaches (the time is kept by the loop that owns the device)."""
+    d = relay4.fake_device("left-1")
+    fake_devices.append(d)
+    d.notify_a()
+    d.send_raw(rp.leave("left-1", d.key, d.epoch, d.next_counter()))
+    relay4.wait_metric("relay_device_leaves_total", lambda v: v >= 1, timeout=5)
+    tok = relay4.token("left-1")
+    for i in range(2, 10):  # eight source addresses: every loop of four, with near certainty
+        sess = requests.Session()
+        sess.mount("http://", SourceAdapter(f"127.0.0.{i}"))
+        r = sess.get(relay4.dev_url("left-1", "/"), headers={"Authorization": f"Bearer {tok}"}, timeout=T)
+        assert r.status_code == 503 and "its agent said it was stopping" in r.text and " s ago" in r.text, r.text
