@@ -7,6 +7,7 @@
 #include <string.h>
 #include "core_types.h"
 #include "liveness.h"
+#include "node.h"
 
 int rl_device_alive(const rl_core *core, const rl_dev *dev, uint32_t now_ds) {
     if (dev->last_access == 0 || dev->sock == RL_NO_SOCK || (rl_dev_flags(dev) & (RL_DEV_LEFT | RL_DEV_UNANSWERED))) return 0;
@@ -23,8 +24,7 @@ int rl_liveness_verdict(const rl_core *core, const rl_dev *dev, const char *id, 
     if (rl_device_alive(core, dev, now_ds)) return 0;
     char ago[32] = "";
     /* The mark is kept by the loop that owns the device, which may not be this one. */
-    const rl_node *node = core->node;
-    const rl_core *owner = node->loops[rl_shard_of(node->shard_seed, id, strlen(id), node->n)];
+    const rl_core *owner = rl_owner(core, id, strlen(id));
     uint32_t offline_ds = (rl_dev_flags(dev) & (RL_DEV_LEFT | RL_DEV_UNANSWERED))
                               ? rl_marks_offline_ds(&owner->marks, dev->id_hash) : 0;
     if (offline_ds) tenths(ago, sizeof ago, now_ds - (offline_ds - 1));

@@ -8,6 +8,8 @@
 #include "shard.h"
 #include "relay_core.h"
 
+/* 32-bit FNV-1a and fmix32, not hash.h's 64-bit rl_hash64: classic BPF computes in 32 bits,
+ * and the kernel's program and rl_shard_of must agree. */
 #define FNV_BASIS 2166136261u
 #define FNV_PRIME 16777619u
 #define GOLDEN 0x9e3779b1u
