@@ -38,11 +38,14 @@ let package = Package(
                 .linkedLibrary("pthread"),
             ]
         ),
+        // libpq from Debian's libpq-dev: the PostgreSQL store of a cluster (`--store postgres://`).
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         // The control plane: configuration, device store, tokens, lifecycle, logging.
         .target(
             name: "RelayControl",
             dependencies: [
                 "CRelayCore",
+                "CLibPQ",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),

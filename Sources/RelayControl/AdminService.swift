@@ -95,8 +95,18 @@ struct AdminService: Service {
         }
     }
 
+    /// The local key's name: one per host and data directory, since a cluster's relays share
+    /// one store and each replaces only its own key at start.
+    static func localKeyName(dataDirectory: String) -> String {
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        let directory = URL(fileURLWithPath: dataDirectory).standardizedFileURL.path
+        return "local (admin.json, \(String(cString: host)):\(directory))"
+    }
+
     private func serve() async throws {
-        let local = try store.createAdminKey(name: "local (admin.json)", local: true)
+        let localName = Self.localKeyName(dataDirectory: dataDirectory)
+        let local = try store.createAdminKey(name: localName, local: true)
         let host = address.host.hasPrefix("[") ? String(address.host.dropFirst().dropLast()) : address.host
         var server: HTTPServerBuilder = .http1()
         if let tls, let cert = tls.certs.first, let key = tls.keys.first {
@@ -140,7 +150,7 @@ struct AdminService: Service {
             logger: appLogger)
         defer {
             AdminEndpoint.remove(dataDirectory: dataDirectory)
-            try? store.removeLocalAdminKeys()
+            try? store.removeLocalAdminKeys(name: localName)
         }
         do {
             try await app.run()

@@ -1,6 +1,5 @@
 import CRelayCore
 import Foundation
-import GRDB
 
 /// One admin API key as the store records it: its ID, name and creation, never its text.
 public struct AdminKeyRecord: Equatable, Sendable {
@@ -24,44 +23,40 @@ extension DeviceStore {
         let key = Self.adminKeyPrefix + Hex.encode(secret)
         let id = Hex.encode(try RelayCrypto.randomBytes(6))
         let hash = Self.adminKeyHash(key)
-        try write { db in
-            if local { try db.execute(sql: "DELETE FROM admin_keys WHERE local = 1") }
-            try db.execute(
-                sql: "INSERT INTO admin_keys (id, name, hash, created_at, local) VALUES (?, ?, ?, ?, ?)",
-                arguments: [id, name, Data(hash), now.timeIntervalSince1970, local ? 1 : 0])
+        try write { tx in
+            // A shared store holds one local key per relay: each replaces only its own.
+            if local { try tx.execute("DELETE FROM admin_keys WHERE local = 1 AND name = ?", [.text(name)]) }
+            try tx.execute(
+                "INSERT INTO admin_keys (id, name, hash, created_at, local) VALUES (?, ?, ?, ?, ?)",
+                [.text(id), .text(name), .blob(hash), .double(now.timeIntervalSince1970), .int(local ? 1 : 0)])
         }
         return (id, key)
     }
 
     public func adminKeys() throws -> [AdminKeyRecord] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT id, name, created_at, local FROM admin_keys ORDER BY created_at, id").map {
+        try read { tx in
+            try tx.rows("SELECT id, name, created_at, local FROM admin_keys ORDER BY created_at, id").map {
                 AdminKeyRecord(
-                    id: $0["id"], name: $0["name"], createdAt: Date(timeIntervalSince1970: $0["created_at"]),
-                    local: ($0["local"] as Int? ?? 0) != 0)
+                    id: $0.string(0), name: $0.string(1), createdAt: Date(timeIntervalSince1970: $0.double(2)),
+                    local: $0.int(3) != 0)
             }
         }
     }
 
     /// The hashes of every admin key, for the admin listener's check.
     public func adminKeyHashes() throws -> [[UInt8]] {
-        try read { db in try Data.fetchAll(db, sql: "SELECT hash FROM admin_keys").map { [UInt8]($0) } }
+        try read { tx in try tx.rows("SELECT hash FROM admin_keys").map { $0.blob(0) } }
     }
 
     /// Revokes the admin key `id`; false when there is none.
     @discardableResult
     public func revokeAdminKey(id: String) throws -> Bool {
-        var found = false
-        try write { db in
-            try db.execute(sql: "DELETE FROM admin_keys WHERE id = ?", arguments: [id])
-            found = db.changesCount > 0
-        }
-        return found
+        try write { tx in try tx.execute("DELETE FROM admin_keys WHERE id = ?", [.text(id)]) > 0 }
     }
 
-    /// Removes the local key (the relay stopping).
-    public func removeLocalAdminKeys() throws {
-        try write { db in try db.execute(sql: "DELETE FROM admin_keys WHERE local = 1") }
+    /// Removes the local key named `name` (its relay stopping).
+    public func removeLocalAdminKeys(name: String) throws {
+        try write { tx in try tx.execute("DELETE FROM admin_keys WHERE local = 1 AND name = ?", [.text(name)]) }
     }
 
     public static func adminKeyHash(_ key: String) -> [UInt8] {
@@ -78,32 +73,26 @@ extension DeviceStore {
     /// Up to `limit` devices with IDs after `after` (nil: from the first), ordered by ID, and
     /// optionally only IDs containing `search`. Each page is one indexed range read.
     public func devicePage(after: String?, limit: Int, search: String? = nil) throws -> [DeviceSummary] {
-        try read { db in
+        try read { tx in
             var sql = "SELECT id, created_at FROM devices WHERE id > ?"
-            var arguments: StatementArguments = [after ?? ""]
+            var arguments: [StoreValue] = [.text(after ?? "")]
             if let search, !search.isEmpty {
-                sql += " AND instr(id, ?) > 0"
-                arguments += [search]
+                sql += " AND \(tx.dialect.substringPosition)(id, ?) > 0"
+                arguments.append(.text(search))
             }
             sql += " ORDER BY id LIMIT ?"
-            arguments += [limit]
-            return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
-                DeviceSummary(id: row["id"], createdAt: Date(timeIntervalSince1970: row["created_at"] ?? 0))
-            }
+            arguments.append(.int(Int64(limit)))
+            return try tx.rows(sql, arguments).map(Self.summary)
         }
     }
 
     /// The device `id`, or nil.
     public func device(_ id: String) throws -> DeviceSummary? {
-        try read { db in
-            try Row.fetchOne(db, sql: "SELECT id, created_at FROM devices WHERE id = ?", arguments: [id]).map { row in
-                DeviceSummary(id: row["id"], createdAt: Date(timeIntervalSince1970: row["created_at"] ?? 0))
-            }
-        }
+        try read { tx in try tx.row("SELECT id, created_at FROM devices WHERE id = ?", [.text(id)]).map(Self.summary) }
     }
 
     public func deviceCount() throws -> Int {
-        try read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM devices") ?? 0 }
+        try read { tx in Int(try tx.row("SELECT count(*) FROM devices")?.int(0) ?? 0) }
     }
 
     /// A new secret for `id` (its old one, and every token minted under it, stop working):
@@ -111,11 +100,11 @@ extension DeviceStore {
     public func rotateSecret(id: String) throws -> [UInt8] {
         let secret = try RelayCrypto.randomBytes(RelayCrypto.secretLength)
         let key = try RelayCrypto.deviceKey(secret: secret)
-        try write { db in
-            guard try Self.exists(db, id) else { throw DeviceStoreError.noSuchDevice(id) }
-            let seq = try Self.bumpSeq(db)
-            try db.execute(sql: "UPDATE devices SET key = ?, seq = ? WHERE id = ?", arguments: [Data(key), seq, id])
-            try db.execute(sql: "DELETE FROM tokens WHERE device = ?", arguments: [id])
+        try write { tx in
+            guard try Self.exists(tx, id) else { throw DeviceStoreError.noSuchDevice(id) }
+            let seq = try Self.bumpSeq(tx)
+            try tx.execute("UPDATE devices SET key = ?, seq = ? WHERE id = ?", [.blob(key), .int(seq), .text(id)])
+            try tx.execute("DELETE FROM tokens WHERE device = ?", [.text(id)])
         }
         return secret
     }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 extension DeviceStore {
     /// Provisions `count` devices at once from their derived keys, in one transaction with one
@@ -11,43 +10,24 @@ extension DeviceStore {
     public func bulkAdd(
         count: Int, now: Date = Date(), device: (Int) throws -> (id: String, key: [UInt8])
     ) throws -> Int64 {
-        var configuration = Configuration()
-        configuration.journalMode = .wal
-        configuration.busyMode = .timeout(5)
-        configuration.label = "relay.devices.bulk"
-        let path = databasePath
-        do {
-            let queue = try DatabaseQueue(path: path, configuration: configuration)
-            return try queue.writeWithoutTransaction { db -> Int64 in
-                var seq: Int64 = 0
-                try db.inTransaction(.immediate) {
-                    seq = (try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'seq'") ?? 0) + 1
-                    try db.execute(sql: "UPDATE meta SET value = ? WHERE name = 'seq'", arguments: [seq])
-                    let insert = try db.makeStatement(
-                        sql: "INSERT INTO devices (id, key, created_at, seq) VALUES (?, ?, ?, ?)")
-                    let created = now.timeIntervalSince1970
-                    for index in 0..<count {
-                        let (id, key) = try device(index)
-                        guard RelayCrypto.isValidDeviceID(id) else { throw DeviceStoreError.invalidDeviceID(id) }
-                        guard key.count == RelayCrypto.deviceKeyLength else {
-                            throw CryptoError.badLength("device key", key.count, RelayCrypto.deviceKeyLength)
-                        }
-                        do {
-                            try insert.execute(arguments: [id, Data(key), created, seq])
-                        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-                            throw DeviceStoreError.deviceExists(id)
-                        }
-                    }
-                    return .commit
+        try write { tx -> Int64 in
+            let seq = try Self.bumpSeq(tx)
+            let created = now.timeIntervalSince1970
+            for index in 0..<count {
+                let (id, key) = try device(index)
+                guard RelayCrypto.isValidDeviceID(id) else { throw DeviceStoreError.invalidDeviceID(id) }
+                guard key.count == RelayCrypto.deviceKeyLength else {
+                    throw CryptoError.badLength("device key", key.count, RelayCrypto.deviceKeyLength)
                 }
-                return seq
+                do {
+                    try tx.execute(
+                        "INSERT INTO devices (id, key, created_at, seq) VALUES (?, ?, ?, ?)",
+                        [.text(id), .blob(key), .double(created), .int(seq)])
+                } catch let failure as StoreFailure where failure.uniqueViolation {
+                    throw DeviceStoreError.deviceExists(id)
+                }
             }
-        } catch let error as DeviceStoreError {
-            throw error
-        } catch let error as CryptoError {
-            throw error
-        } catch let error as DatabaseError {
-            throw DeviceStoreError.database(path, error.message ?? "\(error.resultCode)")
+            return seq
         }
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 /// Minting, listing and revoking terminal tokens. The store records each token by its ID,
 /// device and dates, never its text or MAC; revoking bumps the change counter, so that a
@@ -13,12 +12,12 @@ extension DeviceStore {
         let tokenID = try RelayCrypto.randomBytes(Tokens.idLength)
         let token = try Tokens.mint(
             tokenKey: tokenKey(), deviceID: id, deviceKey: deviceKey, expiresUnix: expires, tokenID: tokenID)
-        try write { db in
+        try write { tx in
             // Removed since its key was read: the token could never verify, so it is not handed out.
-            guard try Self.exists(db, id) else { throw DeviceStoreError.noSuchDevice(id) }
-            try db.execute(
-                sql: "INSERT INTO tokens (id, device, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                arguments: [Hex.encode(tokenID), id, now.timeIntervalSince1970, Int64(clamping: expires)])
+            guard try Self.exists(tx, id) else { throw DeviceStoreError.noSuchDevice(id) }
+            try tx.execute(
+                "INSERT INTO tokens (id, device, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                [.text(Hex.encode(tokenID)), .text(id), .double(now.timeIntervalSince1970), .int(Int64(clamping: expires))])
         }
         return token
     }
@@ -28,20 +27,20 @@ extension DeviceStore {
     public func tokens(device: String? = nil, includeExpired: Bool = false, now: Date = Date()) throws
         -> [TokenRecord]
     {
-        try read { db in
-            if let device, try !Self.exists(db, device) { throw DeviceStoreError.noSuchDevice(device) }
-            var sql = "SELECT id, device, created_at, expires_at, revoked_at FROM tokens WHERE 1"
-            var arguments: StatementArguments = []
+        try read { tx in
+            if let device, try !Self.exists(tx, device) { throw DeviceStoreError.noSuchDevice(device) }
+            var sql = "SELECT id, device, created_at, expires_at, revoked_at FROM tokens WHERE 1 = 1"
+            var arguments: [StoreValue] = []
             if let device {
                 sql += " AND device = ?"
-                arguments += [device]
+                arguments.append(.text(device))
             }
             if !includeExpired {
                 sql += " AND expires_at >= ?"
-                arguments += [Self.unixSeconds(now)]
+                arguments.append(.int(Self.unixSeconds(now)))
             }
-            sql += " ORDER BY created_at DESC, rowid DESC"
-            return try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.tokenRecord)
+            sql += " ORDER BY created_at DESC, \(tx.dialect.tokensInsertionOrder) DESC"
+            return try tx.rows(sql, arguments).map(Self.tokenRecord)
         }
     }
 
@@ -54,78 +53,71 @@ extension DeviceStore {
             guard let id = Tokens.id(in: text) else { throw DeviceStoreError.invalidTokenID(text) }
             return id
         }
-        var revoked: [String] = []
-        try write { db in
+        return try write { tx in
             var pending: [String] = []
             for id in normalized where !pending.contains(id) {
-                guard let row = try Row.fetchOne(db, sql: "SELECT revoked_at FROM tokens WHERE id = ?", arguments: [id])
+                // FOR UPDATE (PostgreSQL): two revocations of one token at once revoke it once.
+                let lock = tx.dialect == .postgres ? " FOR UPDATE" : ""
+                guard let row = try tx.row("SELECT revoked_at FROM tokens WHERE id = ?" + lock, [.text(id)])
                 else { throw DeviceStoreError.noSuchToken(id) }
-                let revokedAt: Double? = row["revoked_at"]
-                if revokedAt == nil { pending.append(id) }
+                if row.optionalDouble(0) == nil { pending.append(id) }
             }
-            revoked = try Self.markRevoked(db, pending, now: now)
+            return try Self.markRevoked(tx, pending, now: now)
         }
-        return revoked
     }
 
     /// Revokes every unexpired token of `device` not revoked yet; returns their IDs, newest first.
     @discardableResult
     public func revokeTokens(device: String, now: Date = Date()) throws -> [String] {
-        var revoked: [String] = []
-        try write { db in
-            guard try Self.exists(db, device) else { throw DeviceStoreError.noSuchDevice(device) }
-            let ids = try String.fetchAll(
-                db,
-                sql: """
-                    SELECT id FROM tokens WHERE device = ? AND revoked_at IS NULL AND expires_at >= ?
-                    ORDER BY created_at DESC, rowid DESC
-                    """,
-                arguments: [device, Self.unixSeconds(now)])
-            revoked = try Self.markRevoked(db, ids, now: now)
+        try write { tx in
+            guard try Self.exists(tx, device) else { throw DeviceStoreError.noSuchDevice(device) }
+            let lock = tx.dialect == .postgres ? " FOR UPDATE" : ""
+            let ids = try tx.rows(
+                """
+                SELECT id FROM tokens WHERE device = ? AND revoked_at IS NULL AND expires_at >= ?
+                ORDER BY created_at DESC, \(tx.dialect.tokensInsertionOrder) DESC
+                """ + lock,
+                [.text(device), .int(Self.unixSeconds(now))]
+            ).map { $0.string(0) }
+            return try Self.markRevoked(tx, ids, now: now)
         }
-        return revoked
     }
 
     /// Every revoked token not expired at `now`: what a starting relay loads into its core.
     public func revokedTokens(now: Date = Date()) throws -> [RevokedToken] {
-        try read { db in try Self.revocations(db, since: 0, now: now) }
+        try read { tx in try Self.revocations(tx, since: 0, now: now) }
     }
 
     // MARK: plumbing
 
     /// Tokens revoked after change counter value `seq` that are still unexpired at `now`.
-    static func revocations(_ db: Database, since seq: Int64, now: Date) throws -> [RevokedToken] {
-        try Row.fetchAll(
-            db,
-            sql: """
-                SELECT id, expires_at FROM tokens
-                WHERE revoked_seq > ? AND expires_at >= ?
-                ORDER BY revoked_seq
-                """,
-            arguments: [seq, unixSeconds(now)]
-        ).map { row in
-            let expires: Int64 = row["expires_at"]
-            return RevokedToken(id: row["id"], expiresUnix: UInt64(max(0, expires)))
-        }
+    static func revocations(_ tx: StoreTransaction, since seq: Int64, now: Date) throws -> [RevokedToken] {
+        try tx.rows(
+            """
+            SELECT id, expires_at FROM tokens
+            WHERE revoked_seq > ? AND expires_at >= ?
+            ORDER BY revoked_seq
+            """,
+            [.int(seq), .int(unixSeconds(now))]
+        ).map { row in RevokedToken(id: row.string(0), expiresUnix: UInt64(max(0, row.int(1)))) }
     }
 
     /// One change counter bump for the whole batch; nothing at all for an empty one.
-    private static func markRevoked(_ db: Database, _ ids: [String], now: Date) throws -> [String] {
+    private static func markRevoked(_ tx: StoreTransaction, _ ids: [String], now: Date) throws -> [String] {
         guard !ids.isEmpty else { return [] }
-        let seq = try bumpSeq(db)
-        let update = try db.makeStatement(sql: "UPDATE tokens SET revoked_at = ?, revoked_seq = ? WHERE id = ?")
+        let seq = try bumpSeq(tx)
         for id in ids {
-            try update.execute(arguments: [now.timeIntervalSince1970, seq, id])
+            try tx.execute(
+                "UPDATE tokens SET revoked_at = ?, revoked_seq = ? WHERE id = ?",
+                [.double(now.timeIntervalSince1970), .int(seq), .text(id)])
         }
         return ids
     }
 
-    private static func tokenRecord(_ row: Row) -> TokenRecord {
-        let expires: Int64 = row["expires_at"]
-        let revokedAt: Double? = row["revoked_at"]
-        return TokenRecord(
-            id: row["id"], device: row["device"], createdAt: Date(timeIntervalSince1970: row["created_at"]),
-            expiresUnix: UInt64(max(0, expires)), revokedAt: revokedAt.map(Date.init(timeIntervalSince1970:)))
+    private static func tokenRecord(_ row: StoreRow) -> TokenRecord {
+        TokenRecord(
+            id: row.string(0), device: row.string(1), createdAt: Date(timeIntervalSince1970: row.double(2)),
+            expiresUnix: UInt64(max(0, row.int(3))), revokedAt: row.optionalDouble(4).map(Date.init(timeIntervalSince1970:)))
     }
 
     /// Whole seconds, as token expiries are written and checked.

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 /// One device as `relay device list` shows it.
 public struct DeviceSummary: Equatable, Sendable {
@@ -17,44 +16,64 @@ public struct DeviceChanges: Sendable {
     public let revocations: [RevokedToken]
 }
 
-/// The provisioned devices, the tokens minted for them and the relay's token key, in SQLite
-/// at `<data>/relay.sqlite`.
+/// The provisioned devices, the tokens minted for them, the relay's token key and the admin
+/// API's keys: in SQLite at `<data>/relay.sqlite` by default, or in PostgreSQL
+/// (`--store postgres://...`) for a cluster of relays sharing one fleet.
 ///
-/// The relay and the CLI open the same file from different processes: WAL lets the running
-/// relay read while `relay device add` writes, and the `seq` change counter in `meta` lets
-/// the relay pick up only what changed since its last look.
+/// The relay and the CLI open the same store from different processes; the `seq` change
+/// counter lets the relay pick up only what changed since its last look.
 public final class DeviceStore: Sendable {
     public static let fileName = "relay.sqlite"
+    /// The `--store` value that means the embedded SQLite file (the default).
+    public static let embedded = "sqlite"
 
+    /// The store as messages name it: the SQLite file's path, or the PostgreSQL URL without
+    /// its password.
     public let databasePath: String
-    private let queue: DatabaseQueue
+    let backend: any StoreBackend
 
-    /// Opens the store in `directory`. When `createIfMissing` is false a missing store is an
-    /// error rather than a new empty one, so that a mistyped --data does not look like an
-    /// empty relay.
-    public init(directory: String, createIfMissing: Bool = true) throws {
-        databasePath = (directory as NSString).appendingPathComponent(Self.fileName)
-        if !createIfMissing, !FileManager.default.fileExists(atPath: databasePath) {
-            throw DeviceStoreError.storeMissing(databasePath)
+    /// Opens the store named by `store`: `sqlite` (the file in `directory`) or a
+    /// `postgres://` / `postgresql://` URL. When `createIfMissing` is false a missing SQLite
+    /// file is an error rather than a new empty one, so that a mistyped --data does not look
+    /// like an empty relay.
+    public init(directory: String, store: String = DeviceStore.embedded, createIfMissing: Bool = true) throws {
+        if Self.isPostgres(store) {
+            // The directory still holds this relay's own files (admin.json).
+            if createIfMissing { try DataDirectory.prepare(directory) }
+            do {
+                backend = try PostgresStoreBackend(url: store)
+            } catch {
+                throw Self.mapped(error, PostgresConnection.redacted(store))
+            }
+        } else {
+            guard store == Self.embedded else { throw DeviceStoreError.unknownStore(store) }
+            let path = (directory as NSString).appendingPathComponent(Self.fileName)
+            if !createIfMissing, !FileManager.default.fileExists(atPath: path) {
+                throw DeviceStoreError.storeMissing(path)
+            }
+            try DataDirectory.prepare(directory)
+            try DataDirectory.prepareSecretFile(path)
+            do {
+                backend = try SQLiteStoreBackend(path: path)
+            } catch {
+                throw Self.mapped(error, path)
+            }
         }
-        try DataDirectory.prepare(directory)
-        try DataDirectory.prepareSecretFile(databasePath)
+        databasePath = backend.name
+        try write { tx in try Self.initializeMeta(tx) }
+    }
 
-        var configuration = Configuration()
-        configuration.journalMode = .wal
-        // The relay polls while the CLI writes: wait for the other process's lock briefly.
-        configuration.busyMode = .timeout(5)
-        configuration.label = "relay.devices"
-        let path = databasePath
-        do {
-            queue = try DatabaseQueue(path: path, configuration: configuration)
-            try DeviceStoreSchema.migrator().migrate(queue)
-            try Self.writeImmediate(queue, path) { db in try Self.initializeMeta(db) }
-        } catch let error as DeviceStoreError {
-            throw error
-        } catch {
-            throw Self.mapped(error, path)
-        }
+    /// Whether other relays may share this store (PostgreSQL).
+    public var isShared: Bool { backend.dialect == .postgres }
+
+    /// Whether `store` names a PostgreSQL database rather than the embedded file.
+    public static func isPostgres(_ store: String) -> Bool {
+        store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")
+    }
+
+    /// `store` as logs and check-config may show it (no password).
+    public static func displayName(_ store: String) -> String {
+        isPostgres(store) ? PostgresConnection.redacted(store) : store
     }
 
     // MARK: devices
@@ -65,12 +84,12 @@ public final class DeviceStore: Sendable {
         guard RelayCrypto.isValidDeviceID(id) else { throw DeviceStoreError.invalidDeviceID(id) }
         let secret = try RelayCrypto.randomBytes(RelayCrypto.secretLength)
         let key = try RelayCrypto.deviceKey(secret: secret)
-        try write { db in
-            if try Self.exists(db, id) { throw DeviceStoreError.deviceExists(id) }
-            let seq = try Self.bumpSeq(db)
-            try db.execute(
-                sql: "INSERT INTO devices (id, key, created_at, seq) VALUES (?, ?, ?, ?)",
-                arguments: [id, Data(key), now.timeIntervalSince1970, seq])
+        try write(existing: id) { tx in
+            if try Self.exists(tx, id) { throw DeviceStoreError.deviceExists(id) }
+            let seq = try Self.bumpSeq(tx)
+            try tx.execute(
+                "INSERT INTO devices (id, key, created_at, seq) VALUES (?, ?, ?, ?)",
+                [.text(id), .blob(key), .double(now.timeIntervalSince1970), .int(seq)])
         }
         return secret
     }
@@ -78,34 +97,31 @@ public final class DeviceStore: Sendable {
     /// Deprovisions `id`; a running relay drops it on its next sync. Its token records go too:
     /// those tokens can never verify again, even if the ID is added back (new secret, new key).
     public func remove(id: String) throws {
-        try write { db in
-            guard try Self.exists(db, id) else { throw DeviceStoreError.noSuchDevice(id) }
-            let seq = try Self.bumpSeq(db)
-            try db.execute(sql: "DELETE FROM devices WHERE id = ?", arguments: [id])
-            try db.execute(sql: "INSERT INTO removals (id, seq) VALUES (?, ?)", arguments: [id, seq])
-            try db.execute(sql: "DELETE FROM tokens WHERE device = ?", arguments: [id])
+        try write { tx in
+            guard try Self.exists(tx, id) else { throw DeviceStoreError.noSuchDevice(id) }
+            let seq = try Self.bumpSeq(tx)
+            try tx.execute("DELETE FROM devices WHERE id = ?", [.text(id)])
+            try tx.execute("INSERT INTO removals (id, seq) VALUES (?, ?)", [.text(id), .int(seq)])
+            try tx.execute("DELETE FROM tokens WHERE device = ?", [.text(id)])
         }
     }
 
     /// Every device, ordered by ID.
     public func list() throws -> [DeviceSummary] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT id, created_at FROM devices ORDER BY id").map { row in
-                DeviceSummary(id: row["id"], createdAt: Date(timeIntervalSince1970: row["created_at"] ?? 0))
-            }
-        }
+        try read { tx in try tx.rows("SELECT id, created_at FROM devices ORDER BY id").map(Self.summary) }
     }
 
     /// The derived key K of `id`.
     public func key(for id: String) throws -> [UInt8] {
-        let path = databasePath
-        return try read { db in
-            guard let data = try Data.fetchOne(db, sql: "SELECT key FROM devices WHERE id = ?", arguments: [id])
+        let name = databasePath
+        return try read { tx in
+            guard let row = try tx.row("SELECT key FROM devices WHERE id = ?", [.text(id)])
             else { throw DeviceStoreError.noSuchDevice(id) }
-            guard data.count == RelayCrypto.deviceKeyLength else {
-                throw DeviceStoreError.corrupt(path, "the key of device '\(id)' is \(data.count) bytes")
+            let key = row.blob(0)
+            guard key.count == RelayCrypto.deviceKeyLength else {
+                throw DeviceStoreError.corrupt(name, "the key of device '\(id)' is \(key.count) bytes")
             }
-            return [UInt8](data)
+            return key
         }
     }
 
@@ -113,56 +129,50 @@ public final class DeviceStore: Sendable {
 
     /// The 32-byte key terminal tokens are signed with, made on the store's first open.
     public func tokenKey() throws -> [UInt8] {
-        let path = databasePath
-        return try read { db in
-            guard let data = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'token_key'"),
-                data.count == RelayCrypto.tokenKeyLength
-            else { throw DeviceStoreError.corrupt(path, "the token key is missing or has the wrong length") }
-            return [UInt8](data)
+        let name = databasePath
+        return try read { tx in
+            guard let key = try tx.row("SELECT value FROM meta WHERE name = 'token_key'")?.blob(0),
+                key.count == RelayCrypto.tokenKeyLength
+            else { throw DeviceStoreError.corrupt(name, "the token key is missing or has the wrong length") }
+            return key
         }
     }
 
     /// The change counter: it grows with every add, remove and token revocation.
     public func currentSeq() throws -> Int64 {
-        try read { db in try Self.seq(db) }
+        try read { tx in try Self.seq(tx) }
     }
 
     /// Everything that changed after `seq`; `changes(since: 0)` is every device. An ID that
     /// was removed and then added again appears only as an upsert, with its new key. Tokens
     /// already expired at `now` are left out of the revocations: they are refused anyway.
     public func changes(since seq: Int64, now: Date = Date()) throws -> DeviceChanges {
-        try read { db in
-            let current = try Self.seq(db)
-            let upserts = try Row.fetchAll(
-                db, sql: "SELECT id, key FROM devices WHERE seq > ? ORDER BY seq", arguments: [seq]
-            ).map { row -> (id: String, key: [UInt8]) in
-                let key: Data = row["key"]
-                return (row["id"], [UInt8](key))
-            }
-            let removals = try String.fetchAll(
-                db,
-                sql: """
-                    SELECT DISTINCT id FROM removals
-                    WHERE seq > ? AND id NOT IN (SELECT id FROM devices)
-                    ORDER BY id
-                    """,
-                arguments: [seq])
-            let revocations = try Self.revocations(db, since: seq, now: now)
+        try read { tx in
+            let current = try Self.seq(tx)
+            let upserts = try tx.rows(
+                "SELECT id, key FROM devices WHERE seq > ? ORDER BY seq", [.int(seq)]
+            ).map { row -> (id: String, key: [UInt8]) in (row.string(0), row.blob(1)) }
+            let removals = try tx.rows(
+                """
+                SELECT DISTINCT id FROM removals
+                WHERE seq > ? AND id NOT IN (SELECT id FROM devices)
+                ORDER BY id
+                """,
+                [.int(seq)]
+            ).map { $0.string(0) }
+            let revocations = try Self.revocations(tx, since: seq, now: now)
             return DeviceChanges(seq: current, upserts: upserts, removals: removals, revocations: revocations)
         }
     }
 
-    /// Calls `body` for every device, streaming rows from SQLite without building a list
-    /// (a million devices must not cost a million Swift values at start), and returns the
-    /// change counter the pass is consistent with.
+    /// Calls `body` for every device, streaming rows without building a list (a million
+    /// devices must not cost a million Swift values at start), and returns the change
+    /// counter the pass is consistent with.
     public func forEachDevice(_ body: (_ id: String, _ key: UnsafeRawBufferPointer) -> Void) throws -> Int64 {
-        try read { db in
-            let now = try Self.seq(db)
-            let rows = try Row.fetchCursor(db, sql: "SELECT id, key FROM devices")
-            while let row = try rows.next() {
-                let id: String = row["id"]
-                let key: Data = row["key"]
-                key.withUnsafeBytes { body(id, $0) }
+        try read { tx in
+            let now = try Self.seq(tx)
+            try tx.forEachRow("SELECT id, key FROM devices", []) { row in
+                row.blob(1).withUnsafeBytes { body(row.string(0), $0) }
             }
             return now
         }
@@ -170,64 +180,70 @@ public final class DeviceStore: Sendable {
 
     // MARK: plumbing
 
-    func read<T>(_ body: (Database) throws -> T) throws -> T {
+    func read<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
         do {
-            return try queue.read(body)
-        } catch let error as DeviceStoreError {
-            throw error
+            return try backend.read(body)
         } catch {
             throw Self.mapped(error, databasePath)
         }
     }
 
-    func write(_ body: (Database) throws -> Void) throws {
+    /// A write; `existing` names the device whose key another writer may have just taken,
+    /// so that the race ends in "already exists" like the check before it.
+    func write<T>(existing: String? = nil, _ body: (StoreTransaction) throws -> T) throws -> T {
         do {
-            try Self.writeImmediate(queue, databasePath, body)
-        } catch let error as DeviceStoreError {
-            throw error
+            return try backend.write(body)
+        } catch let failure as StoreFailure where failure.uniqueViolation && existing != nil {
+            throw DeviceStoreError.deviceExists(existing!)
         } catch {
             throw Self.mapped(error, databasePath)
         }
     }
 
-    /// IMMEDIATE takes the write lock up front, so two processes adding at once wait for each
-    /// other (busy timeout) instead of failing when a read lock cannot be upgraded.
-    private static func writeImmediate(
-        _ queue: DatabaseQueue, _ path: String, _ body: (Database) throws -> Void
-    ) throws {
-        try queue.writeWithoutTransaction { db in
-            try db.inTransaction(.immediate) {
-                try body(db)
-                return .commit
-            }
+    private static func initializeMeta(_ tx: StoreTransaction) throws {
+        // ON CONFLICT: two nodes opening a new fleet store at once keep one token key.
+        let tokenKey = try RelayCrypto.randomBytes(RelayCrypto.tokenKeyLength)
+        try tx.execute(
+            "INSERT INTO meta (name, value) VALUES ('token_key', ?) ON CONFLICT DO NOTHING", [.blob(tokenKey)])
+        if tx.dialect == .sqlite {
+            try tx.execute("INSERT INTO meta (name, value) VALUES ('seq', 0) ON CONFLICT DO NOTHING")
         }
     }
 
-    private static func initializeMeta(_ db: Database) throws {
-        if try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'token_key'") == nil {
-            let tokenKey = try RelayCrypto.randomBytes(RelayCrypto.tokenKeyLength)
-            try db.execute(sql: "INSERT INTO meta (name, value) VALUES ('token_key', ?)", arguments: [Data(tokenKey)])
+    static func summary(_ row: StoreRow) -> DeviceSummary {
+        DeviceSummary(id: row.string(0), createdAt: Date(timeIntervalSince1970: row.double(1)))
+    }
+
+    static func exists(_ tx: StoreTransaction, _ id: String) throws -> Bool {
+        try tx.row("SELECT count(*) FROM devices WHERE id = ?", [.text(id)])?.int(0) ?? 0 > 0
+    }
+
+    private static func seq(_ tx: StoreTransaction) throws -> Int64 {
+        switch tx.dialect {
+        case .sqlite: return try tx.row("SELECT value FROM meta WHERE name = 'seq'")?.int(0) ?? 0
+        case .postgres: return try tx.row("SELECT value FROM change_counter")?.int(0) ?? 0
         }
-        try db.execute(sql: "INSERT OR IGNORE INTO meta (name, value) VALUES ('seq', 0)")
     }
 
-    static func exists(_ db: Database, _ id: String) throws -> Bool {
-        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?)", arguments: [id]) ?? false
+    /// The next change counter value. In PostgreSQL the row lock it takes holds until commit
+    /// (values follow commit order), and the NOTIFY it queues reaches every listening node
+    /// when the transaction commits, not before.
+    static func bumpSeq(_ tx: StoreTransaction) throws -> Int64 {
+        switch tx.dialect {
+        case .sqlite:
+            let next = try seq(tx) + 1
+            try tx.execute("UPDATE meta SET value = ? WHERE name = 'seq'", [.int(next)])
+            return next
+        case .postgres:
+            let next = try tx.row("UPDATE change_counter SET value = value + 1 RETURNING value")?.int(0) ?? 0
+            _ = try tx.rows("SELECT pg_notify(?, ?)", [.text(PostgresStoreBackend.channel), .text(String(next))])
+            return next
+        }
     }
 
-    private static func seq(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'seq'") ?? 0
-    }
-
-    static func bumpSeq(_ db: Database) throws -> Int64 {
-        let next = try seq(db) + 1
-        try db.execute(sql: "UPDATE meta SET value = ? WHERE name = 'seq'", arguments: [next])
-        return next
-    }
-
-    private static func mapped(_ error: Error, _ path: String) -> Error {
-        if let error = error as? DatabaseError {
-            return DeviceStoreError.database(path, error.message ?? "\(error.resultCode)")
+    static func mapped(_ error: Error, _ name: String) -> Error {
+        if let failure = error as? StoreFailure {
+            return DeviceStoreError.database(name, failure.message)
         }
         return error
     }

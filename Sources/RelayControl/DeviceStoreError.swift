@@ -9,6 +9,7 @@ public enum DeviceStoreError: Error, CustomStringConvertible, Equatable {
     case corrupt(String, String)
     case invalidTokenID(String)
     case noSuchToken(String)
+    case unknownStore(String)
 
     public var description: String {
         switch self {
@@ -28,6 +29,10 @@ public enum DeviceStoreError: Error, CustomStringConvertible, Equatable {
             return "'\(text)' is not a token ID; give the 16 hex digits `relay token list` shows (or the whole token)"
         case .noSuchToken(let id):
             return "no token \(id) in this store; see `relay token list --all` (to invalidate tokens the store never recorded, re-add their device)"
+        case .unknownStore(let text):
+            // Only the scheme: whatever follows may hold a password.
+            let scheme = text.range(of: "://").map { String(text[..<$0.lowerBound]) + "://..." } ?? text
+            return "'\(scheme)' is not a store; use sqlite (the file in --data) or a postgres://user@host/db URL"
         case .corrupt(let path, let reason):
             return "device store \(path) is damaged (\(reason)); restore it from a backup or move it away to start fresh"
         }

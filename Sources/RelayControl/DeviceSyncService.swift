@@ -25,12 +25,18 @@ actor DeviceSync {
     private(set) var seq: Int64
     /// Whether the store reads are failing (logged once per change).
     private var failing = false
+    /// Whether a failing store makes /readyz answer 503. A local SQLite file that cannot be
+    /// read is this node's fault; a shared PostgreSQL down is every node's at once, and
+    /// turning them all unready (their floating addresses with them) would only stop them
+    /// serving the devices they already have.
+    private let failureMakesUnready: Bool
 
     init(store: DeviceStore, core: RelayCore, startSeq: Int64, logger: Logger) {
         self.store = store
         self.core = core
         self.seq = startSeq
         self.logger = logger
+        self.failureMakesUnready = !store.isShared
     }
 
     /// Applies what changed since the last sync; returns the change counter now applied.
@@ -42,7 +48,7 @@ actor DeviceSync {
         } catch {
             // A busy or briefly unreadable store is retried on the next tick; /readyz says
             // 503 meanwhile.
-            core.setStoreReadable(false)
+            if failureMakesUnready { core.setStoreReadable(false) }
             if !failing {
                 failing = true
                 logger.warning("device.sync.failed", metadata: ["error": "\(error)"])

@@ -10,6 +10,8 @@ import Logging
 public struct RelayConfiguration: Sendable {
     /// Where the device store lives (`relay.sqlite`). Default "./relay-data", or $RELAY_DATA.
     public var dataDirectory: String
+    /// The device store: "sqlite" (`<data>/relay.sqlite`) or a `postgres://` URL.
+    public var store: String = DeviceStore.embedded
 
     /// Terminal HTTP listeners. Default loopback only: 127.0.0.1:8080 and [::1]:8080.
     public var http: [String] = RelayConfiguration.defaultHTTP

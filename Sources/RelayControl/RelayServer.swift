@@ -43,7 +43,7 @@ public final class RelayServer: Sendable {
         // From here on a SIGHUP must not end the process (its default), even before the
         // reload service traps it.
         signal(SIGHUP, SIG_IGN)
-        let store = try DeviceStore(directory: configuration.dataDirectory)
+        let store = try DeviceStore(directory: configuration.dataDirectory, store: configuration.store)
         let core = try RelayCore(configuration: configuration, tokenKey: store.tokenKey())
         if !configuration.tlsCerts.isEmpty {
             try core.setTLS(certs: configuration.tlsCerts, keys: configuration.tlsKeys, deviceCA: configuration.deviceCA)
@@ -78,6 +78,11 @@ public final class RelayServer: Sendable {
             SessionLogService(core: core, logger: logger),
             DeviceSyncService(sync: sync),
         ]
+        if DeviceStore.isPostgres(configuration.store) {
+            services.append(
+                StoreChangeListener(
+                    conninfo: configuration.store, name: store.databasePath, sync: sync, logger: logger))
+        }
         if let reload {
             services.append(ReloadService(core: core, live: live, reload: reload, logger: logger))
         }

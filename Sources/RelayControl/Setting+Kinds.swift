@@ -52,6 +52,19 @@ extension Setting {
             items: { [$0] }, parse: { $0.value[0] })
     }
 
+    /// The device store: `sqlite` or a PostgreSQL URL, shown without its password (check-config
+    /// prints it), checked for its form before anything is opened.
+    static func store(_ key: String, _ path: Path<String>, help: String, defaultNote: String? = nil) -> Setting {
+        row(key, path, quoted: true, reload: .restart, valueName: "sqlite|url", help: help, defaultNote: defaultNote,
+            items: { [DeviceStore.displayName($0)] }, parse: { $0.value[0] },
+            check: { value throws(ConfigurationError) in
+                guard value == DeviceStore.embedded || DeviceStore.isPostgres(value) else {
+                    throw ConfigurationError(
+                        flag: "--\(key)", "\(DeviceStoreError.unknownStore(value))")
+                }
+            })
+    }
+
     /// A string that may be absent: `parse` maps the given text, `shown` names the absence.
     static func optionalText(
         _ key: String, _ path: Path<String?>, reload: Reload = .restart, valueName: String, help: String,

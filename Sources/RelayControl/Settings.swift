@@ -12,6 +12,10 @@ extension RelayConfiguration {
         .text(
             "data", \.dataDirectory, valueName: "dir", help: "Directory of the device store (relay.sqlite).",
             defaultNote: "./relay-data, or $RELAY_DATA"),
+        .store(
+            "store", \.store,
+            help: "Where devices, tokens and keys live: sqlite (relay.sqlite in --data) or a postgres:// URL "
+                + "that a cluster's nodes and the CLI share (password in a passfile or PGPASSWORD, not the URL)."),
         .list("http", \.http, valueName: "addr:port", help: "Terminal HTTP listener; repeat for more addresses."),
         .optionalList(
             "https", \.https, effective: \.effectiveHTTPS, valueName: "addr:port",

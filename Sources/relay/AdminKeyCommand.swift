@@ -20,7 +20,7 @@ struct AdminKeyCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved)
+            let store = try data.open()
             let (id, key) = try store.createAdminKey(name: name)
             FileHandle.standardError.write(Data("admin key \(id) (\(name)) created; it is not shown again\n".utf8))
             print(key)
@@ -34,7 +34,7 @@ struct AdminKeyCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
+            let store = try data.open(createIfMissing: false)
             let formatter = ISO8601DateFormatter()
             for key in try store.adminKeys() {
                 print([key.id, key.name, formatter.string(from: key.createdAt), key.local ? "local" : "key"].joined(separator: "\t"))
@@ -52,7 +52,7 @@ struct AdminKeyCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
+            let store = try data.open(createIfMissing: false)
             guard try store.revokeAdminKey(id: id) else {
                 FileHandle.standardError.write(Data("Error: no admin key \(id); see `relay admin-key list`\n".utf8))
                 throw ExitCode(1)

@@ -22,7 +22,7 @@ struct DeviceCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved)
+            let store = try data.open()
             let secret = try store.add(id: id)
             print(Hex.encode(secret))
             LiveRelay.syncNow(data.resolved)
@@ -42,7 +42,7 @@ struct DeviceCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
+            let store = try data.open(createIfMissing: false)
             if let client = AdminClient(dataDirectory: data.resolved), let devices = try? LiveRelay.allDevices(client, online: online) {
                 if json {
                     LiveRelay.printJSON(devices)
@@ -77,7 +77,7 @@ struct DeviceCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
+            let store = try data.open(createIfMissing: false)
             if let client = AdminClient(dataDirectory: data.resolved),
                 let reply = try? client.request("GET", "/api/v1/devices/\(id)"), reply.status == 200 || reply.status == 404
             {
@@ -111,7 +111,7 @@ struct DeviceCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
+            let store = try data.open(createIfMissing: false)
             try store.remove(id: id)
             LiveRelay.syncNow(data.resolved)
         }

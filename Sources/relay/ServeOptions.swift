@@ -114,6 +114,7 @@ struct ServeOptions: ParsableArguments {
         }
         func given(_ list: [String]) -> [String]? { list.isEmpty ? nil : list }
         flag(data.directory, \.dataDirectory)
+        flag(data.store, \.store)
         flag(given(http), \.http)
         flag(given(udp), \.udp)
         flag(given(tcp), \.tcp)

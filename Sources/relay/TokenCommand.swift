@@ -41,7 +41,7 @@ struct TokenCommand: ParsableCommand {
         }
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
+            let store = try data.open(createIfMissing: false)
             let token = try store.mintToken(id: id, ttl: ttl)
             print(token)
         }
@@ -60,7 +60,7 @@ struct TokenCommand: ParsableCommand {
         @OptionGroup var data: DataOptions
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
+            let store = try data.open(createIfMissing: false)
             let now = Date()
             let formatter = ISO8601DateFormatter()
             for token in try store.tokens(device: id, includeExpired: all, now: now) {
@@ -95,7 +95,7 @@ struct TokenCommand: ParsableCommand {
         }
 
         func run() throws {
-            let store = try DeviceStore(directory: data.resolved, createIfMissing: false)
+            let store = try data.open(createIfMissing: false)
             let revoked = try device.map { try store.revokeTokens(device: $0) } ?? store.revokeTokens(ids)
             for id in revoked { print(id) }
             if !revoked.isEmpty { LiveRelay.syncNow(data.resolved) }

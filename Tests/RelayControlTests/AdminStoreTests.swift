@@ -24,7 +24,11 @@ final class AdminStoreTests: XCTestCase {
         let local2 = try store.createAdminKey(name: "local", local: true)
         XCTAssertEqual(try store.adminKeys().map(\.id).sorted(), [id, local2.id].sorted())
         XCTAssertNotEqual(local1.id, local2.id)
-        try store.removeLocalAdminKeys()
+        // Another relay's local key (a shared store) is left alone.
+        let other = try store.createAdminKey(name: "local of another relay", local: true)
+        try store.removeLocalAdminKeys(name: "local")
+        XCTAssertEqual(try store.adminKeys().map(\.id).sorted(), [id, other.id].sorted())
+        try store.removeLocalAdminKeys(name: "local of another relay")
         XCTAssertTrue(try store.revokeAdminKey(id: id))
         XCTAssertFalse(try store.revokeAdminKey(id: id))
         XCTAssertEqual(try store.adminKeys(), [])
