@@ -197,13 +197,13 @@ static evconnlistener_cb accept_for(int kind) {
 }
 
 /* One loop's listener of `kind` on `addr`; its index within the kind, or -1. */
-static int listen_one(rl_core *core, int kind, const char *addr, int reuse, char *err, size_t err_len) {
-    if (kind != RL_LISTEN_UDP) return rl_listen_add(core, kind, addr, reuse, accept_for(kind), err, err_len);
+static int listen_one(rl_core *core, int kind, const char *addr, int opts, char *err, size_t err_len) {
+    if (kind != RL_LISTEN_UDP) return rl_listen_add(core, kind, addr, opts, accept_for(kind), err, err_len);
     if (core->n_udp >= RL_MAX_LISTENERS) {
         rl_set_err(err, err_len, "at most %d listeners of a kind", RL_MAX_LISTENERS);
         return -1;
     }
-    if (rl_udp_open(core, addr, reuse, err, err_len) != 0) return -1;
+    if (rl_udp_open(core, addr, opts, err, err_len) != 0) return -1;
     return core->n_udp - 1;
 }
 
@@ -221,9 +221,10 @@ static int listener_fd(const rl_core *core, int kind, int index) {
 /* The device callback listeners of every loop on consecutive ports from `addr`'s (a range
  * to open in a firewall). Port 0: the kernel picks the first; a range that collides with a
  * port in use is given back and another tried. */
-static int listen_callback_range(rl_node *node, const char *addr, uint16_t asked, char *err, size_t err_len) {
+static int listen_callback_range(rl_node *node, const char *addr, uint16_t asked, int opts, char *err,
+                                 size_t err_len) {
     for (int attempt = 0; attempt < (asked ? 1 : 16); attempt++) {
-        int index = listen_one(node->loops[0], RL_LISTEN_TCP, addr, 0, err, err_len);
+        int index = listen_one(node->loops[0], RL_LISTEN_TCP, addr, opts, err, err_len);
         if (index < 0) return -1;
         uint32_t first = (uint32_t)rl_core_bound_port(node->loops[0], RL_LISTEN_TCP, index), i = 1;
         if (first + node->n - 1 > 65535) {
@@ -232,7 +233,7 @@ static int listen_callback_range(rl_node *node, const char *addr, uint16_t asked
             for (; i < node->n; i++) {
                 char a[320];
                 with_port(addr, (int)(first + i), a, sizeof a);
-                if (listen_one(node->loops[i], RL_LISTEN_TCP, a, 0, err, err_len) < 0) break;
+                if (listen_one(node->loops[i], RL_LISTEN_TCP, a, opts, err, err_len) < 0) break;
             }
             if (i == node->n) return index;
         }
@@ -265,26 +266,35 @@ static int check_port_free(const struct sockaddr_storage *ss, socklen_t len, int
  * callback ones on consecutive ports, since a connection request names its loop's port.
  * /metrics is served by the lead alone. */
 int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t err_len) {
+    return rl_core_listen_opts(core, kind, addr, 0, err, err_len);
+}
+
+int rl_core_listen_opts(rl_core *core, int kind, const char *addr, unsigned opts, char *err, size_t err_len) {
     if (core->started) {
         rl_set_err(err, err_len, "listeners must be added before start");
         return -1;
     }
+    if (opts & ~(unsigned)RL_LISTEN_FREEBIND) {
+        rl_set_err(err, err_len, "unknown listener options 0x%x", opts);
+        return -1;
+    }
     rl_node *node = core->node;
-    if (node->n == 1 || kind == RL_LISTEN_METRICS) return listen_one(core, kind, addr, 0, err, err_len);
+    int o = (int)opts;
+    if (node->n == 1 || kind == RL_LISTEN_METRICS) return listen_one(core, kind, addr, o, err, err_len);
     struct sockaddr_storage ss;
     socklen_t len;
     if (rl_parse_addr(addr, &ss, &len, err, err_len) != 0) return -1;
     uint8_t a6[16];
     uint16_t asked;
     rl_addr_to_v6((struct sockaddr *)&ss, a6, &asked);
-    if (kind == RL_LISTEN_TCP) return listen_callback_range(node, addr, asked, err, err_len);
+    if (kind == RL_LISTEN_TCP) return listen_callback_range(node, addr, asked, o, err, err_len);
     if (asked && check_port_free(&ss, len, kind, addr, err, err_len) != 0) return -1;
     int index = -1, port = 0;
     for (uint32_t i = 0; i < node->n; i++) {
         char a[320];
         if (i == 0) snprintf(a, sizeof a, "%s", addr);
         else with_port(addr, port, a, sizeof a);
-        int k = listen_one(node->loops[i], kind, a, 1, err, err_len);
+        int k = listen_one(node->loops[i], kind, a, o | RL_SOCK_REUSEPORT, err, err_len);
         if (k < 0) return -1;
         if (i == 0) {
             index = k;

@@ -29,7 +29,7 @@ static const listen_kind kinds[RL_LISTEN_KINDS] = {
 
 static void on_accept_error(struct evconnlistener *lev, void *arg);
 
-static int open_listener(rl_core *core, rl_listener *l, const char *addr, int reuse, evconnlistener_cb cb, char *err,
+static int open_listener(rl_core *core, rl_listener *l, const char *addr, int opts, evconnlistener_cb cb, char *err,
                          size_t err_len) {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -42,7 +42,7 @@ static int open_listener(rl_core *core, rl_listener *l, const char *addr, int re
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     /* One listener per loop thread on this address (shard.h steers between them). */
-    if (reuse) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    rl_sock_set_opts(fd, opts);
     if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* accepted sockets inherit it */
     if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 1024) != 0) {
@@ -66,7 +66,7 @@ static int open_listener(rl_core *core, rl_listener *l, const char *addr, int re
     return 0;
 }
 
-int rl_listen_add(rl_core *core, int kind, const char *addr, int reuse, evconnlistener_cb accept, char *err,
+int rl_listen_add(rl_core *core, int kind, const char *addr, int opts, evconnlistener_cb accept, char *err,
                   size_t err_len) {
     if (kind < 0 || kind >= RL_LISTEN_KINDS || !kinds[kind].tcp) {
         rl_set_err(err, err_len, "unknown listener kind %d", kind);
@@ -78,7 +78,7 @@ int rl_listen_add(rl_core *core, int kind, const char *addr, int reuse, evconnli
         return -1;
     }
     rl_listener *l = &core->listeners[kind][n];
-    if (open_listener(core, l, addr, reuse, accept, err, err_len) != 0) return -1;
+    if (open_listener(core, l, addr, opts, accept, err, err_len) != 0) return -1;
     if (kinds[kind].defer_accept) {
         /* A device speaks first (its hello): the kernel hands over a callback with the hello
          * already in, one loop wake-up instead of two. Past the wake timeout it hands it over

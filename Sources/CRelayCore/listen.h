@@ -21,7 +21,7 @@ typedef struct rl_listener {
 
 /* Opens a listener of `kind` on `addr` whose connections go to `accept`: its index among
  * that kind, or -1 with `err`. */
-int rl_listen_add(rl_core *core, int kind, const char *addr, int reuse, evconnlistener_cb accept, char *err,
+int rl_listen_add(rl_core *core, int kind, const char *addr, int opts, evconnlistener_cb accept, char *err,
                   size_t err_len);
 /* The port listener `index` of `kind` is bound to, or -1. */
 int rl_listen_port(const rl_core *core, int kind, int index);

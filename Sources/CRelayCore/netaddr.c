@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "relay_core.h"
 #include "netaddr.h"
 #include "util.h"
 
@@ -56,6 +57,15 @@ int rl_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len,
     *len = res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
+}
+
+void rl_sock_set_opts(int fd, int opts) {
+    int one = 1;
+    if (opts & RL_SOCK_REUSEPORT) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    /* Bound before keepalived gives this node the address, kept while another node holds it:
+     * traffic arrives the moment the address is on an interface here. IP_FREEBIND also
+     * covers IPv6 sockets. */
+    if (opts & RL_LISTEN_FREEBIND) setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
 }
 
 void rl_addr_to_v6(const struct sockaddr *sa, uint8_t addr[16], uint16_t *port) {

@@ -10,4 +10,9 @@ int rl_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len,
 void rl_addr_to_v6(const struct sockaddr *sa, uint8_t addr[16], uint16_t *port);
 void rl_v6_to_sockaddr(const uint8_t addr[16], uint16_t port, int family, struct sockaddr_storage *ss, socklen_t *len);
 
+/* Options of a listening socket, before bind: one member of a loop-per-thread
+ * SO_REUSEPORT group, and RL_LISTEN_FREEBIND (relay_core.h) for a floating address. */
+#define RL_SOCK_REUSEPORT 1
+void rl_sock_set_opts(int fd, int opts);
+
 #endif

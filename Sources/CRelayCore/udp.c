@@ -40,7 +40,7 @@ uint32_t rl_udp_rcvbuf(const rl_core *core) {
     return least;
 }
 
-int rl_udp_open(rl_core *core, const char *addr, int reuse, char *err, size_t err_len) {
+int rl_udp_open(rl_core *core, const char *addr, int opts, char *err, size_t err_len) {
     struct sockaddr_storage ss;
     socklen_t len;
     if (rl_parse_addr(addr, &ss, &len, err, err_len) != 0) return -1;
@@ -53,7 +53,7 @@ int rl_udp_open(rl_core *core, const char *addr, int reuse, char *err, size_t er
     socklen_t glen = sizeof granted;
     if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     /* One socket per loop thread, all bound to this address (shard.h steers between them). */
-    if (reuse) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    rl_sock_set_opts(fd, opts);
     /* Bursts of notifies must not overflow the default ~200 KiB buffer (about 500 datagrams
      * on loopback). The kernel caps this at net.core.rmem_max, and reads back twice what it
      * granted (its bookkeeping share): the relay reports the grant so an operator sees a cap. */

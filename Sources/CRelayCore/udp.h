@@ -4,7 +4,7 @@
 
 #include "core_types.h"
 
-int rl_udp_open(rl_core *core, const char *addr, int reuse, char *err, size_t err_len);
+int rl_udp_open(rl_core *core, const char *addr, int opts, char *err, size_t err_len);
 /* The smallest receive buffer the kernel granted among the UDP sockets (0 with none). */
 uint32_t rl_udp_rcvbuf(const rl_core *core);
 int rl_udp_port(const rl_core *core, int index);

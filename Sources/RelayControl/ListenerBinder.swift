@@ -30,7 +30,8 @@ enum ListenerBinder {
                     throw ConfigurationError(flag: kind.flag, "'\(text)' is not HOST:PORT or [IPV6]:PORT")
                 }
                 do {
-                    let port = try core.listen(kind, address: text)
+                    let port = try core.listen(
+                        kind, address: text, floating: configuration.isFloating(host: address.host))
                     addresses.append(address.withPort(port))
                 } catch let error as CoreError where optionalIPv6 && address.isIPv6 {
                     logger.warning(

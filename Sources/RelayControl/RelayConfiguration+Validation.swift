@@ -1,3 +1,5 @@
+import Glibc
+
 /// Cross-field checks, run before anything is opened or bound, so that a bad flag fails
 /// fast with a message instead of a relay that misbehaves later.
 extension RelayConfiguration {
@@ -33,10 +35,29 @@ extension RelayConfiguration {
         }
     }
 
+    /// A numeric address's bytes (4 or 16), brackets allowed; nil for anything else.
+    static func ipBytes(_ text: String) -> [UInt8]? {
+        let bare = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
+        var v4 = in_addr()
+        if inet_pton(AF_INET, bare, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, bare, &v6) == 1 { return withUnsafeBytes(of: &v6) { Array($0) } }
+        return nil
+    }
+
+    /// Whether a listener on `host` is bound to one of the floating addresses.
+    public func isFloating(host: String) -> Bool {
+        guard let bytes = Self.ipBytes(host) else { return false }
+        return floating.contains { Self.ipBytes($0) == bytes }
+    }
+
     private func validateAddresses() throws(ConfigurationError) {
         if let admin, ListenAddress(admin) == nil {
             throw ConfigurationError(
                 flag: "--admin", "'\(admin)' is not HOST:PORT or [IPV6]:PORT with a port from 0 to 65535, or off")
+        }
+        for ip in floating where Self.ipBytes(ip) == nil {
+            throw ConfigurationError(flag: "--floating", "'\(ip)' is not an IPv4 or IPv6 address (no port, no name)")
         }
         for kind in ListenerKind.allCases {
             let addresses = self.addresses(kind)

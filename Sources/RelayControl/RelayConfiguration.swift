@@ -19,6 +19,9 @@ public struct RelayConfiguration: Sendable {
     public var udp: [String] = RelayConfiguration.defaultUDP
     /// Device TCP callback listeners. Default 127.0.0.1:4701 and [::1]:4701.
     public var tcp: [String] = RelayConfiguration.defaultTCP
+    /// Floating addresses (VRRP, moved by keepalived) this node may not hold at the moment:
+    /// listeners on them are bound with IP_FREEBIND. None by default.
+    public var floating: [String] = []
     /// Prometheus /metrics listeners. None by default: metrics are opt-in.
     public var metrics: [String] = RelayConfiguration.defaultMetrics
     /// The admin API and console (HTTP + JSON, Bearer admin key). Default loopback with a

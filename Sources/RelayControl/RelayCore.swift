@@ -29,9 +29,10 @@ public final class RelayCore: @unchecked Sendable {
     }
 
     /// Binds one listener and returns the port it got (useful with port 0).
-    public func listen(_ kind: ListenerKind, address: String) throws -> UInt16 {
+    /// `floating`: the address may not be on an interface yet (IP_FREEBIND).
+    public func listen(_ kind: ListenerKind, address: String, floating: Bool = false) throws -> UInt16 {
         let index = try callReturningStatus("\(kind.flag) \(address)") {
-            rl_core_listen(core, kind.cKind, address, $0, $1)
+            rl_core_listen_opts(core, kind.cKind, address, floating ? UInt32(RL_LISTEN_FREEBIND) : 0, $0, $1)
         }
         let port = rl_core_bound_port(core, kind.cKind, index)
         guard port > 0, port <= Int32(UInt16.max) else {

@@ -27,6 +27,10 @@ extension RelayConfiguration {
         .list(
             "tcp", \.tcp, valueName: "addr:port",
             help: "Device TCP callback listener; its port is told to devices in the protocol. Repeatable."),
+        .list(
+            "floating", \.floating, valueName: "ip",
+            help: "A floating address (keepalived, VRRP) that this node holds only part of the time: listeners on it "
+                + "are bound before it arrives and kept while another node holds it (IP_FREEBIND). Repeatable."),
         .list("metrics", \.metrics, valueName: "addr:port", help: "Prometheus text at GET /metrics; repeatable."),
         .optionalText(
             "admin", \.admin, valueName: "addr:port",

@@ -24,6 +24,9 @@ struct ServeOptions: ParsableArguments {
     @Option(help: settingHelp(\.metrics))
     var metrics: [String] = []
 
+    @Option(help: settingHelp(\.floating))
+    var floating: [String] = []
+
     @Option(help: settingHelp(\.admin))
     var admin: String?
 
@@ -119,6 +122,7 @@ struct ServeOptions: ParsableArguments {
         flag(given(udp), \.udp)
         flag(given(tcp), \.tcp)
         flag(given(metrics), \.metrics)
+        flag(given(floating), \.floating)
         flag(given(https), \.https) { $0 }
         flag(admin, \.admin, RelayConfiguration.adminValue)
         flag(given(tlsCert), \.tlsCerts)

@@ -119,6 +119,12 @@ int rl_core_set_tls(rl_core *core, const char *const *certs, const char *const *
  * Returns the listener's index within its kind, or -1. */
 int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t err_len);
 
+/* rl_core_listen with options. RL_LISTEN_FREEBIND: the address is a floating one (VRRP)
+ * that this node may not hold yet; the socket is bound with IP_FREEBIND and receives as
+ * soon as the address is on an interface here. */
+#define RL_LISTEN_FREEBIND 2
+int rl_core_listen_opts(rl_core *core, int kind, const char *addr, unsigned opts, char *err, size_t err_len);
+
 /* The port a listener is bound to (after port 0 was resolved), or -1. */
 int rl_core_bound_port(const rl_core *core, int kind, int index);
 
