@@ -14,6 +14,9 @@ public struct DeviceChanges: Sendable {
     public let removals: [String]
     /// Tokens revoked since, that have not expired yet.
     public let revocations: [RevokedToken]
+    /// Rows left out because their ID or key is malformed (a store edited by hand, or by
+    /// something other than the relay): logged, never put into the core.
+    public var invalid: [String] = []
 }
 
 /// The provisioned devices, the tokens minted for them, the relay's token key and the admin
@@ -149,9 +152,17 @@ public final class DeviceStore: Sendable {
     public func changes(since seq: Int64, now: Date = Date()) throws -> DeviceChanges {
         try read { tx in
             let current = try Self.seq(tx)
+            var invalid: [String] = []
             let upserts = try tx.rows(
                 "SELECT id, key FROM devices WHERE seq > ? ORDER BY seq", [.int(seq)]
-            ).map { row -> (id: String, key: [UInt8]) in (row.string(0), row.blob(1)) }
+            ).compactMap { row -> (id: String, key: [UInt8])? in
+                let (id, key) = (row.string(0), row.blob(1))
+                guard Self.isValidRow(id: id, keyLength: key.count) else {
+                    invalid.append(id)
+                    return nil
+                }
+                return (id, key)
+            }
             let removals = try tx.rows(
                 """
                 SELECT DISTINCT id FROM removals
@@ -161,21 +172,34 @@ public final class DeviceStore: Sendable {
                 [.int(seq)]
             ).map { $0.string(0) }
             let revocations = try Self.revocations(tx, since: seq, now: now)
-            return DeviceChanges(seq: current, upserts: upserts, removals: removals, revocations: revocations)
+            var changes = DeviceChanges(seq: current, upserts: upserts, removals: removals, revocations: revocations)
+            changes.invalid = invalid
+            return changes
         }
     }
 
     /// Calls `body` for every device, streaming rows without building a list (a million
     /// devices must not cost a million Swift values at start), and returns the change
-    /// counter the pass is consistent with.
-    public func forEachDevice(_ body: (_ id: String, _ key: UnsafeRawBufferPointer) -> Void) throws -> Int64 {
+    /// counter the pass is consistent with. A row with a malformed ID or key goes to
+    /// `invalid` instead.
+    public func forEachDevice(
+        invalid: (_ id: String) -> Void = { _ in }, _ body: (_ id: String, _ key: UnsafeRawBufferPointer) -> Void
+    ) throws -> Int64 {
         try read { tx in
             let now = try Self.seq(tx)
             try tx.forEachRow("SELECT id, key FROM devices", []) { row in
-                row.blob(1).withUnsafeBytes { body(row.string(0), $0) }
+                let (id, key) = (row.string(0), row.blob(1))
+                guard Self.isValidRow(id: id, keyLength: key.count) else { return invalid(id) }
+                key.withUnsafeBytes { body(id, $0) }
             }
             return now
         }
+    }
+
+    /// What the core accepts: the relay writes nothing else, but a shared store may be
+    /// written by other hands, and one bad row must not stop every node.
+    static func isValidRow(id: String, keyLength: Int) -> Bool {
+        keyLength == RelayCrypto.deviceKeyLength && RelayCrypto.isValidDeviceID(id)
     }
 
     // MARK: plumbing

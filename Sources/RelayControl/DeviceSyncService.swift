@@ -61,6 +61,9 @@ actor DeviceSync {
             logger.notice("device.sync.recovered")
         }
         guard changes.seq != since else { return seq }
+        for id in changes.invalid {
+            logger.error("device.put.malformed", metadata: ["device": "\(id.prefix(80))", "reason": "malformed ID or key in the store"])
+        }
         // Removals first: an ID removed and added again is then left with its new key.
         for id in changes.removals {
             core.remove(id: id)

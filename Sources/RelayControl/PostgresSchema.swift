@@ -13,7 +13,14 @@ enum PostgresSchema {
             "v1 devices, removals, meta, tokens, admin keys",
             [
                 // key is the 16-byte derived key K; seq the change counter value of its add.
-                "CREATE TABLE devices (id TEXT PRIMARY KEY, key BYTEA NOT NULL, created_at DOUBLE PRECISION, seq BIGINT)",
+                // The checks mirror what the core accepts (rl_device_id_valid, 16-byte K); the
+                // relay also skips rows that fail them, in case they are dropped.
+                """
+                CREATE TABLE devices (
+                    id TEXT PRIMARY KEY CHECK (id ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'),
+                    key BYTEA NOT NULL CHECK (octet_length(key) = 16),
+                    created_at DOUBLE PRECISION, seq BIGINT)
+                """,
                 "CREATE INDEX devices_seq ON devices(seq)",
                 "CREATE TABLE removals (id TEXT, seq BIGINT)",
                 "CREATE INDEX removals_seq ON removals(seq)",

@@ -51,8 +51,14 @@ public final class RelayServer: Sendable {
         let listeners = try ListenerBinder.bindAll(configuration, on: core, logger: logger)
 
         var refused = 0
-        let loadedSeq = try store.forEachDevice { id, key in
+        var malformed = 0
+        let loadedSeq = try store.forEachDevice(invalid: { _ in malformed += 1 }) { id, key in
             if !core.put(id: id, key: key) { refused += 1 }
+        }
+        if malformed > 0 {
+            logger.error(
+                "device.load.malformed",
+                metadata: ["devices": "\(malformed)", "reason": "malformed ID or key in the store; fix or remove those rows"])
         }
         if refused > 0 {
             logger.warning(
