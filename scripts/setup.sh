@@ -4,15 +4,16 @@ set -euo pipefail
 
 need=()
 have_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
-pkgs=(libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev pkg-config curl python3)
+pkgs=(libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev libpq-dev pkg-config curl python3)
 # --fuzz: Debian's clang with its libFuzzer and sanitizer runtimes (make fuzz, make test-tsan).
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang-14 libclang-rt-14-dev)
 # --test: what the suite drives as a person or an operator would: a headless browser for the
 # demo page, Prometheus (and its promtool) scraping /metrics, systemd-analyze for the units;
 # relay-bench's baselines (nginx, haproxy, wrk, mosquitto), so its small run covers them; and
-# a real Linux NAT between network namespaces for test_nat_netns.py (ip, nft, conntrack).
+# a real Linux NAT between network namespaces for test_nat_netns.py (ip, nft, conntrack); and
+# a PostgreSQL 15 server that test_store_postgres.py starts throwaway clusters of (pgserver.py).
 [ "${1:-}" = "--test" ] && pkgs+=(chromium prometheus systemd nginx-light haproxy wrk mosquitto \
-                                 iproute2 nftables conntrack)
+                                 iproute2 nftables conntrack postgresql)
 for pkg in "${pkgs[@]}"; do
   have_pkg "$pkg" || need+=("$pkg")
 done

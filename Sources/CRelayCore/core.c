@@ -134,6 +134,7 @@ static rl_core *loop_new(const rl_core_config *cfg, rl_node *node, uint32_t inde
     struct timeval second = {1, 0};
     event_add(core->sweep_ev, &second);
     atomic_store(&core->store_ok, 1);
+    atomic_store(&core->store_up, 1);
     err[0] = 0;
     return core;
 }
@@ -652,6 +653,10 @@ int rl_core_set_tls(rl_core *core, const char *const *certs, const char *const *
     }
     EACH_LOOP(core, loop) if (set_tls_loop(loop, tls[loop->index], err, err_len) != 0) return -1;
     return 0;
+}
+
+void rl_core_set_store_up(rl_core *core, int up) {
+    atomic_store(&core->store_up, up); /* the lead's, which /metrics reads */
 }
 
 void rl_core_set_store_ok(rl_core *core, int ok) {

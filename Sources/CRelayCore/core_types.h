@@ -152,6 +152,7 @@ struct rl_core {
     int started, stopped, joined;
     _Atomic int ready;     /* set by the control layer once listeners and store are up */
     _Atomic int store_ok;  /* cleared while the device store cannot be read (/readyz) */
+    _Atomic int store_up;  /* the last store read succeeded (relay_store_up), any store */
     _Atomic int draining;  /* SIGTERM: no new terminals; links close at message boundaries */
     uint32_t epoch;
     struct timespec t0; /* monotonic start; registry times are seconds since then */

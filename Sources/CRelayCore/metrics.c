@@ -202,6 +202,8 @@ static void render_threads(rl_core *core, const struct rl_counters *c, struct ev
     char labels[32];
     family(b, "relay_threads", "gauge", "Loop threads (relay serve --threads).");
     sample(b, "relay_threads", "", core->node->n);
+    family(b, "relay_store_up", "gauge", "1 while the last read of the device store succeeded, else 0.");
+    sample(b, "relay_store_up", "", (uint64_t)atomic_load(&core->store_up));
     static const char *const names[3][2] = {
         {"relay_thread_datagrams_received_total", "UDP datagrams received, by loop thread."},
         {"relay_thread_wakes_started_total", "Wakes started, by the loop thread of the terminal."},

@@ -48,6 +48,7 @@ actor DeviceSync {
         } catch {
             // A busy or briefly unreadable store is retried on the next tick; /readyz says
             // 503 meanwhile.
+            core.setStoreUp(false)
             if failureMakesUnready { core.setStoreReadable(false) }
             if !failing {
                 failing = true
@@ -55,6 +56,7 @@ actor DeviceSync {
             }
             return seq
         }
+        core.setStoreUp(true)
         core.setStoreReadable(true)
         if failing {
             failing = false

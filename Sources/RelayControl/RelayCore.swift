@@ -91,6 +91,10 @@ public final class RelayCore: @unchecked Sendable {
     }
 
     /// /readyz answers 503 while the device store cannot be read.
+    public func setStoreUp(_ up: Bool) {
+        rl_core_set_store_up(core, up ? 1 : 0)
+    }
+
     public func setStoreReadable(_ readable: Bool) {
         rl_core_set_store_ok(core, readable ? 1 : 0)
     }

@@ -15,7 +15,7 @@ extension RelayConfiguration {
         .store(
             "store", \.store,
             help: "Where devices, tokens and keys live: sqlite (relay.sqlite in --data) or a postgres:// URL "
-                + "that a cluster's nodes and the CLI share (password in a passfile or PGPASSWORD, not the URL)."),
+                + "that a cluster's nodes and the CLI share (a passfile or PGPASSWORD keeps the password out of it)."),
         .list("http", \.http, valueName: "addr:port", help: "Terminal HTTP listener; repeat for more addresses."),
         .optionalList(
             "https", \.https, effective: \.effectiveHTTPS, valueName: "addr:port",

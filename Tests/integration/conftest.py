@@ -677,3 +677,38 @@ def agent_factory(workdir, cleanup, agent_impl):
         return p
 
     return make
+
+
+# ---------------------------------------------------------------- PostgreSQL device store
+#
+# test_store_postgres.py runs the relay and its CLI against a real PostgreSQL 15 server that
+# this session starts once (pgserver.py: initdb into a temp directory, 127.0.0.1 only).
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL server (pgserver.PgServer); fails if PostgreSQL is missing."""
+    import pgserver
+
+    why = pgserver.missing()
+    if why:
+        pytest.fail(why, pytrace=False)
+    pg = pgserver.PgServer(port_picker=lambda: free_port("127.0.0.1", "tcp"))
+    try:
+        pg.start()
+    except BaseException:
+        pg.close()
+        raise
+    yield pg
+    pg.close()
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """The URL of a fresh empty database on the session's server (dropped afterwards)."""
+    if not postgres.running():  # an outage test that failed half-way
+        postgres.start()
+    name = postgres.create_database()
+    yield postgres.url_for(name)
+    if postgres.running():
+        postgres.drop_database(name)

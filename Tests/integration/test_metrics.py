@@ -38,14 +38,14 @@ SERIES = [
     *[("relay_limit_rejections_total", {"limit": k})
       for k in ["source_connections", "source_rate", "device_sessions", "device_wakes", "idle_timeout",
                 "callback_source"]],
-    ("relay_accept_paused_total", {}), ("relay_admin_unauthorized_total", {}),
+    ("relay_accept_paused_total", {}), ("relay_store_up", {}), ("relay_admin_unauthorized_total", {}),
     ("relay_limit_tracked_keys", {"scope": "source"}),
     ("relay_limit_tracked_keys", {"scope": "device"}), ("relay_limit_tracked_keys", {"scope": "callback_source"}),
     ("process_cpu_seconds_total", {}), ("process_resident_memory_bytes", {}), ("process_open_fds", {}),
     ("process_max_fds", {}), ("process_start_time_seconds", {}), ("process_virtual_memory_bytes", {}),
 ]
 # Gauges and process figures that are not zero on a fresh relay.
-NONZERO_OK = {"relay_threads",
+NONZERO_OK = {"relay_threads", "relay_store_up",
               "relay_devices", "relay_devices_alive", "relay_registry_capacity", "relay_max_access_period_seconds",
               "relay_udp_receive_buffer_bytes",
               "relay_terminal_connections", "relay_limit_tracked_keys"}

@@ -144,6 +144,9 @@ int rl_core_start(rl_core *core, char *err, size_t err_len);
 void rl_core_set_ready(rl_core *core, int ready);
 /* Whether the device store can be read; /readyz answers 503 while it cannot. */
 void rl_core_set_store_ok(rl_core *core, int ok);
+/* Whether the last read of the device store succeeded, for relay_store_up; unlike
+ * rl_core_set_store_ok it does not touch /readyz (a shared store down is every node's). */
+void rl_core_set_store_up(rl_core *core, int up);
 /* Graceful stop, first half: stops accepting terminals, closes the ones idle between
  * requests and the idle device links, and closes every other terminal once its response
  * in flight is complete; the terminal listeners close. rl_stats.sessions_active and
