@@ -40,22 +40,22 @@ final class PostgresStoreBackend: StoreBackend, @unchecked Sendable {
         defer { lock.unlock() }
         var conn = try open()
         do {
-            try PostgresConnection.exec(conn, begin, [])
+            PQclear(try PostgresConnection.exec(conn, begin, []))
         } catch let failure as StoreFailure where failure.unreachable {
             // The server restarted or dropped us while idle: nothing of this transaction ran,
             // so it is safe to open a new connection and start again once.
             PQfinish(conn)
             connection = nil
             conn = try open()
-            try PostgresConnection.exec(conn, begin, [])
+            PQclear(try PostgresConnection.exec(conn, begin, []))
         }
         do {
             let result = try body(PostgresTransaction(conn: conn))
-            try PostgresConnection.exec(conn, "COMMIT", [])
+            PQclear(try PostgresConnection.exec(conn, "COMMIT", []))
             return result
         } catch {
             if PQstatus(conn) == CONNECTION_OK {
-                _ = try? PostgresConnection.exec(conn, "ROLLBACK", [])
+                if let result = try? PostgresConnection.exec(conn, "ROLLBACK", []) { PQclear(result) }
             } else {
                 PQfinish(conn)
                 connection = nil
