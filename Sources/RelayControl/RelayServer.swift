@@ -49,6 +49,7 @@ public final class RelayServer: Sendable {
             try core.setTLS(certs: configuration.tlsCerts, keys: configuration.tlsKeys, deviceCA: configuration.deviceCA)
         }
         let listeners = try ListenerBinder.bindAll(configuration, on: core, logger: logger)
+        try core.joinCluster(configuration)
 
         var refused = 0
         var malformed = 0
