@@ -48,10 +48,10 @@
     COUNTER(wakes_bound, counter, "relay_wakes_total", "{outcome=\"bound\"}", "")                                 \
     COUNTER(wakes_timeout, counter, "relay_wakes_total", "{outcome=\"timeout\"}", "")                             \
     COUNTER(wakes_refused_by_cluster, counter, "relay_wakes_total", "{outcome=\"cluster_offline\"}", "")          \
-    COUNTER(wakes_cross_node, counter, "relay_cross_node_wakes_total", "",                                        \
-            "Wakes of a device this node has no live anchor for, asked of the cluster's other nodes.")             \
     BY_HAND(render_wakes_not_sent)                                                                                \
     BY_HAND(render_wake_histogram)                                                                                \
+    COUNTER(wakes_cross_node, counter, "relay_cross_node_wakes_total", "",                                        \
+            "Wakes of a device this node has no live anchor for, asked of the cluster's other nodes.")             \
     COUNTER(callbacks_rejected, counter, "relay_callbacks_rejected_total", "",                                    \
             "Device callbacks refused (bad hello, session or proof).")                                            \
                                                                                                                   \
