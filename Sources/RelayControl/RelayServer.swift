@@ -147,6 +147,15 @@ public final class RelayServer: Sendable {
         }
         core.setReady(true)
         warnIfReceiveBufferCapped()
+        if configuration.isClustered {
+            logger.info(
+                "cluster.joined",
+                metadata: [
+                    "node": "\(configuration.node)", "mesh": "\(configuration.mesh.joined(separator: ","))",
+                    "peers": "\(configuration.meshPeers.joined(separator: ","))",
+                    "callback_host": "\(configuration.callbackHost ?? "")",
+                ])
+        }
         // Scripts and the integration tests wait for this line, so it is printed at any
         // --log-level (the copy's level does not change the shared logger's).
         var readyLogger = logger
