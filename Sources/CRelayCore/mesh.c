@@ -166,7 +166,7 @@ static void all_refused(rl_core *core, rl_session *s) {
                  core->cfg.period_s);
     else
         snprintf(body, sizeof body, "device %s is offline: no node of the cluster has heard from it within its access "
-                 "period (%u asked)\n", s->device_id, core->node->cluster->n_peers + 1);
+                 "period (%u mesh peers asked)\n", s->device_id, core->node->cluster->n_peers);
     rl_node_track_wake(core, s->device_id, s->id_hash, RL_WAKE_TIMEOUT, rl_mono_us() - s->wake_started_us);
     CTR_INC(core->ctr.wakes_refused_by_cluster);
     rl_session_fail(s, 503, body);
