@@ -152,6 +152,7 @@ static void send_period_request(rl_agent *a) {
     nonce(a->client_nonce, sizeof a->client_nonce);
     memcpy(body, a->client_nonce, 8);
     rl_put64(body + 8, next_counter(a)); /* the relay answers each counter once */
+    body[16] = RL_PERIOD_CAN_REDIRECT;   /* a cluster node may send CONNECT_REQUEST_TO */
     send_dgram(a, RL_T_PERIOD_REQUEST, body, sizeof body);
 }
 
@@ -273,7 +274,7 @@ static int on_ack(rl_agent *a, const rl_dgram *d) {
     return 0;
 }
 
-static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port);
+static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port, const uint8_t *to);
 
 /* The relay's PERIOD_INFO for the request we are waiting on: registered. */
 static void on_period_info(rl_agent *a, const rl_dgram *d) {
@@ -311,7 +312,9 @@ static void on_resync(rl_agent *a, const rl_dgram *d) {
     reregister(a);
 }
 
-static void on_connect_request(rl_agent *a, const rl_dgram *d) {
+/* CONNECT_REQUEST, or CONNECT_REQUEST_TO (`to` its callback address: the terminal's node in a
+ * cluster, covered by the tag like the rest). */
+static void on_connect_request(rl_agent *a, const rl_dgram *d, const uint8_t *to) {
     const uint8_t *sid = d->body, *nonce = d->body + 16;
     CTR_INC(a->conn_requests);
     int dup = 0;
@@ -333,7 +336,7 @@ static void on_connect_request(rl_agent *a, const rl_dgram *d) {
         memcpy(a->seen[a->seen_next], sid, RL_SESSION_ID_LEN);
         a->seen_next = (a->seen_next + 1) % SEEN_SIDS;
     }
-    open_link(a, sid, nonce, rl_get16(d->body + 32));
+    open_link(a, sid, nonce, rl_get16(d->body + 32), to);
 }
 
 /* One datagram from the relay: acted on only once its tag verifies (REJECT excepted). */
@@ -359,7 +362,8 @@ static void on_datagram(rl_agent *a, const uint8_t *buf, size_t n) {
             arm_s(a->b_timer, CONFIRM_AFTER_S);
         break;
     case RL_T_RESYNC: on_resync(a, &d); break;
-    case RL_T_CONNECT: on_connect_request(a, &d); break;
+    case RL_T_CONNECT: on_connect_request(a, &d, NULL); break;
+    case RL_T_CONNECT_TO: on_connect_request(a, &d, d.body + 36); break;
     default: break;
     }
 }
@@ -516,7 +520,7 @@ static void local_side_cb(rl_stream *st, int event, void *arg) {
     }
 }
 
-static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port) {
+static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uint16_t port, const uint8_t *to) {
     agent_link *l = calloc(1, sizeof *l);
     if (!l) return;
     l->a = a;
@@ -531,10 +535,13 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
     l->hello_len = 5 + a->id_len + RL_SESSION_ID_LEN + 32;
 
     struct sockaddr_storage cb = a->relay_addr;
-    if (cb.ss_family == AF_INET6) ((struct sockaddr_in6 *)&cb)->sin6_port = htons(port);
+    socklen_t cb_len = a->relay_len;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (to) rl_v6_to_sockaddr(to, port, memcmp(to, mapped, 12) == 0 ? AF_INET : AF_INET6, &cb, &cb_len);
+    else if (cb.ss_family == AF_INET6) ((struct sockaddr_in6 *)&cb)->sin6_port = htons(port);
     else ((struct sockaddr_in *)&cb)->sin_port = htons(port);
     /* Both connections start at once: the local one is ready by the time the relay answers. */
-    int rfd = rl_tcp_connect((struct sockaddr *)&cb, a->relay_len);
+    int rfd = rl_tcp_connect((struct sockaddr *)&cb, cb_len);
     int lfd = a->on_link ? -1 : rl_tcp_connect((struct sockaddr *)&a->fwd_addr, a->fwd_len);
     if (rfd >= 0) l->relay = rl_stream_new(a->base, rfd, 1, relay_side_cb, l);
     if (l->relay && a->tls && rl_stream_start_tls(l->relay, a->tls, 0, a->tls_name) != 0) {

@@ -28,6 +28,7 @@
 #include "node.h"
 #include "liveness.h"
 #include "netaddr.h"
+#include "mesh.h"
 
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
 static void init_threads(void) {
@@ -716,6 +717,7 @@ static void loop_free(rl_core *core) {
     rl_tls_free(core->tls);
     rl_tls_free(core->pending_tls);
     rl_udp_close_all(core);
+    rl_mesh_free(core);
     if (core->cmd_ev) event_free(core->cmd_ev);
     if (core->stop_ev) event_free(core->stop_ev);
     if (core->drain_ev) event_free(core->drain_ev);
@@ -748,5 +750,6 @@ void rl_core_free(rl_core *core) {
     for (uint32_t i = node->n; i-- > 0;)
         if (node->loops[i]) loop_free(node->loops[i]);
     pthread_mutex_destroy(&node->devices_mu);
+    free(node->cluster);
     free(node);
 }

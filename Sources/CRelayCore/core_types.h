@@ -113,7 +113,11 @@ typedef struct rl_cmd {
 
 /* The loops of one relay. loops[0], the lead, is the handle the control layer holds; the
  * public functions fan out from it (core.c). */
+typedef struct rl_cluster rl_cluster;
+typedef struct rl_mesh rl_mesh;
+
 typedef struct rl_node {
+    rl_cluster *cluster;         /* NULL: a node of its own (mesh.h) */
     uint32_t n;
     rl_core *loops[RL_MAX_THREADS];
     uint32_t shard_seed;         /* shard.h: which loop owns a device */
@@ -216,6 +220,7 @@ struct rl_core {
 
     struct rl_counters ctr;
     rl_mac mac; /* loop thread's HMAC context */
+    rl_mesh *mesh; /* this loop's part of the cluster channel, or NULL (mesh.h) */
 };
 
 enum rl_session_state { SESS_WAKING, SESS_BOUND, SESS_IDLE };
@@ -236,6 +241,12 @@ struct rl_session {
     struct event *timer;     /* retransmit while waking, idle expiry while idle */
     uint32_t retransmits;
     uint64_t wake_started_us;
+    /* A wake through the cluster (mesh.h): the holder of the device's address sends the
+     * connection request. Peers by bit: those that answered, those whose last answer was no. */
+    int remote;
+    uint32_t mesh_answered, mesh_refused;
+    int mesh_legacy;             /* a holder knows it, but its agent cannot call back here */
+    uint32_t mesh_offline_ds;    /* the freshest "offline" a holder gave: its age + 1, or 0 */
 
     rl_flow resp;            /* device -> terminal framing */
     rl_pipeline pipe;        /* requests forwarded, awaiting their responses (exchange.h) */

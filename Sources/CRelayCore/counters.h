@@ -47,8 +47,11 @@
             "certificate).")                                                                                      \
     COUNTER(wakes_bound, counter, "relay_wakes_total", "{outcome=\"bound\"}", "")                                 \
     COUNTER(wakes_timeout, counter, "relay_wakes_total", "{outcome=\"timeout\"}", "")                             \
+    COUNTER(wakes_refused_by_cluster, counter, "relay_wakes_total", "{outcome=\"cluster_offline\"}", "")          \
     BY_HAND(render_wakes_not_sent)                                                                                \
     BY_HAND(render_wake_histogram)                                                                                \
+    COUNTER(wakes_cross_node, counter, "relay_cross_node_wakes_total", "",                                        \
+            "Wakes of a device this node has no live anchor for, asked of the cluster's other nodes.")             \
     COUNTER(callbacks_rejected, counter, "relay_callbacks_rejected_total", "",                                    \
             "Device callbacks refused (bad hello, session or proof).")                                            \
                                                                                                                   \
@@ -88,6 +91,7 @@
             "Bytes relayed, by direction.")                                                                       \
     COUNTER(bytes_to_terminal, counter, "relay_relayed_bytes_total", "{direction=\"to_terminal\"}", "")           \
     BY_HAND(render_draining)                                                                                      \
-    BY_HAND(render_threads)
+    BY_HAND(render_threads)                                                                                       \
+    BY_HAND(render_mesh)
 
 #endif

@@ -319,7 +319,7 @@ static void term_start(rl_term *t, rl_route *r) {
     }
     rl_stream_read(t->st, 0); /* hold further bytes in the kernel until the device is here */
     t->state = TERM_WAKING;
-    s = rl_session_wake(core, t, r->device, r->id_hash);
+    s = rl_session_wake(core, t, r->device, r->id_hash, r->remote);
     if (!s) {
         if (dev) { /* no session holds it open after all (the wake still counts) */
             rl_node_devices_lock(core);

@@ -12,6 +12,7 @@
 #include "core_types.h"
 #include "node.h"
 #include "metrics.h"
+#include "mesh.h"
 #include "liveness.h"
 #include "udp.h"
 #include "http.h"
@@ -217,6 +218,56 @@ static void render_threads(rl_core *core, const struct rl_counters *c, struct ev
             sample(b, names[k][0], labels,
                    k == 0 ? CTR_GET(lc->dgram_rx) : k == 1 ? CTR_GET(lc->wakes_started) : CTR_GET(lc->terminals_open));
         }
+    }
+}
+
+/* The cluster channel (mesh.h), summed over loops: only on a cluster node. Per peer: the
+ * WAKEs sent to it and its answers by status; as holder: the WAKEs answered, by status. */
+static void render_mesh(rl_core *core, const struct rl_counters *c, struct evbuffer *b) {
+    rl_cluster *cl = core->node->cluster;
+    if (!cl) return;
+    char labels[160];
+    family(b, "relay_cluster_node", "gauge", "This node's number in the cluster (relay serve --node).");
+    sample(b, "relay_cluster_node", "", cl->node_id);
+    uint64_t sent[RL_MESH_MAX_PEERS] = {0}, answers[RL_MESH_MAX_PEERS][RL_MESH_STATUSES] = {{0}};
+    uint64_t handled[RL_MESH_STATUSES] = {0}, dropped[RL_MD_N] = {0}, cr_to = 0, received = 0;
+    for (uint32_t l = 0; l < core->node->n; l++) {
+        const rl_mesh *m = core->node->loops[l]->mesh;
+        if (!m) continue;
+        for (uint32_t p = 0; p < cl->n_peers; p++) {
+            sent[p] += CTR_GET(m->wakes_sent[p]);
+            for (int s = 0; s < RL_MESH_STATUSES; s++) answers[p][s] += CTR_GET(m->answers[p][s]);
+        }
+        for (int s = 0; s < RL_MESH_STATUSES; s++) handled[s] += CTR_GET(m->handled[s]);
+        for (int d = 0; d < RL_MD_N; d++) dropped[d] += CTR_GET(m->dropped[d]);
+        cr_to += CTR_GET(m->connect_to_sent);
+        received += CTR_GET(m->received);
+    }
+    family(b, "relay_mesh_wakes_sent_total", "counter", "WAKEs this node sent, by peer (retransmissions included).");
+    for (uint32_t p = 0; p < cl->n_peers; p++) {
+        snprintf(labels, sizeof labels, "{peer=\"%s\"}", cl->peer_name[p]);
+        sample(b, "relay_mesh_wakes_sent_total", labels, sent[p]);
+    }
+    family(b, "relay_mesh_answers_total", "counter", "Answers to this node's WAKEs, by peer and status.");
+    for (uint32_t p = 0; p < cl->n_peers; p++)
+        for (int s = 0; s < RL_MESH_STATUSES; s++) {
+            snprintf(labels, sizeof labels, "{peer=\"%s\",status=\"%s\"}", cl->peer_name[p], rl_mesh_status_names[s]);
+            sample(b, "relay_mesh_answers_total", labels, answers[p][s]);
+        }
+    family(b, "relay_mesh_wakes_handled_total", "counter", "WAKEs from other nodes this node answered, by status.");
+    for (int s = 0; s < RL_MESH_STATUSES; s++) {
+        snprintf(labels, sizeof labels, "{status=\"%s\"}", rl_mesh_status_names[s]);
+        sample(b, "relay_mesh_wakes_handled_total", labels, handled[s]);
+    }
+    family(b, "relay_mesh_connect_to_sent_total", "counter",
+           "CONNECT_REQUEST_TO datagrams sent to devices for other nodes' terminals.");
+    sample(b, "relay_mesh_connect_to_sent_total", "", cr_to);
+    family(b, "relay_mesh_datagrams_received_total", "counter", "Mesh datagrams received, valid or not.");
+    sample(b, "relay_mesh_datagrams_received_total", "", received);
+    family(b, "relay_mesh_dropped_total", "counter", "Mesh datagrams dropped, by reason.");
+    for (int d = 0; d < RL_MD_N; d++) {
+        snprintf(labels, sizeof labels, "{reason=\"%s\"}", rl_mesh_drop_names[d]);
+        sample(b, "relay_mesh_dropped_total", labels, dropped[d]);
     }
 }
 

@@ -98,3 +98,14 @@ void rl_v6_to_sockaddr(const uint8_t addr[16], uint16_t port, int family, struct
         *len = sizeof *s6;
     }
 }
+
+int rl_addr_is_private(const uint8_t a[16]) {
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const uint8_t loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    if (memcmp(a, mapped, 12) == 0) {
+        const uint8_t *v4 = a + 12;
+        return v4[0] == 10 || v4[0] == 127 || (v4[0] == 172 && (v4[1] & 0xf0) == 16) ||
+               (v4[0] == 192 && v4[1] == 168) || (v4[0] == 100 && (v4[1] & 0xc0) == 64);
+    }
+    return (a[0] & 0xfe) == 0xfc || memcmp(a, loop6, 16) == 0;
+}

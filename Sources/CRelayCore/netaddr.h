@@ -13,6 +13,9 @@ void rl_v6_to_sockaddr(const uint8_t addr[16], uint16_t port, int family, struct
 /* Options of a listening socket, before bind: one member of a loop-per-thread
  * SO_REUSEPORT group, and RL_LISTEN_FREEBIND (relay_core.h) for a floating address. */
 #define RL_SOCK_REUSEPORT 1
+/* A specific address of a private network: 10/8, 172.16/12, 192.168/16, 100.64/10 (shared
+ * carrier space), 127/8, fc00::/7, ::1. Not the wildcard, not a public address. */
+int rl_addr_is_private(const uint8_t addr[16]);
 void rl_sock_set_opts(int fd, int opts);
 
 #endif

@@ -29,6 +29,7 @@
 #define RL_DEV_WAKING 0x01
 #define RL_DEV_LEFT 0x02       /* its agent sent LEAVE: offline until it notifies again */
 #define RL_DEV_UNANSWERED 0x04 /* its last wake got no callback: offline until it notifies again */
+#define RL_DEV_REDIRECTS 0x08  /* its agent takes CONNECT_REQUEST_TO (its last PERIOD_REQUEST said so) */
 
 typedef struct rl_dev {
     uint64_t id_hash;     /* keyed hash of the device ID */

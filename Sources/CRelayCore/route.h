@@ -26,6 +26,7 @@ typedef struct rl_route {
     int token_in;                   /* 1 Authorization, 2 query, 3 cookie */
     uint8_t reuse_sid[RL_SESSION_ID_LEN];
     int has_reuse_sid;
+    int remote;                     /* not live here: wake it through the cluster (mesh.h) */
     int own_endpoint;               /* /healthz, a redirect: the relay's own answer, not a refusal */
     int wants_html;                 /* the terminal accepts text/html: answers as pages */
     int authenticated_before;       /* the token was the connection's verified one (no MAC work) */

@@ -19,6 +19,7 @@
 #include "track.h"
 #include "flow.h"
 #include "node.h"
+#include "mesh.h"
 
 /* Wake-to-callback latency buckets (relay_wake_seconds in /metrics). */
 const uint32_t rl_wake_bucket_us[RL_WAKE_BUCKETS] = {250,    500,    1000,   2500,    5000,    10000,  25000,
@@ -50,7 +51,13 @@ static void arm(rl_session *s, uint32_t ms) {
     evtimer_add(s->timer, &tv);
 }
 
-rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash) {
+/* Sends (or, through the cluster, asks for) the connection request. */
+static void send_request(rl_core *core, rl_session *s) {
+    if (s->remote) rl_mesh_send_wake(core, s);
+    else rl_udp_send_connect(core, s);
+}
+
+rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash, int remote) {
     if (core->n_sessions >= core->cfg.max_sessions) return NULL;
     rl_session *s = calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -77,8 +84,10 @@ rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id,
     CTR_INC(core->ctr.sessions_active);
     CTR_INC(core->ctr.wakes_started);
     s->wake_started_us = rl_mono_us();
-    rl_node_wake_started(core, s->device_id, id_hash);
-    rl_udp_send_connect(core, s);
+    s->remote = remote;
+    if (remote) CTR_INC(core->ctr.wakes_cross_node);
+    else rl_node_wake_started(core, s->device_id, id_hash);
+    send_request(core, s);
     arm(s, RL_RESEND_FIRST_MS);
     return s;
 }
@@ -87,7 +96,7 @@ int rl_session_anchor_moved(rl_core *core, uint64_t id_hash) {
     int waking = 0;
     for (uint32_t b = 0; b <= core->sess_mask; b++)
         for (rl_session *s = core->sess_buckets[b]; s; s = s->next_in_bucket)
-            if (s->state == SESS_WAKING && s->id_hash == id_hash) {
+            if (s->state == SESS_WAKING && !s->remote && s->id_hash == id_hash) {
                 rl_udp_send_connect(core, s); /* to the new anchor, now */
                 waking = 1;
             }
@@ -102,8 +111,10 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
     uint64_t elapsed_ms = (rl_mono_us() - s->wake_started_us) / 1000;
     if (elapsed_ms >= core->cfg.wake_timeout_ms) {
         CTR_INC(core->ctr.wakes_timeout);
-        /* Offline until it notifies again: the next terminal gets 503 at once, not this wait. */
-        rl_node_wake_unanswered(core, s->device_id, s->id_hash);
+        /* Offline until it notifies again: the next terminal gets 503 at once, not this wait.
+         * A wake through the cluster leaves that to the holder, whose device it is. */
+        if (s->remote) rl_mesh_wake_timed_out(core, s);
+        else rl_node_wake_unanswered(core, s->device_id, s->id_hash);
         rl_node_track_wake(core, s->device_id, s->id_hash, RL_WAKE_TIMEOUT, elapsed_ms * 1000);
         rl_term *t = s->term;
         char body[160];
@@ -112,7 +123,7 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
         rl_session_end(s);
         return;
     }
-    rl_udp_send_connect(core, s);
+    send_request(core, s);
     s->retransmits++;
     uint32_t next = RL_RESEND_FIRST_MS << (s->retransmits < 4 ? s->retransmits : 4);
     if (next > RL_RESEND_MAX_MS) next = RL_RESEND_MAX_MS;

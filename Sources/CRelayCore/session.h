@@ -7,7 +7,8 @@
 /* CONNECT_REQUEST resends: after 100 ms, doubling, at most a second apart. */
 #define RL_RESEND_FIRST_MS 100u
 #define RL_RESEND_MAX_MS 1000u
-rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash);
+/* remote: the device is not live here; the cluster's holder of its address is asked (mesh.h). */
+rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash, int remote);
 /* A notify moved the anchor of device `id_hash`: this loop's wakes of it re-send
  * CONNECT_REQUEST there at once. 1 when it had any. */
 int rl_session_anchor_moved(rl_core *core, uint64_t id_hash);

@@ -198,6 +198,10 @@ static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram 
         reject_period_request(core, u, d, from, from_len);
         return;
     }
+    /* Whether its agent takes CONNECT_REQUEST_TO (a wake from another node): the tag covers it. */
+    uint8_t f = rl_dev_flags(dev);
+    rl_dev_set_flags(dev, (d->body[16] & RL_PERIOD_CAN_REDIRECT) ? (uint8_t)(f | RL_DEV_REDIRECTS)
+                                                                 : (uint8_t)(f & ~RL_DEV_REDIRECTS));
     uint8_t body[RL_BODY_PERIOD_INFO] = {0}, out[RL_DGRAM_MAX];
     memcpy(body, d->body, 8); /* echo the client nonce */
     rl_put32(body + 8, core->epoch);
@@ -206,6 +210,7 @@ static void handle_period_request(rl_core *core, rl_udp_sock *u, const rl_dgram 
     /* The lead's port, whichever loop answers: one port to open in a firewall for a relay of
      * one loop, the first of a range for several (each CONNECT_REQUEST names its own). */
     rl_put16(body + 20, callback_port(core->node->loops[0], u->family));
+    rl_put16(body + 22, core->node->cluster ? RL_INFO_CLUSTERED : 0);
     size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_PERIOD_INFO, d->id, d->id_len, body, sizeof body, dev->key);
     CTR_INC(core->ctr.period_requests);
     reply(u, out, n, from, from_len);

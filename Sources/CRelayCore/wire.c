@@ -60,6 +60,7 @@ static size_t body_len_for(int type) {
     case RL_T_NOTIFY_B: return RL_BODY_NOTIFY;
     case RL_T_RESYNC: return RL_BODY_RESYNC;
     case RL_T_CONNECT: return RL_BODY_CONNECT;
+    case RL_T_CONNECT_TO: return RL_BODY_CONNECT_TO;
     case RL_T_NOTIFY_ACK:
     case RL_T_NOTIFY_ACK_MOVED: return RL_BODY_NOTIFY_ACK;
     case RL_T_LEAVE: return RL_BODY_LEAVE;

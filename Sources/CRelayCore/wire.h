@@ -14,7 +14,7 @@
 #define RL_VERSION 2       /* 2: counters in PERIOD_REQUEST, NOTIFY_ACK, LEAVE, REJECT */
 #define RL_VERSION_OLD 1   /* refused, counted and logged: such an agent needs an upgrade */
 #define RL_TAG_LEN 16
-#define RL_DGRAM_MAX (4 + RL_ID_MAX + 36 + RL_TAG_LEN) /* the largest valid datagram */
+#define RL_DGRAM_MAX (4 + RL_ID_MAX + 52 + RL_TAG_LEN) /* the largest valid datagram (CONNECT_REQUEST_TO) */
 #define RL_HELLO_MAGIC "RLY1"
 #define RL_HELLO_MAX (4 + 1 + RL_ID_MAX + RL_SESSION_ID_LEN + 32)
 
@@ -29,6 +29,7 @@ enum rl_dgram_type {
     RL_T_LEAVE = 8,      /* device -> relay: the agent is stopping */
     RL_T_REJECT = 9,     /* relay -> device: a PERIOD_REQUEST for an unknown ID or with a bad tag */
     RL_T_NOTIFY_ACK_MOVED = 10, /* NOTIFY_ACK of a notify that moved the anchor (a new NAT mapping) */
+    RL_T_CONNECT_TO = 11,       /* CONNECT_REQUEST naming the callback address: a wake from another node */
 };
 
 /* Body sizes by type (the frame adds 4 + id length + tag). */
@@ -37,6 +38,11 @@ enum rl_dgram_type {
 #define RL_BODY_NOTIFY 12
 #define RL_BODY_RESYNC 12
 #define RL_BODY_CONNECT 36
+#define RL_BODY_CONNECT_TO 52 /* as CONNECT, then the callback address (16, v4-mapped for IPv4) */
+/* PERIOD_REQUEST's first padding byte, bit 0: the agent takes CONNECT_REQUEST_TO.
+ * PERIOD_INFO's flags, bit 0: the relay is a cluster node (it may send one). */
+#define RL_PERIOD_CAN_REDIRECT 0x01
+#define RL_INFO_CLUSTERED 0x0001
 #define RL_BODY_NOTIFY_ACK 12 /* echoed counter (8) || epoch (4) */
 #define RL_BODY_LEAVE 12      /* epoch (4) || counter (8), as a notify */
 #define RL_BODY_REJECT 24     /* echoed client nonce (8) || 16 zero bytes; the tag is zero */

@@ -19,6 +19,7 @@ extension RelayConfiguration {
         try validateRanges()
         try validateDomain()
         try validateTLS()
+        try validateCluster()
     }
 
     private func validateTLS() throws(ConfigurationError) {

@@ -22,6 +22,15 @@ public struct RelayConfiguration: Sendable {
     /// Floating addresses (VRRP, moved by keepalived) this node may not hold at the moment:
     /// listeners on them are bound with IP_FREEBIND. None by default.
     public var floating: [String] = []
+    /// The cluster (docs/ARCHITECTURE.md, "Cluster"): this node's number (0: none), where it
+    /// takes WAKEs, where it sends them, the shared key's file and its own callback address.
+    public var node: Int = 0
+    public var mesh: [String] = []
+    public var meshPeers: [String] = []
+    public var meshKeyFile: String? = nil
+    public var callbackHost: String? = nil
+    /// Whether this node wakes devices through other nodes.
+    public var isClustered: Bool { !meshPeers.isEmpty }
     /// Prometheus /metrics listeners. None by default: metrics are opt-in.
     public var metrics: [String] = RelayConfiguration.defaultMetrics
     /// The admin API and console (HTTP + JSON, Bearer admin key). Default loopback with a

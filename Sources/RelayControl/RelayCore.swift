@@ -155,6 +155,7 @@ public struct CoreEvent: Sendable {
         case Int(RL_EVENT_ANCHOR_FLAP): name = "device.anchor_flap"; isWarning = true
         case Int(RL_EVENT_DEVICE_LEFT): name = "device.left"; isWarning = false
         case Int(RL_EVENT_WAKE_UNANSWERED): name = "device.wake_unanswered"; isWarning = true
+        case Int(RL_EVENT_PEER_SILENT): name = "mesh.peer_silent"; isWarning = true
         default: name = "device.event"; isWarning = true
         }
     }

@@ -49,6 +49,7 @@ public final class RelayServer: Sendable {
             try core.setTLS(certs: configuration.tlsCerts, keys: configuration.tlsKeys, deviceCA: configuration.deviceCA)
         }
         let listeners = try ListenerBinder.bindAll(configuration, on: core, logger: logger)
+        try core.joinCluster(configuration)
 
         var refused = 0
         var malformed = 0
@@ -146,6 +147,15 @@ public final class RelayServer: Sendable {
         }
         core.setReady(true)
         warnIfReceiveBufferCapped()
+        if configuration.isClustered {
+            logger.info(
+                "cluster.joined",
+                metadata: [
+                    "node": "\(configuration.node)", "mesh": "\(configuration.mesh.joined(separator: ","))",
+                    "peers": "\(configuration.meshPeers.joined(separator: ","))",
+                    "callback_host": "\(configuration.callbackHost ?? "")",
+                ])
+        }
         // Scripts and the integration tests wait for this line, so it is printed at any
         // --log-level (the copy's level does not change the shared logger's).
         var readyLogger = logger

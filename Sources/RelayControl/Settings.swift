@@ -31,6 +31,25 @@ extension RelayConfiguration {
             "floating", \.floating, valueName: "ip",
             help: "A floating address (keepalived, VRRP) that this node holds only part of the time: listeners on it "
                 + "are bound before it arrives and kept while another node holds it (IP_FREEBIND). Repeatable."),
+        .count(
+            "node", \.node, 0...255,
+            help: "This node's number in a cluster (1 to 255, unique per node); 0: not a cluster node."),
+        .list(
+            "mesh", \.mesh, valueName: "addr:port",
+            help: "Where this node takes WAKEs from other nodes: its own private address and the private mesh "
+                + "addresses that float with its device addresses (list those in --floating). Repeatable."),
+        .list(
+            "mesh-peer", \.meshPeers, valueName: "addr:port",
+            help: "Where WAKEs go: one private mesh address per floating device address, held with it. Listing any "
+                + "makes this node wake devices other nodes hold. Repeatable."),
+        .optionalText(
+            "mesh-key-file", \.meshKeyFile, valueName: "file",
+            help: "The cluster key: 64 hex digits (32 random bytes), the same file on every node, readable by the "
+                + "relay alone.", shown: "", parse: { $0.isEmpty ? nil : $0 }),
+        .optionalText(
+            "callback-host", \.callbackHost, valueName: "ip",
+            help: "This node's own address that devices reach (not a floating one): a wake for a terminal here tells "
+                + "the device to call back to it, on --tcp's port.", shown: "", parse: { $0.isEmpty ? nil : $0 }),
         .list("metrics", \.metrics, valueName: "addr:port", help: "Prometheus text at GET /metrics; repeatable."),
         .optionalText(
             "admin", \.admin, valueName: "addr:port",

@@ -27,6 +27,21 @@ struct ServeOptions: ParsableArguments {
     @Option(help: settingHelp(\.floating))
     var floating: [String] = []
 
+    @Option(help: settingHelp(\.node))
+    var node: Int?
+
+    @Option(help: settingHelp(\.mesh))
+    var mesh: [String] = []
+
+    @Option(name: .customLong("mesh-peer"), help: settingHelp(\.meshPeers))
+    var meshPeers: [String] = []
+
+    @Option(name: .customLong("mesh-key-file"), help: settingHelp(\.meshKeyFile))
+    var meshKeyFile: String?
+
+    @Option(name: .customLong("callback-host"), help: settingHelp(\.callbackHost))
+    var callbackHost: String?
+
     @Option(help: settingHelp(\.admin))
     var admin: String?
 
@@ -123,6 +138,11 @@ struct ServeOptions: ParsableArguments {
         flag(given(tcp), \.tcp)
         flag(given(metrics), \.metrics)
         flag(given(floating), \.floating)
+        flag(node, \.node)
+        flag(given(mesh), \.mesh)
+        flag(given(meshPeers), \.meshPeers)
+        flag(meshKeyFile, \.meshKeyFile) { $0 }
+        flag(callbackHost, \.callbackHost) { $0 }
         flag(given(https), \.https) { $0 }
         flag(admin, \.admin, RelayConfiguration.adminValue)
         flag(given(tlsCert), \.tlsCerts)

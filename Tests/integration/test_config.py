@@ -22,7 +22,7 @@ from helpers import wait_until
 
 T = (5, 30)
 PACKAGING_YAML = REPO / "packaging" / "relay.yaml"
-SERVE_KEYS = ["data", "store", "http", "https", "udp", "tcp", "floating", "metrics", "admin", "tls-cert", "tls-key", "device-ca", "domain", "period", "keepalive", "threads", "capacity",
+SERVE_KEYS = ["data", "store", "http", "https", "udp", "tcp", "floating", "node", "mesh", "mesh-peer", "mesh-key-file", "callback-host", "metrics", "admin", "tls-cert", "tls-key", "device-ca", "domain", "period", "keepalive", "threads", "capacity",
               "max-sessions", "wake-timeout", "idle-link", "max-header-bytes", "header-timeout",
               "max-conns-per-source", "conn-rate-per-source", "max-callbacks-per-source", "max-sessions-per-device",
               "wakes-per-device-minute", "idle-timeout", "drain-timeout", "log-level"]

@@ -19,7 +19,7 @@ PACKAGING = REPO / "packaging"
 PREFIX = "/usr/local"
 UNITS = ["relay.service", "relay-agent@.service"]
 CONFIGS = ["relay.yaml", "agent.yaml"]
-RELAY_KEYS = {"data", "store", "floating", "http", "udp", "tcp", "metrics", "admin", "domain", "period", "keepalive", "capacity",
+RELAY_KEYS = {"data", "store", "floating", "node", "mesh", "mesh-peer", "mesh-key-file", "callback-host", "http", "udp", "tcp", "metrics", "admin", "domain", "period", "keepalive", "capacity",
               "max-sessions", "wake-timeout", "idle-link", "header-timeout", "max-header-bytes",
               "max-conns-per-source", "conn-rate-per-source", "max-callbacks-per-source", "max-sessions-per-device", "wakes-per-device-minute",
               "idle-timeout", "drain-timeout", "log-level", "tls-cert", "tls-key", "device-ca"}

@@ -125,6 +125,22 @@ int rl_core_listen(rl_core *core, int kind, const char *addr, char *err, size_t 
 #define RL_LISTEN_FREEBIND 2
 int rl_core_listen_opts(rl_core *core, int kind, const char *addr, unsigned opts, char *err, size_t err_len);
 
+/* ---- the cluster (docs/ARCHITECTURE.md, "Cluster"; docs/PROTOCOL.md, "Between nodes") ----
+ *
+ * All before rl_core_start. rl_core_cluster sets this node's number (1..255), the key every
+ * node shares, and the numeric address devices reach this node at: a CONNECT_REQUEST_TO
+ * names it with the callback port of the terminal's loop. */
+#define RL_MESH_KEY_LEN 32
+#define RL_MESH_MAX_PEERS_PUBLIC 16
+#define RL_MESH_MAX_LISTEN_PUBLIC 8
+int rl_core_cluster(rl_core *core, unsigned node_id, const uint8_t key[RL_MESH_KEY_LEN], const char *callback_host,
+                    char *err, size_t err_len);
+/* An address this node takes WAKEs on: a specific private one (RL_LISTEN_FREEBIND for a mesh
+ * address that floats with a device address). */
+int rl_core_mesh_listen(rl_core *core, const char *addr, unsigned opts, char *err, size_t err_len);
+/* Where WAKEs go: one mesh address per floating device address, held by whoever holds it. */
+int rl_core_mesh_peer(rl_core *core, const char *addr, char *err, size_t err_len);
+
 /* The port a listener is bound to (after port 0 was resolved), or -1. */
 int rl_core_bound_port(const rl_core *core, int kind, int index);
 
@@ -200,6 +216,7 @@ enum {
     RL_EVENT_ANCHOR_FLAP = 2,     /* the anchor alternates between two sources: two agents, one ID? */
     RL_EVENT_DEVICE_LEFT = 3,     /* the agent said it was stopping */
     RL_EVENT_WAKE_UNANSWERED = 4, /* no callback within the wake timeout: offline until it notifies */
+    RL_EVENT_PEER_SILENT = 5,     /* a cluster peer did not answer any attempt of a wake */
 };
 typedef struct rl_core_event {
     uint32_t kind;
