@@ -11,6 +11,7 @@
 #   READYZ    the relay's readiness URL               http://127.0.0.1:8080/readyz
 #   VRID_BASE virtual_router_id of VIP-k = base + k   10
 #   ADVERT    advert_int in seconds                   0.2
+#   RELEASE_DIR  where the release-VIPk files live       /etc/keepalived
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 node=${1:?usage: gen-keepalived.sh NODE}
@@ -19,7 +20,7 @@ read -r -a mvips <<< "${MVIPS:-10.0.1.11 10.0.1.12 10.0.1.13}"
 count=${#vips[@]}
 pub=${PUB_IF:-eth0}; priv=${PRIV_IF:-eth1}
 readyz=${READYZ:-http://127.0.0.1:8080/readyz}
-base=${VRID_BASE:-10}; advert=${ADVERT:-0.2}
+base=${VRID_BASE:-10}; advert=${ADVERT:-0.2}; release=${RELEASE_DIR:-/etc/keepalived}
 [ "${#mvips[@]}" = "$count" ] || { echo "gen-keepalived.sh: VIPS and MVIPS differ in length" >&2; exit 2; }
 [ "$count" -ge 2 ] || { echo "gen-keepalived.sh: a site needs at least 2 VIPs" >&2; exit 2; }
 case $node in ''|*[!0-9]*) echo "gen-keepalived.sh: NODE must be 1..$count" >&2; exit 2;; esac
@@ -32,7 +33,8 @@ for k in "$node" "$backup"; do
   prio=100; [ "$k" = "$node" ] && prio=150
   inst=$(sed -e "s|@K@|$k|g" -e "s|@VRID@|$((base + k))|g" -e "s|@PRIO@|$prio|g" \
              -e "s|@ADVERT@|$advert|g" -e "s|@VIP@|${vips[k-1]}|g" -e "s|@MVIP@|${mvips[k-1]}|g" \
-             -e "s|@PUB_IF@|$pub|g" -e "s|@PRIV_IF@|$priv|g" "$here/instance.conf.in")
+             -e "s|@PUB_IF@|$pub|g" -e "s|@PRIV_IF@|$priv|g" -e "s|@RELEASE_DIR@|$release|g" \
+             "$here/instance.conf.in")
   instances+=$'\n'"$inst"
 done
 # the instances go where @INSTANCES@ stands (awk: they span several lines)

@@ -1,0 +1,469 @@
+"""A three-node relay site on one machine (docs SCALE-OUT.md sections 7 and 9): real
+keepalived moving floating addresses, a real PostgreSQL store, a real nftables NAT in front of
+real agents and simulated devices, terminals in their own namespace (clustersite.py).
+
+Checks, in order (the module's site is shared; the failover test comes last since it kills a
+node):
+  a. a wake through any node reaches any device (every node x every VIP's devices);
+  b. a cross-node wake carries no session byte through the holder (metrics of the holder, the
+     terminal's node and the third node before and after);
+  c. a device added with the CLI against PostgreSQL is known to every node at once
+     (propagation from the CLI's exit, p50/p99/max);
+  e. wakes/s and relay CPU per wake through 1, 2 and 3 nodes;
+  d. failover: node r1 dies (SIGKILL of its relay and keepalived, links down): VIP2/VIP3
+     devices keep answering, VIP1 moves to its backup (gap seen by a 20 ms prober), each VIP1
+     device answers again within gap + one keepalive + 1 s; then r1 returns and keeps nothing
+     (nopreempt), and the operator's deliberate move (release-VIP1) gives VIP1 back.
+Every figure is printed and collected into <tmp>/relay-cluster-*-figures.json (`pytest -s`
+shows them). Run: make test-cluster (root).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import clustersite as cs
+
+AGENTS_PER_VIP = 2
+SIMS_PER_VIP = 30
+SAMPLE_SIMS = 3  # simulated devices per VIP that check a. wakes through every node
+WAKES_PER_PAIR = 5  # check b.
+CHANGES = 20  # check c.
+PROPAGATION_BOUND = 2.0  # s; LISTEN/NOTIFY makes it milliseconds
+THROUGHPUT_WAKES = 240  # per node count, check e.
+THROUGHPUT_CONCURRENCY = 12
+PROBE_EVERY = 0.02  # the VIP1 gap prober
+
+
+def pctl(xs: list, q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def ms(x: float) -> float:
+    return round(x * 1000, 1)
+
+
+class Ctx:
+    def __init__(self, site: cs.Site, mesh: bool):
+        self.site = site
+        self.mesh = mesh
+        self.vip_of: dict = {}  # device ID -> VIP index
+        self.agents: list = []
+        self.sims: list = []
+        self.tokens: dict = {}
+        self.holder = {v: v for v in range(1, cs.N + 1)}  # VIP -> node
+
+    def expect(self, device_id: str, path: str) -> bytes:
+        if device_id in self.agents:
+            return f"page of {device_id} {path}\n".encode()
+        return f"sim {device_id} {path}\n".encode()
+
+    def get(self, host: str, device_id: str, path: str = "/", timeout: float = 8.0) -> tuple:
+        """(status, body, seconds) of GET /d/ID/path at host:8080, sent from the terminal ns."""
+        def one():
+            t0 = time.monotonic()
+            try:
+                st, body = cs.http_get(host, cs.HTTP_PORT, f"/d/{device_id}{path}",
+                                       {"Authorization": f"Bearer {self.tokens[device_id]}"}, timeout=timeout)
+            except OSError as e:
+                st, body = 0, repr(e).encode()
+            return st, body, time.monotonic() - t0
+        return one
+
+    def node_host(self, k: int) -> str:
+        return cs.NODE_PUB[k - 1]
+
+
+@pytest.fixture(scope="module")
+def ctx(cluster_dir, figures):
+    why = cs.unavailable()
+    if why:
+        pytest.skip(f"cluster test: {why}")
+    mesh = cs.has_mesh()
+    site = cs.Site(cluster_dir, mesh=mesh)
+    c = Ctx(site, mesh)
+    figures["mesh"] = mesh
+    try:
+        t0 = time.monotonic()
+        site.up()
+        site.start_db()
+        figures["setup_db_s"] = round(time.monotonic() - t0, 2)
+        for k in range(1, cs.N + 1):
+            site.start_relay(k)
+        for k in range(1, cs.N + 1):
+            site.start_keepalived(k)
+        want = {v: v for v in range(1, cs.N + 1)}
+        h = site.wait_holders(want, 15)
+        # nopreempt: whoever timed out first at start holds a VIP; put each on its master the
+        # way an operator would (README: release-VIPk on the holder, then back to 0)
+        for v, ks in h.items():
+            if ks and ks != [v] and isinstance(ks[0], int):
+                site.release(ks[0], v, 1)
+                site.wait_holders({v: v}, 5)
+                site.release(ks[0], v, 0)
+        h = site.wait_holders(want, 10)
+        assert all(h[v] == [v] for v in want), f"VIP holders after start: {h}\n" + "\n".join(
+            site.keepalived[k].text()[-1500:] for k in site.keepalived)
+        figures["setup_site_s"] = round(time.monotonic() - t0, 2)
+
+        # devices, provisioned against PostgreSQL from node 1 (the CLI in its namespace)
+        ids = []
+        for v in range(1, cs.N + 1):
+            for i in range(1, AGENTS_PER_VIP + 1):
+                c.agents.append(f"ag-v{v}-{i}")
+                c.vip_of[f"ag-v{v}-{i}"] = v
+            for i in range(1, SIMS_PER_VIP + 1):
+                c.sims.append(f"sim-v{v}-{i:02d}")
+                c.vip_of[f"sim-v{v}-{i:02d}"] = v
+        ids = c.agents + c.sims
+        t1 = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            secrets_ = dict(zip(ids, pool.map(lambda d: site.device_add(d, node=1 + hash(d) % cs.N), ids)))
+            need_tok = c.agents + [d for d in c.sims if c.vip_of[d] == 1 or int(d[-2:]) <= SAMPLE_SIMS]
+            c.tokens = dict(zip(need_tok, pool.map(site.token, need_tok)))
+        figures["setup_provisioning_s"] = round(time.monotonic() - t1, 2)
+        ports = {d: 18000 + i for i, d in enumerate(c.agents)}
+        site.start_pages(ports)
+        for d in c.agents:
+            site.start_agent(d, secrets_[d], c.vip_of[d], ports[d])
+        site.start_sims([{"id": d, "secret": secrets_[d], "relay": [cs.VIPS[c.vip_of[d] - 1], cs.UDP_PORT]}
+                         for d in c.sims])
+        # every device alive at the holder of its VIP
+        end = time.monotonic() + 30
+        alive = {}
+        while time.monotonic() < end:
+            alive = {k: site.metrics(k).get("relay_devices_alive", 0) for k in range(1, cs.N + 1)}
+            per_vip = len(ids) // cs.N
+            if all(alive[k] >= per_vip for k in alive):
+                break
+            time.sleep(0.2)
+        assert all(alive[k] >= len(ids) // cs.N for k in alive), f"devices alive per node: {alive}"
+        figures["setup_total_s"] = round(time.monotonic() - t0, 2)
+        print(f"\nsite up in {figures['setup_total_s']} s (mesh: {mesh}); devices alive per node {alive}")
+        yield c
+    finally:
+        if getattr(site, "sims", None) is not None:
+            site.sims.stop(5)
+            try:
+                import json
+                stats = json.loads(site.sim_stats.read_text())
+                tot: dict = {}
+                for st in stats.values():
+                    for k, v in st.items():
+                        tot[k] = tot.get(k, 0) + v
+                figures["simulated_devices_totals"] = tot
+            except (OSError, ValueError):
+                pass
+        site.down()
+
+
+def need_mesh(c: Ctx, what: str):
+    if not c.mesh:
+        pytest.skip(f"{what} needs the cluster mesh (relay serve --mesh-peer ...): merge main once it has it")
+
+
+# ---------------------------------------------------------------- a.
+
+
+def test_a_wake_through_any_node_reaches_any_device(ctx, figures):
+    c = ctx
+    targets = c.agents + [d for d in c.sims if int(d[-2:]) <= SAMPLE_SIMS]
+    nodes = list(range(1, cs.N + 1))
+    jobs = []
+    for k in nodes:
+        for d in targets:
+            if not c.mesh and c.holder[c.vip_of[d]] != k:
+                continue
+            jobs.append((k, d, f"/a/r{k}"))
+    pool = c.site.pool("term", 12)
+    futs = [(k, d, p, pool.submit(c.get(c.node_host(k), d, p))) for k, d, p in jobs]
+    bad, local, cross = [], [], []
+    for k, d, p, f in futs:
+        st, body, dt = f.result(30)
+        if st != 200 or body != c.expect(d, p):
+            bad.append((f"r{k}", d, st, body[:200]))
+        (local if c.holder[c.vip_of[d]] == k else cross).append(dt)
+    figures["a_requests"] = len(jobs)
+    figures["a_wake_local_p50_ms"] = ms(statistics.median(local))
+    if cross:
+        figures["a_wake_cross_node_p50_ms"] = ms(statistics.median(cross))
+        figures["a_wake_cross_node_max_ms"] = ms(max(cross))
+    print(f"\na. {len(jobs)} wakes through every node: local p50 {ms(statistics.median(local))} ms"
+          + (f", cross-node p50 {ms(statistics.median(cross))} ms max {ms(max(cross))} ms" if cross else ""))
+    assert not bad, f"{len(bad)} of {len(jobs)} wakes failed: {bad[:10]}"
+    need_mesh(c, "a wake through a node that does not hold the device's VIP")
+
+
+# ---------------------------------------------------------------- b.
+
+
+def test_b_cross_node_wakes_carry_no_bytes_through_the_holder(ctx, figures):
+    c = ctx
+    need_mesh(c, "a cross-node wake")
+    s = c.site
+    pool = s.pool("term", 12)
+    rows = {}
+    for v in range(1, cs.N + 1):
+        holder = c.holder[v]
+        term = holder % cs.N + 1
+        third = [k for k in range(1, cs.N + 1) if k not in (holder, term)][0]
+        dev = f"ag-v{v}-1"
+        before = {k: s.metrics(k) for k in range(1, cs.N + 1)}
+        res = [pool.submit(c.get(c.node_host(term), dev, f"/b/{i}")).result(30) for i in range(WAKES_PER_PAIR)]
+        assert all(r[0] == 200 and r[1] == c.expect(dev, f"/b/{i}") for i, r in enumerate(res)), res
+        time.sleep(0.2)  # the last session's byte counters are final once it ended
+        after = {k: s.metrics(k) for k in range(1, cs.N + 1)}
+
+        def d(k, name):
+            return after[k].get(name, 0) - before[k].get(name, 0)
+
+        to_dev, to_term = 'relay_relayed_bytes_total{direction="to_device"}', 'relay_relayed_bytes_total{direction="to_terminal"}'
+        bound = 'relay_wakes_total{outcome="bound"}'
+        row = {
+            "holder": f"r{holder}", "terminal_node": f"r{term}",
+            "holder_callbacks_bound": d(holder, bound), "holder_bytes_to_device": d(holder, to_dev),
+            "holder_bytes_to_terminal": d(holder, to_term),
+            "holder_wakes_handled_sent": d(holder, 'relay_mesh_wakes_handled_total{status="sent"}'),
+            "holder_connect_to_sent": d(holder, "relay_mesh_connect_to_sent_total"),
+            "holder_sessions_active": after[holder].get("relay_sessions_active", 0),
+            "terminal_callbacks_bound": d(term, bound), "terminal_cross_node_wakes": d(term, "relay_cross_node_wakes_total"),
+            "terminal_bytes_to_device": d(term, to_dev), "terminal_bytes_to_terminal": d(term, to_term),
+            "terminal_connection_requests_sent": d(term, "relay_connection_requests_sent_total"),
+            "third_callbacks_bound": d(third, bound), "third_bytes": d(third, to_dev) + d(third, to_term),
+        }
+        rows[f"VIP{v}"] = row
+        print(f"\nb. VIP{v}: {row}")
+        assert row["holder_callbacks_bound"] == 0 and row["holder_bytes_to_device"] == 0 \
+            and row["holder_bytes_to_terminal"] == 0, row
+        assert row["holder_wakes_handled_sent"] >= WAKES_PER_PAIR and row["holder_connect_to_sent"] >= WAKES_PER_PAIR, row
+        assert row["terminal_cross_node_wakes"] == WAKES_PER_PAIR and row["terminal_callbacks_bound"] == WAKES_PER_PAIR, row
+        assert row["terminal_bytes_to_device"] > 0 and row["terminal_bytes_to_terminal"] > 0, row
+        assert row["third_callbacks_bound"] == 0 and row["third_bytes"] == 0, row
+    figures["b_cross_node"] = rows
+
+
+# ---------------------------------------------------------------- c.
+
+
+def test_c_a_device_added_on_one_node_is_known_to_all_at_once(ctx, figures):
+    c = ctx
+    s = c.site
+    pool = s.pool("term", 12)
+    samples = {k: [] for k in range(1, cs.N + 1)}
+
+    def watch(k: int, base: float, t_exit_box: list, deadline: float):
+        while time.monotonic() < deadline:
+            try:
+                v = s.metrics(k).get("relay_devices", 0)
+            except (OSError, AssertionError):
+                v = base
+            if v >= base + 1:
+                t = time.monotonic()
+                while not t_exit_box:  # the CLI has exited by now (its commit is the NOTIFY)
+                    if time.monotonic() > deadline:
+                        return None
+                    time.sleep(0.001)
+                return max(0.0, t - t_exit_box[0])
+            time.sleep(0.002)
+        return None
+
+    for i in range(CHANGES):
+        node = i % cs.N + 1
+        base = {k: s.metrics(k).get("relay_devices", 0) for k in range(1, cs.N + 1)}
+        box: list = []
+        deadline = time.monotonic() + PROPAGATION_BOUND + 10
+        futs = {k: pool.submit(watch, k, base[k], box, deadline) for k in range(1, cs.N + 1)}
+        s.device_add(f"prop-{i}", node=node)
+        box.append(time.monotonic())
+        for k, f in futs.items():
+            samples[k].append(f.result(30))
+    missing = {k: xs.count(None) for k, xs in samples.items() if None in xs}
+    assert not missing, f"changes never seen (per node): {missing}"
+    allx = [x for xs in samples.values() for x in xs]
+    fig = {"changes": CHANGES, "p50_ms": ms(statistics.median(allx)), "p99_ms": ms(pctl(allx, 0.99)),
+           "max_ms": ms(max(allx)), "per_node_max_ms": {f"r{k}": ms(max(xs)) for k, xs in samples.items()}}
+    figures["c_propagation_from_cli_exit"] = fig
+    print(f"\nc. propagation (CLI exit -> relay_devices on each node), {CHANGES} changes x {cs.N} nodes: {fig}")
+    assert max(allx) <= PROPAGATION_BOUND, fig
+
+
+# ---------------------------------------------------------------- e.
+
+
+def test_e_wakes_per_second_through_one_two_three_nodes(ctx, figures):
+    c = ctx
+    need_mesh(c, "wakes through nodes that do not hold every device")
+    s = c.site
+    pool = s.pool("term", THROUGHPUT_CONCURRENCY)
+    table = {}
+    for n in range(1, cs.N + 1):
+        nodes = list(range(1, n + 1))
+        jobs = [(nodes[i % n], c.agents[i % len(c.agents)], f"/e/{n}/{i}") for i in range(THROUGHPUT_WAKES)]
+        cpu0 = {k: s.relays[k].cpu_seconds() for k in s.relays}
+        t0 = time.monotonic()
+        futs = [(d, p, pool.submit(c.get(c.node_host(k), d, p))) for k, d, p in jobs]
+        res = [(d, p, f.result(60)) for d, p, f in futs]
+        el = time.monotonic() - t0
+        cpu1 = {k: s.relays[k].cpu_seconds() for k in s.relays}
+        bad = [(d, r[0], r[1][:100]) for d, p, r in res if r[0] != 200 or r[1] != c.expect(d, p)]
+        cpu = sum(cpu1[k] - cpu0[k] for k in cpu0)
+        lat = [r[2] for _, _, r in res]
+        table[n] = {"wakes": THROUGHPUT_WAKES, "seconds": round(el, 2), "wakes_per_s": round(THROUGHPUT_WAKES / el, 1),
+                    "relay_cpu_ms_per_wake": round(cpu / THROUGHPUT_WAKES * 1000, 3),
+                    "relay_cpu_s_per_node": {f"r{k}": round(cpu1[k] - cpu0[k], 2) for k in cpu0},
+                    "latency_p50_ms": ms(statistics.median(lat)), "latency_p99_ms": ms(pctl(lat, 0.99)),
+                    "failures": len(bad)}
+        assert not bad, f"through {n} node(s): {len(bad)} failures: {bad[:5]}"
+    base = table[1]
+    for n, row in table.items():
+        row["rate_ratio_to_1"] = round(row["wakes_per_s"] / base["wakes_per_s"], 2)
+        row["cpu_per_wake_ratio_to_1"] = round(row["relay_cpu_ms_per_wake"] / base["relay_cpu_ms_per_wake"], 2) \
+            if base["relay_cpu_ms_per_wake"] else None
+    figures["e_throughput"] = table
+    lines = ["\ne. wakes through N nodes (terminal concurrency %d, %d wakes each; devices: the %d real agents)"
+             % (THROUGHPUT_CONCURRENCY, THROUGHPUT_WAKES, len(c.agents)),
+             "  nodes  wakes/s  ratio  relay CPU ms/wake  ratio  p50 ms  p99 ms"]
+    for n, r in table.items():
+        lines.append(f"  {n:5d}  {r['wakes_per_s']:7.1f}  {r['rate_ratio_to_1']:5.2f}  {r['relay_cpu_ms_per_wake']:17.3f}"
+                     f"  {r['cpu_per_wake_ratio_to_1'] or 0:5.2f}  {r['latency_p50_ms']:6.1f}  {r['latency_p99_ms']:6.1f}")
+    print("\n".join(lines))
+
+
+# ---------------------------------------------------------------- d.
+
+
+@pytest.mark.timeout(200)
+def test_d_failover_node_death_and_return(ctx, figures):
+    c = ctx
+    s = c.site
+    h = s.holders()
+    assert all(h[v] == [v] for v in range(1, cs.N + 1)), h
+    vip1_devs = [d for d in c.tokens if c.vip_of[d] == 1]
+    other_devs = [d for d in c.tokens if c.vip_of[d] != 1]
+    stop = threading.Event()
+    t_kill = [0.0]
+    probes: list = []  # (t relative to the kill, ok)
+
+    def prober():
+        end = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < end:
+            t = time.monotonic()
+            try:
+                ok = cs.http_get(cs.VIPS[0], cs.HTTP_PORT, "/healthz", timeout=0.1)[0] == 200
+            except OSError:
+                ok = False
+            probes.append((t, ok))
+            time.sleep(max(0.0, PROBE_EVERY - (time.monotonic() - t)))
+
+    other_fail: list = []
+    other_ok = [0]
+
+    def others(k: int):
+        end = time.monotonic() + 40
+        i = 0
+        while not stop.is_set() and time.monotonic() < end:
+            d = other_devs[i % len(other_devs)]
+            st, body, _ = c.get(c.node_host(k), d, f"/d-other/{i}", timeout=8)()
+            if st == 200 and body == c.expect(d, f"/d-other/{i}"):
+                other_ok[0] += 1
+            else:
+                other_fail.append((f"r{k}", d, st, body[:120], round(time.monotonic() - t_kill[0], 2)))
+            i += 1
+            time.sleep(0.05)
+
+    recovered: dict = {}
+    attempts: dict = {}
+
+    def recover(d: str):
+        end = t_kill[0] + 30
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            st, body, _ = c.get(cs.VIPS[0], d, "/back", timeout=2)()
+            if st == 200 and body == c.expect(d, "/back"):
+                recovered[d] = time.monotonic() - t_kill[0]
+                break
+            time.sleep(0.2)
+        attempts[d] = n
+
+    pool = s.pool("term", len(vip1_devs) + 4)
+    m2_before = s.metrics(2)
+    bg = [pool.submit(prober), pool.submit(others, 2), pool.submit(others, 3)]
+    time.sleep(1.0)
+    assert other_ok[0] > 0 and not other_fail, other_fail[:5]
+    t_kill[0] = time.monotonic()
+    s.kill_node(1)
+    rec = [pool.submit(recover, d) for d in vip1_devs]
+    for f in rec:
+        f.result(60)
+    time.sleep(0.5)
+    stop.set()
+    for f in bg:
+        f.result(60)
+    after = [(t - t_kill[0], ok) for t, ok in probes if t >= t_kill[0]]
+    first_ok = next((t for t, ok in after if ok), None)
+    h = s.holders()
+    m2_after = s.metrics(2)
+    gap = first_ok
+    rec_times = sorted(recovered.values())
+    fig = {
+        "advert_int_s": float(cs.ADVERT), "keepalive_s": cs.KEEPALIVE,
+        "vip1_gap_s": round(gap, 3) if gap is not None else None,
+        "vip1_probes_after_kill": len(after), "vip1_probes_failed": sum(1 for _, ok in after if not ok),
+        "vip1_devices": len(vip1_devs), "vip1_devices_recovered": len(recovered),
+        "recovery_p50_s": round(statistics.median(rec_times), 2) if rec_times else None,
+        "recovery_max_s": round(max(rec_times), 2) if rec_times else None,
+        "recovery_bound_s": round((gap or 0) + cs.KEEPALIVE + 1, 2),
+        "other_vip_requests_ok": other_ok[0], "other_vip_failures": len(other_fail),
+        "new_holder_period_requests": m2_after.get("relay_period_requests_total", 0)
+        - m2_before.get("relay_period_requests_total", 0),
+        "holders_after": {f"VIP{v}": ks for v, ks in h.items()},
+    }
+    figures["d_failover"] = fig
+    print(f"\nd. failover of r1: {fig}")
+    assert gap is not None, "VIP1 never answered again after r1 died"
+    assert h[1] == [2] and h[2] == [2] and h[3] == [3], f"VIP holders after r1 died: {h}"
+    assert not other_fail, f"VIP2/VIP3 devices failed during the failover: {other_fail[:10]}"
+    late = {d: t for d, t in recovered.items() if t > fig["recovery_bound_s"]}
+    never = [d for d in vip1_devs if d not in recovered]
+    assert not never, f"VIP1 devices never reachable again: {never}"
+    assert not late, f"VIP1 devices back later than gap + keepalive + 1 s = {fig['recovery_bound_s']} s: {late}"
+
+    # r1 returns: nopreempt, it takes nothing back
+    s.revive_node(1)
+    s.start_relay(1)
+    s.start_keepalived(1)
+    assert s.keepalived[1].wait_text(r"VIP1\) Entering BACKUP STATE", 10), s.keepalived[1].text()[-2000:]
+    time.sleep(3.0)  # past rise 2 (interval 1) and several adverts
+    h = s.holders()
+    figures["d_rejoin_holders"] = {f"VIP{v}": ks for v, ks in h.items()}
+    assert h[1] == [2] and h[3] == [3], f"r1's return moved a VIP (nopreempt): {h}"
+
+    # the deliberate move back: release-VIP1 on the holder
+    probes.clear()
+    stop.clear()
+    pf = pool.submit(prober)
+    time.sleep(0.5)
+    t_move = time.monotonic()
+    s.release(2, 1, 1)
+    h = s.wait_holders({1: 1}, 10)
+    moved = time.monotonic() - t_move
+    time.sleep(0.5)
+    s.release(2, 1, 0)
+    stop.set()
+    pf.result(30)
+    after = [(t - t_move, ok) for t, ok in probes if t >= t_move]
+    failed = [t for t, ok in after if not ok]
+    blip = (max(failed) - min(failed) + PROBE_EVERY) if failed else 0.0
+    time.sleep(2.0)
+    h2 = s.holders()
+    figures["d_move_back"] = {"seconds_until_r1_holds_vip1": round(moved, 3), "healthz_blip_s": round(blip, 3),
+                              "probes_failed": len(failed), "holders": {f"VIP{v}": ks for v, ks in h2.items()}}
+    print(f"\nd. deliberate move of VIP1 back to r1: {figures['d_move_back']}")
+    assert h2[1] == [1] and h2[2] == [2] and h2[3] == [3], f"after the move back: {h2}"
