@@ -454,8 +454,8 @@ table ip nat {
         """VIP index (1..N) -> the nodes holding it now (its address on their eth0)."""
         out = {v: [] for v in range(1, N + 1)}
         for k in range(1, N + 1):
-            p = self.ip(f"r{k}", "-4", "-o", "addr", "show", "dev", "eth0", check=False)
-            q = self.ip(f"r{k}", "-4", "-o", "addr", "show", "dev", "eth1", check=False)
+            p = self.ip(f"r{k}", "-4", "-o", "addr", "show", "dev", "eth0", "up", check=False)  # a dead node keeps its addresses
+            q = self.ip(f"r{k}", "-4", "-o", "addr", "show", "dev", "eth1", "up", check=False)
             for v in range(1, N + 1):
                 if f" {VIPS[v - 1]}/" in p.stdout:
                     out[v].append(k)

@@ -62,6 +62,7 @@ def pytest_runtest_makereport(item, call):
 def cluster_dir():
     """The run's directory (logs of every process, configs, data); kept when a test failed."""
     d = Path(tempfile.mkdtemp(prefix="relay-cluster-"))
+    d.chmod(0o755)  # PostgreSQL runs as the postgres user under it
     yield d
     if FAILED:
         print(f"\ncluster test failed ({', '.join(FAILED)}): logs kept in {d}")

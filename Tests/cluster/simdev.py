@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import random
 import selectors
 import signal
 import socket
@@ -135,8 +136,11 @@ class Engine:
             if first:
                 d.gen += 1  # one set of notify timers per registration
                 self.notify(d, "A")
-                self.at(d.keepalive, d, "B")
-                self.at(d.period / 2, d, "A")
+                # devices that registered together keep their own phase, as a real fleet's do
+                # (else every one of them notifies at the same instant, and a failover finds
+                # them all on the same side of their next notify)
+                self.at(random.uniform(0.1, d.keepalive), d, "B")
+                self.at(random.uniform(1.0, d.period / 2), d, "A")
         elif g.dtype in (rp.NOTIFY_ACK, rp.NOTIFY_ACK_MOVED):
             d.unacked = 0
             if g.dtype == rp.NOTIFY_ACK_MOVED and d.keepalive > 3:

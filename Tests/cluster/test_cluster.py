@@ -35,7 +35,7 @@ SAMPLE_SIMS = 3  # simulated devices per VIP that check a. wakes through every n
 WAKES_PER_PAIR = 5  # check b.
 CHANGES = 20  # check c.
 PROPAGATION_BOUND = 2.0  # s; LISTEN/NOTIFY makes it milliseconds
-THROUGHPUT_WAKES = 240  # per node count, check e.
+THROUGHPUT_WAKES = 3000  # per node count, check e. (CPU time comes in 10 ms ticks: enough wakes to count)
 THROUGHPUT_CONCURRENCY = 12
 PROBE_EVERY = 0.02  # the VIP1 gap prober
 
@@ -58,6 +58,7 @@ class Ctx:
         self.sims: list = []
         self.tokens: dict = {}
         self.holder = {v: v for v in range(1, cs.N + 1)}  # VIP -> node
+        self.fakes: list = []  # relayproto.FakeDevice of check c.
 
     def expect(self, device_id: str, path: str) -> bytes:
         if device_id in self.agents:
@@ -148,6 +149,8 @@ def ctx(cluster_dir, figures):
         print(f"\nsite up in {figures['setup_total_s']} s (mesh: {mesh}); devices alive per node {alive}")
         yield c
     finally:
+        for f in c.fakes:
+            f.close()
         if getattr(site, "sims", None) is not None:
             site.sims.stop(5)
             try:
@@ -292,6 +295,37 @@ def test_c_a_device_added_on_one_node_is_known_to_all_at_once(ctx, figures):
     print(f"\nc. propagation (CLI exit -> relay_devices on each node), {CHANGES} changes x {cs.N} nodes: {fig}")
     assert max(allx) <= PROPAGATION_BOUND, fig
 
+    # and such a device works at once: one new device per VIP, a protocol-level agent
+    # (relayproto.FakeDevice, CONNECT_REQUEST_TO capable) registers right after the CLI's exit,
+    # then a wake through every node
+    firsts = {}
+    for v in range(1, cs.N + 1):
+        dev_id = f"fresh-v{v}"
+        secret = s.device_add(dev_id, node=v)
+        t_exit = time.monotonic()
+        c.tokens[dev_id] = s.token(dev_id, node=v % cs.N + 1)
+        c.vip_of[dev_id] = v
+        fake = s.call("dev", _fake_device, dev_id, secret, v)
+        c.fakes.append(fake)
+        t_reg = time.monotonic() - t_exit
+        for k in range(1, cs.N + 1):
+            st, body, dt = pool.submit(c.get(c.node_host(k), dev_id, f"/fresh/{k}")).result(30)
+            assert st == 200 and body == f"fake-device GET /fresh/{k}".encode(), (dev_id, k, st, body)
+        firsts[dev_id] = {"token_and_registered_s": round(t_reg, 3),
+                          "all_nodes_woken_s": round(time.monotonic() - t_exit, 3)}
+    figures["c_fresh_device_first_wakes"] = firsts
+    print(f"c. a device added, then registered and woken through all {cs.N} nodes: {firsts}")
+
+
+def _fake_device(dev_id: str, secret: str, vip: int):
+    """Runs in the device namespace: its sockets and threads stay there."""
+    from relayproto import CAP_CONNECT_TO, FakeDevice
+    fd = FakeDevice(dev_id, secret, (cs.VIPS[vip - 1], cs.UDP_PORT), bind_host="0.0.0.0", caps=CAP_CONNECT_TO)
+    fd.register(timeout=10)
+    fd.notify_a()
+    fd.start_responder()
+    return fd
+
 
 # ---------------------------------------------------------------- e.
 
@@ -305,12 +339,19 @@ def test_e_wakes_per_second_through_one_two_three_nodes(ctx, figures):
     for n in range(1, cs.N + 1):
         nodes = list(range(1, n + 1))
         jobs = [(nodes[i % n], c.agents[i % len(c.agents)], f"/e/{n}/{i}") for i in range(THROUGHPUT_WAKES)]
+        m0 = {k: s.metrics(k) for k in s.relays}
         cpu0 = {k: s.relays[k].cpu_seconds() for k in s.relays}
         t0 = time.monotonic()
         futs = [(d, p, pool.submit(c.get(c.node_host(k), d, p))) for k, d, p in jobs]
         res = [(d, p, f.result(60)) for d, p, f in futs]
         el = time.monotonic() - t0
         cpu1 = {k: s.relays[k].cpu_seconds() for k in s.relays}
+        time.sleep(0.2)
+        m1 = {k: s.metrics(k) for k in s.relays}
+        bound = sum(m1[k].get('relay_wakes_total{outcome="bound"}', 0) - m0[k].get('relay_wakes_total{outcome="bound"}', 0)
+                    for k in s.relays)
+        cross = sum(m1[k].get("relay_cross_node_wakes_total", 0) - m0[k].get("relay_cross_node_wakes_total", 0)
+                    for k in s.relays)
         bad = [(d, r[0], r[1][:100]) for d, p, r in res if r[0] != 200 or r[1] != c.expect(d, p)]
         cpu = sum(cpu1[k] - cpu0[k] for k in cpu0)
         lat = [r[2] for _, _, r in res]
@@ -318,8 +359,13 @@ def test_e_wakes_per_second_through_one_two_three_nodes(ctx, figures):
                     "relay_cpu_ms_per_wake": round(cpu / THROUGHPUT_WAKES * 1000, 3),
                     "relay_cpu_s_per_node": {f"r{k}": round(cpu1[k] - cpu0[k], 2) for k in cpu0},
                     "latency_p50_ms": ms(statistics.median(lat)), "latency_p99_ms": ms(pctl(lat, 0.99)),
-                    "failures": len(bad)}
+                    "callbacks_bound": bound, "cross_node_wakes": cross, "failures": len(bad)}
         assert not bad, f"through {n} node(s): {len(bad)} failures: {bad[:5]}"
+        # every request was a wake of its own (no link reused), and the ones whose device
+        # notifies another node went through the mesh
+        assert bound == THROUGHPUT_WAKES, table[n]
+        want_cross = sum(1 for k, d, _ in jobs if c.holder[c.vip_of[d]] != k)
+        assert cross == want_cross, (want_cross, table[n])
     base = table[1]
     for n, row in table.items():
         row["rate_ratio_to_1"] = round(row["wakes_per_s"] / base["wakes_per_s"], 2)
@@ -344,8 +390,9 @@ def test_d_failover_node_death_and_return(ctx, figures):
     s = c.site
     h = s.holders()
     assert all(h[v] == [v] for v in range(1, cs.N + 1)), h
-    vip1_devs = [d for d in c.tokens if c.vip_of[d] == 1]
-    other_devs = [d for d in c.tokens if c.vip_of[d] != 1]
+    steady = [d for d in c.tokens if d in c.agents or d in c.sims]  # not check c.'s one-shot devices
+    vip1_devs = [d for d in steady if c.vip_of[d] == 1]
+    other_devs = [d for d in steady if c.vip_of[d] != 1]
     stop = threading.Event()
     t_kill = [0.0]
     probes: list = []  # (t relative to the kill, ok)
@@ -463,7 +510,18 @@ def test_d_failover_node_death_and_return(ctx, figures):
     blip = (max(failed) - min(failed) + PROBE_EVERY) if failed else 0.0
     time.sleep(2.0)
     h2 = s.holders()
+    # the devices of VIP1 re-register at r1 (a new epoch: RESYNC) within a keepalive
+    recovered.clear()
+    t_kill[0] = t_move
+    for f in [pool.submit(recover, d) for d in vip1_devs]:
+        f.result(60)
+    back = sorted(recovered.values())
     figures["d_move_back"] = {"seconds_until_r1_holds_vip1": round(moved, 3), "healthz_blip_s": round(blip, 3),
-                              "probes_failed": len(failed), "holders": {f"VIP{v}": ks for v, ks in h2.items()}}
+                              "probes_failed": len(failed), "holders": {f"VIP{v}": ks for v, ks in h2.items()},
+                              "devices_back_p50_s": round(statistics.median(back), 2) if back else None,
+                              "devices_back_max_s": round(max(back), 2) if back else None,
+                              "devices_back": len(back)}
     print(f"\nd. deliberate move of VIP1 back to r1: {figures['d_move_back']}")
     assert h2[1] == [1] and h2[2] == [2] and h2[3] == [3], f"after the move back: {h2}"
+    assert len(back) == len(vip1_devs), f"VIP1 devices not reachable after the move back: {set(vip1_devs) - set(recovered)}"
+    assert max(back) <= moved + cs.KEEPALIVE + 1 + 0.5, figures["d_move_back"]
