@@ -49,6 +49,19 @@ def ms(x: float) -> float:
     return round(x * 1000, 1)
 
 
+def deltas(before: dict, after: dict, *prefixes: str) -> dict:
+    """The labelled series of these metric families that changed between two scrapes."""
+    out = {}
+    for name, v in after.items():
+        if "{" in name and name.startswith(prefixes) and v != before.get(name, 0):
+            out[name] = v - before.get(name, 0)
+    return out
+
+
+MESH_FAMILIES = ("relay_mesh_answers_total", "relay_mesh_wakes_handled_total", "relay_mesh_connect_to_sent_total",
+                 "relay_wakes_total", "relay_cross_node_wakes_total", "relay_mesh_dropped_total")
+
+
 class Ctx:
     def __init__(self, site: cs.Site, mesh: bool):
         self.site = site
@@ -425,19 +438,19 @@ def test_d_failover_node_death_and_return(ctx, figures):
             time.sleep(0.05)
 
     recovered: dict = {}
-    attempts: dict = {}
+    statuses: dict = {}  # what the probes got before each device answered (0: no answer in 2 s)
 
     def recover(d: str):
         end = t_kill[0] + 30
-        n = 0
         while time.monotonic() < end:
-            n += 1
             st, body, _ = c.get(cs.VIPS[0], d, "/back", timeout=2)()
             if st == 200 and body == c.expect(d, "/back"):
                 recovered[d] = time.monotonic() - t_kill[0]
                 break
+            text = body[:200].decode(errors="replace").strip().replace(d, "ID")
+            key = f"{st} {text}" if st else "no answer within 2 s"
+            statuses[key] = statuses.get(key, 0) + 1
             time.sleep(0.2)
-        attempts[d] = n
 
     pool = s.pool("term", len(vip1_devs) + 4)
     m2_before = s.metrics(2)
@@ -471,6 +484,7 @@ def test_d_failover_node_death_and_return(ctx, figures):
         "new_holder_period_requests": m2_after.get("relay_period_requests_total", 0)
         - m2_before.get("relay_period_requests_total", 0),
         "holders_after": {f"VIP{v}": ks for v, ks in h.items()},
+        "probe_answers_before_recovery": dict(statuses),
     }
     figures["d_failover"] = fig
     print(f"\nd. failover of r1: {fig}")
@@ -512,16 +526,100 @@ def test_d_failover_node_death_and_return(ctx, figures):
     h2 = s.holders()
     # the devices of VIP1 re-register at r1 (a new epoch: RESYNC) within a keepalive
     recovered.clear()
+    statuses.clear()
     t_kill[0] = t_move
+    mb = {k: s.metrics(k) for k in (1, 2, 3)}
     for f in [pool.submit(recover, d) for d in vip1_devs]:
         f.result(60)
     back = sorted(recovered.values())
+    ma = {k: s.metrics(k) for k in (1, 2, 3)}
+    figures["d_move_back_metrics"] = {f"r{k}": deltas(mb[k], ma[k], *MESH_FAMILIES) for k in (1, 2, 3)}
     figures["d_move_back"] = {"seconds_until_r1_holds_vip1": round(moved, 3), "healthz_blip_s": round(blip, 3),
                               "probes_failed": len(failed), "holders": {f"VIP{v}": ks for v, ks in h2.items()},
                               "devices_back_p50_s": round(statistics.median(back), 2) if back else None,
                               "devices_back_max_s": round(max(back), 2) if back else None,
-                              "devices_back": len(back)}
+                              "devices_back": len(back), "probe_answers_before_recovery": dict(statuses)}
     print(f"\nd. deliberate move of VIP1 back to r1: {figures['d_move_back']}")
     assert h2[1] == [1] and h2[2] == [2] and h2[3] == [3], f"after the move back: {h2}"
     assert len(back) == len(vip1_devs), f"VIP1 devices not reachable after the move back: {set(vip1_devs) - set(recovered)}"
     assert max(back) <= moved + cs.KEEPALIVE + 1 + 0.5, figures["d_move_back"]
+
+
+# ---------------------------------------------------------------- f.
+
+
+@pytest.mark.timeout(120)
+def test_f_drain_moves_the_nodes_vips_and_its_return_moves_nothing(ctx, figures):
+    """packaging/keepalived/README.md's drain: SIGTERM to r3's relay; its /readyz fails, keepalived
+    gives VIP3 to its backup (r1) within fall 2 x interval 1 s (+1 s), the relay exits 0 after
+    draining, VIP3's devices answer through VIP3 again within one keepalive; a restarted r3 takes
+    nothing back."""
+    c = ctx
+    s = c.site
+    h = s.holders()
+    assert h[1] == [1] and h[2] == [2] and h[3] == [3], h
+    vip3 = [d for d in c.tokens if c.vip_of[d] == 3 and (d in c.agents or d in c.sims)]
+    pool = s.pool("term", len(vip3) + 2)
+    probes: list = []
+    stop = threading.Event()
+
+    def prober():
+        end = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < end:
+            t = time.monotonic()
+            try:
+                ok = cs.http_get(cs.VIPS[2], cs.HTTP_PORT, "/healthz", timeout=0.1)[0] == 200
+            except OSError:
+                ok = False
+            probes.append((t, ok))
+            time.sleep(max(0.0, PROBE_EVERY - (time.monotonic() - t)))
+
+    pf = pool.submit(prober)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    s.relays[3].signal(cs.signal.SIGTERM)
+    h = s.wait_holders({3: 1, 2: 2}, 10)
+    moved = time.monotonic() - t0
+    rc = s.relays[3].p.wait(15)
+
+    back: dict = {}
+
+    def recover(d: str):
+        end = time.monotonic() + cs.KEEPALIVE + 8
+        while time.monotonic() < end:
+            st, body, _ = c.get(cs.VIPS[2], d, "/drained", timeout=2)()
+            if st == 200 and body == c.expect(d, "/drained"):
+                back[d] = time.monotonic() - t0
+                return
+            time.sleep(0.2)
+
+    for f in [pool.submit(recover, d) for d in vip3]:
+        f.result(60)
+    stop.set()
+    pf.result(30)
+    after = [(t - t0, ok) for t, ok in probes if t >= t0]
+    fails = [t for t, ok in after if not ok]
+    fig = {"seconds_until_backup_holds_vip3": round(moved, 2), "relay_exit_code": rc,
+           "vip3_healthz_unanswered_s": round(max(fails) - min(fails) + PROBE_EVERY, 2) if fails else 0.0,
+           "vip3_devices": len(vip3), "vip3_devices_back": len(back),
+           "devices_back_max_s": round(max(back.values()), 2) if back else None,
+           "holders": {f"VIP{v}": ks for v, ks in h.items()}}
+    figures["f_drain"] = fig
+    print(f"\nf. drain of r3: {fig}")
+    assert h[3] == [1] and h[2] == [2], f"after r3 drained: {h}"
+    assert moved <= 2 * 1 + 2.0, fig  # fall 2, interval 1 s, plus a check in flight
+    assert rc == 0, s.relays[3].text()[-2000:]
+    assert len(back) == len(vip3), f"VIP3 devices not back after the drain: {set(vip3) - set(back)}"
+    assert max(back.values()) <= moved + cs.KEEPALIVE + 1.5, fig
+
+    # r3 returns: its instances become BACKUP again once /readyz answers twice; VIP3 stays on r1
+    n_backup = s.keepalived[3].text().count("(VIP3) Entering BACKUP STATE")
+    s.start_relay(3)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and s.keepalived[3].text().count("(VIP3) Entering BACKUP STATE") <= n_backup:
+        time.sleep(0.1)
+    assert s.keepalived[3].text().count("(VIP3) Entering BACKUP STATE") > n_backup, s.keepalived[3].text()[-2000:]
+    time.sleep(1.0)
+    h = s.holders()
+    figures["f_return_holders"] = {f"VIP{v}": ks for v, ks in h.items()}
+    assert h[3] == [1] and h[2] == [2] and h[1] == [1], f"r3's return moved a VIP (nopreempt): {h}"
