@@ -10,6 +10,9 @@ node):
   c. a device added with the CLI against PostgreSQL is known to every node at once
      (propagation from the CLI's exit, p50/p99/max);
   e. wakes/s and relay CPU per wake through 1, 2 and 3 nodes;
+  f. drain: SIGTERM to a relay moves its VIPs to their backups, its return moves nothing;
+  g. a node that gave a VIP away (alive) does not answer `sent` for that VIP's devices
+     (xfail: it does today, see the test);
   d. failover: node r1 dies (SIGKILL of its relay and keepalived, links down): VIP2/VIP3
      devices keep answering, VIP1 moves to its backup (gap seen by a 20 ms prober), each VIP1
      device answers again within gap + one keepalive + 1 s; then r1 returns and keeps nothing
@@ -50,10 +53,14 @@ def ms(x: float) -> float:
 
 
 def deltas(before: dict, after: dict, *prefixes: str) -> dict:
-    """The labelled series of these metric families that changed between two scrapes."""
+    """The series of these metric families that changed between two scrapes (labelled ones
+    by their labels; a family with labels also appears as its sum, which is left out)."""
     out = {}
+    labelled = {n.split("{", 1)[0] for n in after if "{" in n}
     for name, v in after.items():
-        if "{" in name and name.startswith(prefixes) and v != before.get(name, 0):
+        if name in labelled:
+            continue
+        if name.startswith(prefixes) and v != before.get(name, 0):
             out[name] = v - before.get(name, 0)
     return out
 
@@ -542,7 +549,9 @@ def test_d_failover_node_death_and_return(ctx, figures):
     print(f"\nd. deliberate move of VIP1 back to r1: {figures['d_move_back']}")
     assert h2[1] == [1] and h2[2] == [2] and h2[3] == [3], f"after the move back: {h2}"
     assert len(back) == len(vip1_devs), f"VIP1 devices not reachable after the move back: {set(vip1_devs) - set(recovered)}"
-    assert max(back) <= moved + cs.KEEPALIVE + 1 + 0.5, figures["d_move_back"]
+    # + the probe's own 2 s: the old holder still answers `sent` for a while (test_g), so a
+    # probe in flight when its device re-registers waits for its timeout
+    assert max(back) <= moved + cs.KEEPALIVE + 1 + 2, figures["d_move_back"]
 
 
 # ---------------------------------------------------------------- f.
@@ -623,3 +632,40 @@ def test_f_drain_moves_the_nodes_vips_and_its_return_moves_nothing(ctx, figures)
     h = s.holders()
     figures["f_return_holders"] = {f"VIP{v}": ks for v, ks in h.items()}
     assert h[3] == [1] and h[2] == [2] and h[1] == [1], f"r3's return moved a VIP (nopreempt): {h}"
+
+
+# ---------------------------------------------------------------- g.
+
+
+@pytest.mark.xfail(strict=True, reason="mesh: a live node that gave a VIP away keeps its devices' anchors and "
+                   "answers WAKE `sent`, but cannot send CONNECT_REQUEST_TO from an address it no longer holds "
+                   "(sendto from an IP_FREEBIND socket without the address: ENETUNREACH): the terminal waits "
+                   "for the wake timeout (504) instead of getting a fast 503, until each device re-registered "
+                   "at the new holder (up to one keepalive). Remove this marker once the holder answers "
+                   "`unknown` for anchors on addresses it does not hold.")
+@pytest.mark.timeout(60)
+def test_g_a_node_that_gave_a_vip_away_does_not_claim_its_devices(ctx, figures):
+    c = ctx
+    s = c.site
+    h = s.holders()
+    assert h[1] == [1] and h[2] == [2] and h[3] == [1], h  # where test f left them
+    # the planned move of VIP3 from r1 (alive, it keeps VIP1) back to r3, which restarted in
+    # test f and so has no anchor of any device
+    s.release(1, 3, 1)
+    h = s.wait_holders({3: 3}, 10)
+    s.release(1, 3, 0)
+    assert h[3] == [3] and h[1] == [1], h
+    devs = [d for d in c.tokens if c.vip_of[d] == 3 and (d in c.agents or d in c.sims)]
+    before = {k: s.metrics(k) for k in (1, 2, 3)}
+    pool = s.pool("term", len(devs) + 1)
+    res = dict(zip(devs, [f.result(30) for f in [pool.submit(c.get(c.node_host(2), d, "/g", timeout=10))
+                                                  for d in devs]]))
+    after = {k: s.metrics(k) for k in (1, 2, 3)}
+    fig = {"answers": {d: (st, round(dt, 2)) for d, (st, _, dt) in res.items()},
+           "metrics": {f"r{k}": deltas(before[k], after[k], *MESH_FAMILIES) for k in (1, 2, 3)}}
+    figures["g_old_holder"] = fig
+    print(f"\ng. wakes through r2 of VIP3's devices right after VIP3 moved from r1 (alive) to r3: {fig}")
+    # right after the move no device has notified r3 yet: a fast 503 (or 200 for one that
+    # has), never the wake timeout
+    slow = {d: (st, round(dt, 2)) for d, (st, _, dt) in res.items() if st not in (200, 503) or dt >= 2.0}
+    assert not slow, fig
