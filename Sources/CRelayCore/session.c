@@ -117,8 +117,13 @@ static void on_wake_timer(evutil_socket_t fd, short what, void *arg) {
         else rl_node_wake_unanswered(core, s->device_id, s->id_hash);
         rl_node_track_wake(core, s->device_id, s->id_hash, RL_WAKE_TIMEOUT, elapsed_ms * 1000);
         rl_term *t = s->term;
-        char body[160];
-        snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id, core->cfg.wake_timeout_ms);
+        char body[224];
+        if (s->remote && !s->mesh_answered)
+            snprintf(body, sizeof body, "no other node of the cluster answered the wake of device %s within %u ms (is "
+                     "the mesh cut off?)\n", s->device_id, core->cfg.wake_timeout_ms);
+        else
+            snprintf(body, sizeof body, "device %s did not call back within %u ms\n", s->device_id,
+                     core->cfg.wake_timeout_ms);
         if (t) t->ops->fail(t, 504, body);
         rl_session_end(s);
         return;

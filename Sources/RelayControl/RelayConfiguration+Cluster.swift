@@ -22,7 +22,7 @@ extension RelayConfiguration {
         }
         for (flag, list) in [("--mesh", mesh), ("--mesh-peer", meshPeers)] {
             for text in list {
-                guard let address = ListenAddress(text), address.port != 0 || flag == "--mesh",
+                guard let address = ListenAddress(text), address.port != 0,
                     let bytes = Self.ipBytes(address.host)
                 else {
                     throw ConfigurationError(flag: flag, "'\(text)' is not IP:PORT or [IPV6]:PORT (numeric, with a port)")

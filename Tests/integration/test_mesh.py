@@ -252,3 +252,21 @@ def test_check_config_shows_the_cluster(workdir):
     for text in ("node: 3", "10.0.1.12:4702", "198.51.100.13", str(key)):
         assert text in r.stdout, (text, r.stdout)
     assert key.read_text().strip() not in r.stdout, "the key itself is never shown"
+
+
+def test_a_node_cut_off_from_the_mesh_says_so(workdir, pg_url, relay_factory):
+    """No peer answers (nothing listens at its address): the wake ends at the wake timeout with
+    a 504 that names the mesh, and the silent peer is logged."""
+    keyfile = workdir / "mesh.key"
+    write_key(keyfile)
+    mine, silent = free_port("127.0.0.1", "udp"), free_port("127.0.0.1", "udp")
+    r = relay_factory("--store", pg_url, "--wake-timeout", "1500ms", "--node", "1", "--mesh", f"127.0.0.1:{mine}",
+                      "--mesh-peer", f"127.0.0.1:{silent}", "--mesh-key-file", str(keyfile),
+                      "--callback-host", "127.0.0.1")
+    r.store_url = pg_url
+    _, tok = provision([r], "far1")
+    resp = get(r, "far1", tok)
+    assert resp.status_code == 504, resp.text
+    assert "no other node of the cluster answered" in resp.text, resp.text
+    assert r.metrics()("relay_mesh_wakes_sent_total", peer=f"127.0.0.1:{silent}") >= 3  # the resend schedule
+    assert wait_until(lambda: "mesh.peer_silent" in r.stderr(), 5), r.stderr()[-2000:]
