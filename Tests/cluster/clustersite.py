@@ -450,6 +450,28 @@ table ip nat {
         """The operator's deliberate move: 1 in release-VIPn on node k hands VIPn to its backup."""
         (self.dir / f"ka{k}" / f"release-VIP{vip}").write_text(f"{value}\n")
 
+    def place_vips(self) -> dict:
+        """Waits until every VIP has one holder and puts any on the wrong node onto its master,
+        as an operator would (packaging/keepalived/README.md): with nopreempt, the node whose
+        keepalived timed out first at start keeps a VIP, and a backup that started well before
+        the master holds the master's VIP. Returns the holders."""
+        want = {v: v for v in range(1, N + 1)}
+        end = time.monotonic() + 15
+        h = self.holders()
+        while time.monotonic() < end:
+            h = self.holders()
+            if all(len(ks) == 1 and isinstance(ks[0], int) for ks in h.values()):
+                break
+            time.sleep(0.05)
+        self.vips_moved = []
+        for v, ks in h.items():
+            if len(ks) == 1 and isinstance(ks[0], int) and ks[0] != v:
+                self.release(ks[0], v, 1)
+                self.wait_holders({v: v}, 5)
+                self.release(ks[0], v, 0)
+                self.vips_moved.append(f"VIP{v}: r{ks[0]} -> r{v}")
+        return self.wait_holders(want, 10)
+
     def holders(self) -> dict:
         """VIP index (1..N) -> the nodes holding it now (its address on their eth0)."""
         out = {v: [] for v in range(1, N + 1)}

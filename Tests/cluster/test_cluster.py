@@ -2,21 +2,20 @@
 keepalived moving floating addresses, a real PostgreSQL store, a real nftables NAT in front of
 real agents and simulated devices, terminals in their own namespace (clustersite.py).
 
-Checks, in order (the module's site is shared; the failover test comes last since it kills a
-node):
+Checks, in file order (the module's site is shared; the failure tests come last):
   a. a wake through any node reaches any device (every node x every VIP's devices);
   b. a cross-node wake carries no session byte through the holder (metrics of the holder, the
      terminal's node and the third node before and after);
   c. a device added with the CLI against PostgreSQL is known to every node at once
-     (propagation from the CLI's exit, p50/p99/max);
+     (propagation from the CLI's exit, p50/p99/max) and is woken through every node;
   e. wakes/s and relay CPU per wake through 1, 2 and 3 nodes;
-  f. drain: SIGTERM to a relay moves its VIPs to their backups, its return moves nothing;
-  g. a node that gave a VIP away (alive) does not answer `sent` for that VIP's devices
-     (xfail: it does today, see the test);
   d. failover: node r1 dies (SIGKILL of its relay and keepalived, links down): VIP2/VIP3
      devices keep answering, VIP1 moves to its backup (gap seen by a 20 ms prober), each VIP1
      device answers again within gap + one keepalive + 1 s; then r1 returns and keeps nothing
-     (nopreempt), and the operator's deliberate move (release-VIP1) gives VIP1 back.
+     (nopreempt), and the operator's deliberate move (release-VIP1) gives VIP1 back;
+  f. drain: SIGTERM to r3's relay moves its VIP to the backup, its return moves nothing;
+  g. a node that gave a VIP away (alive) does not answer `sent` for that VIP's devices
+     (xfail, strict: it does today; the test says why).
 Every figure is printed and collected into <tmp>/relay-cluster-*-figures.json (`pytest -s`
 shows them). Run: make test-cluster (root).
 """
@@ -119,17 +118,9 @@ def ctx(cluster_dir, figures):
             site.start_relay(k)
         for k in range(1, cs.N + 1):
             site.start_keepalived(k)
-        want = {v: v for v in range(1, cs.N + 1)}
-        h = site.wait_holders(want, 15)
-        # nopreempt: whoever timed out first at start holds a VIP; put each on its master the
-        # way an operator would (README: release-VIPk on the holder, then back to 0)
-        for v, ks in h.items():
-            if ks and ks != [v] and isinstance(ks[0], int):
-                site.release(ks[0], v, 1)
-                site.wait_holders({v: v}, 5)
-                site.release(ks[0], v, 0)
-        h = site.wait_holders(want, 10)
-        assert all(h[v] == [v] for v in want), f"VIP holders after start: {h}\n" + "\n".join(
+        h = site.place_vips()
+        figures["setup_vips_moved_to_master"] = site.vips_moved
+        assert all(h[v] == [v] for v in h), f"VIP holders after start: {h}\n" + "\n".join(
             site.keepalived[k].text()[-1500:] for k in site.keepalived)
         figures["setup_site_s"] = round(time.monotonic() - t0, 2)
 
