@@ -8,6 +8,8 @@ Checks, in file order (the module's site is shared; the failure tests come last)
      terminal's node and the third node before and after);
   c. a device added with the CLI against PostgreSQL is known to every node at once
      (propagation from the CLI's exit, p50/p99/max) and is woken through every node;
+  c2. PostgreSQL stops: no VIP moves (/readyz stays 200), wakes go on, relay_store_up drops to
+     0; once it is back a new device reaches every node;
   e. wakes/s and relay CPU per wake through 1, 2 and 3 nodes;
   d. failover: node r1 dies (SIGKILL of its relay and keepalived, links down): VIP2/VIP3
      devices keep answering, VIP1 moves to its backup (gap seen by a 20 ms prober), each VIP1
@@ -341,6 +343,63 @@ def _fake_device(dev_id: str, secret: str, vip: int):
     fd.notify_a()
     fd.start_responder()
     return fd
+
+
+# ---------------------------------------------------------------- c2.
+
+
+@pytest.mark.timeout(90)
+def test_c2_a_database_outage_moves_no_vip_and_wakes_go_on(ctx, figures):
+    """PostgreSQL stops: /readyz stays 200, so keepalived moves nothing (fall 2 x 1 s passes
+    several times over), every node keeps waking every device it knew, relay_store_up says 0;
+    once the database is back, a device added right after reaches every node."""
+    c = ctx
+    s = c.site
+    pool = s.pool("term", 12)
+    h0 = s.holders()
+    t0 = time.monotonic()
+    s.pg.stop()
+    down_seen = {}
+    bad, ok, moved = [], 0, []
+    end = t0 + 15
+    while time.monotonic() < end and (len(down_seen) < cs.N or time.monotonic() - t0 < 4):
+        for k in range(1, cs.N + 1):
+            if k not in down_seen and s.metrics(k).get("relay_store_up", 1) == 0:
+                down_seen[k] = round(time.monotonic() - t0, 2)
+        futs = [(k, d, pool.submit(c.get(c.node_host(k), d, "/pg-down"))) for k in range(1, cs.N + 1) for d in c.agents]
+        for k, d, f in futs:
+            st, body, _ = f.result(30)
+            if st == 200 and body == c.expect(d, "/pg-down"):
+                ok += 1
+            else:
+                bad.append((f"r{k}", d, st, body[:100]))
+        if s.holders() != h0:
+            moved.append(s.holders())
+        time.sleep(0.3)
+    outage = time.monotonic() - t0
+    t1 = time.monotonic()
+    s.pg.start(timeout=60)
+    restart = time.monotonic() - t1
+    base = {k: s.metrics(k).get("relay_devices", 0) for k in range(1, cs.N + 1)}
+    t2 = time.monotonic()
+    s.device_add("after-outage", node=2)
+    seen = {}
+    end = time.monotonic() + 20
+    while time.monotonic() < end and len(seen) < cs.N:
+        for k in range(1, cs.N + 1):
+            m = s.metrics(k)
+            if k not in seen and m.get("relay_devices", 0) >= base[k] + 1 and m.get("relay_store_up", 0) == 1:
+                seen[k] = round(time.monotonic() - t2, 3)
+        time.sleep(0.02)
+    fig = {"outage_s": round(outage, 1), "wakes_ok_during_outage": ok, "wakes_failed_during_outage": len(bad),
+           "store_up_0_after_s": {f"r{k}": v for k, v in down_seen.items()}, "vip_moves": len(moved),
+           "db_restart_s": round(restart, 2), "change_after_restart_seen_from_cli_start_s": {f"r{k}": v for k, v in seen.items()}}
+    figures["c2_database_outage"] = fig
+    print(f"\nc2. PostgreSQL outage: {fig}")
+    assert not moved, f"a VIP moved during the database outage: {moved[:3]}"
+    assert not bad, f"wakes failed during the database outage: {bad[:5]}"
+    assert len(down_seen) == cs.N, f"relay_store_up did not drop to 0 on every node: {fig}"
+    assert len(seen) == cs.N, f"a change after the database came back did not reach every node (with relay_store_up 1): {fig}"
 
 
 # ---------------------------------------------------------------- e.
