@@ -248,7 +248,10 @@ static uint8_t serve_wake(rl_core *core, const uint8_t *b, size_t len, uint32_t 
     struct sockaddr_storage to;
     socklen_t to_len;
     rl_v6_to_sockaddr(dev->addr, dev->port, u->family, &to, &to_len);
-    (void)sendto(u->fd, out, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len);
+    /* The anchor is on an address another node holds now (a planned move, or this node came
+     * back after a failover): the new holder answers for the device once it notifies there. */
+    if (sendto(u->fd, out, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len) < 0 && rl_errno_not_held(errno))
+        return RL_MESH_UNKNOWN;
     CTR_INC(core->mesh->connect_to_sent);
     return RL_MESH_SENT;
 }

@@ -16,6 +16,10 @@ void rl_v6_to_sockaddr(const uint8_t addr[16], uint16_t port, int family, struct
 /* A specific address of a private network: 10/8, 172.16/12, 192.168/16, 100.64/10 (shared
  * carrier space), 127/8, fc00::/7, ::1. Not the wildcard, not a public address. */
 int rl_addr_is_private(const uint8_t addr[16]);
+/* A send from a floating address (IP_FREEBIND) that this node does not hold at the moment
+ * fails with one of these: keepalived gave the address to another node. */
+#include <errno.h>
+static inline int rl_errno_not_held(int e) { return e == ENETUNREACH || e == EADDRNOTAVAIL || e == EINVAL; }
 void rl_sock_set_opts(int fd, int opts);
 
 #endif

@@ -53,8 +53,13 @@ static void arm(rl_session *s, uint32_t ms) {
 
 /* Sends (or, through the cluster, asks for) the connection request. */
 static void send_request(rl_core *core, rl_session *s) {
+    if (!s->remote && rl_udp_send_connect(core, s) == RL_SEND_NOT_HELD && core->node->cluster &&
+        core->node->cluster->n_peers) {
+        /* keepalived moved the address this device notifies to another node: ask the cluster. */
+        s->remote = 1;
+        CTR_INC(core->ctr.wakes_cross_node);
+    }
     if (s->remote) rl_mesh_send_wake(core, s);
-    else rl_udp_send_connect(core, s);
 }
 
 rl_session *rl_session_wake(rl_core *core, rl_term *term, const char *device_id, uint64_t id_hash, int remote) {

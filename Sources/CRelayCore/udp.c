@@ -426,7 +426,8 @@ int rl_udp_send_connect(rl_core *core, rl_session *s) {
     socklen_t to_len;
     /* Reply through the socket the notify came in on, to the address it came from. */
     rl_v6_to_sockaddr(dev->addr, dev->port, u->family, &to, &to_len);
-    (void)sendto(u->fd, out, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len); /* lost: the resend follows */
-    CTR_INC(core->ctr.conn_requests_sent);
+    if (sendto(u->fd, out, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len) < 0 && rl_errno_not_held(errno))
+        return RL_SEND_NOT_HELD;
+    CTR_INC(core->ctr.conn_requests_sent); /* lost on the way: the resend follows */
     return 0;
 }

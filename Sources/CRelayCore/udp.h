@@ -12,7 +12,9 @@ void rl_udp_close_all(rl_core *core);
 /* Sends the replies queued on `u` (one sendmmsg). */
 void rl_udp_flush(rl_udp_sock *u);
 /* Sends CONNECT_REQUEST for `s` to its device's current anchor. 0, or -1 when the
- * device has no anchor (never notified) or was removed. */
+ * device has no anchor (never notified) or was removed, or RL_SEND_NOT_HELD when the
+ * anchor's address is a floating one another node holds now. */
+#define RL_SEND_NOT_HELD (-2)
 int rl_udp_send_connect(rl_core *core, rl_session *s);
 /* Handles one received datagram of `len` bytes from `from` on socket `u` (loop thread).
  * Counts exactly one outcome counter; answers only datagrams that verify. Not static so
