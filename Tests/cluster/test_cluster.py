@@ -185,6 +185,29 @@ def need_mesh(c: Ctx, what: str):
         pytest.skip(f"{what} needs the cluster mesh (relay serve --mesh-peer ...): merge main once it has it")
 
 
+# ---------------------------------------------------------------- packaging
+
+
+def test_packaged_node_configs_are_the_generators_output():
+    """packaging/keepalived/node{1,2,3}.conf are what gen-keepalived.sh prints with its defaults
+    (the site below runs the generator with its own addresses), and the generator refuses
+    what would make a broken site."""
+    import os
+    import subprocess
+    d = cs.GEN.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("VIPS", "MVIPS", "MASTERS", "BACKUPS", "PUB_IF", "PRIV_IF",
+                                                           "READYZ", "VRID_BASE", "ADVERT", "RELEASE_DIR")}
+    for k in (1, 2, 3):
+        out = subprocess.run(["bash", str(cs.GEN), str(k)], capture_output=True, text=True, env=env, timeout=10)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == (d / f"node{k}.conf").read_text(), f"node{k}.conf is stale: rerun gen-keepalived.sh {k}"
+        assert out.stdout.count("vrrp_instance VIP") == 2 and "priority 150" in out.stdout and "nopreempt" in out.stdout
+    for bad_env, arg in (({"MASTERS": "1 1"}, "1"), ({"MASTERS": "1 2 3", "BACKUPS": "1 3 1"}, "1"), ({}, "4"), ({}, "x"),
+                         ({"MVIPS": "10.0.1.11"}, "1")):
+        out = subprocess.run(["bash", str(cs.GEN), arg], capture_output=True, text=True, env={**env, **bad_env}, timeout=10)
+        assert out.returncode == 2 and out.stdout == "" and "gen-keepalived.sh:" in out.stderr, (bad_env, arg, out)
+
+
 # ---------------------------------------------------------------- a.
 
 
