@@ -437,8 +437,8 @@ table ip nat {
         conf.write_text(out.stdout)
         return conf
 
-    def start_keepalived(self, k: int):
-        conf = self.keepalived_conf(k)
+    def start_keepalived(self, k: int, conf: Optional[Path] = None):
+        conf = conf or self.keepalived_conf(k)
         d = conf.parent
         argv = ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp",
                 "-f", conf, "-p", d / "keepalived.pid", "-r", d / "vrrp.pid"]
