@@ -47,6 +47,18 @@ test:
 	$(MAKE) --no-print-directory agent agent-cross
 	$(TEST_ENV) RELAY_THREADS=1 $(PYTHON) -m pytest -q Tests/integration bench/test_small_run.py bench/test_agent_footprint.py
 	$(TEST_ENV) RELAY_THREADS=2 $(PYTHON) -m pytest -q Tests/integration
+	$(MAKE) --no-print-directory test-cluster
+
+# A three-node site in network namespaces (root): keepalived from packaging/keepalived, a
+# PostgreSQL store, a NAT in front of real and simulated devices; wakes through every node,
+# change propagation, throughput through 1-3 nodes, a node's death and return. Its relays run
+# --threads 2 whatever RELAY_THREADS says; figures go to stdout and /tmp/relay-cluster-*-figures.json.
+.PHONY: test-cluster
+test-cluster:
+	@bash scripts/setup.sh --test
+	$(SWIFT) build
+	$(MAKE) --no-print-directory agent
+	$(TEST_ENV) $(PYTHON) -m pytest -q -s Tests/cluster
 
 clean:
 	rm -rf .build

@@ -11,9 +11,10 @@ pkgs=(libevent-dev libhttp-parser-dev libssl-dev libsqlite3-dev libpq-dev pkg-co
 # demo page, Prometheus (and its promtool) scraping /metrics, systemd-analyze for the units;
 # relay-bench's baselines (nginx, haproxy, wrk, mosquitto), so its small run covers them; and
 # a real Linux NAT between network namespaces for test_nat_netns.py (ip, nft, conntrack); and
-# a PostgreSQL 15 server that test_store_postgres.py starts throwaway clusters of (pgserver.py).
+# a PostgreSQL 15 server that test_store_postgres.py starts throwaway clusters of (pgserver.py);
+# keepalived (VRRP) moving the floating addresses of Tests/cluster's three-node site.
 [ "${1:-}" = "--test" ] && pkgs+=(chromium prometheus systemd nginx-light haproxy wrk mosquitto \
-                                 iproute2 nftables conntrack postgresql)
+                                 iproute2 nftables conntrack postgresql keepalived)
 for pkg in "${pkgs[@]}"; do
   have_pkg "$pkg" || need+=("$pkg")
 done

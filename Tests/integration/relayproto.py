@@ -35,6 +35,10 @@ NOTIFY_ACK = 0x07
 LEAVE = 0x08
 REJECT = 0x09
 NOTIFY_ACK_MOVED = 0x0A  # NOTIFY_ACK of a notify that moved the anchor: confirm the mapping soon
+CONNECT_REQUEST_TO = 0x0B  # a cluster node's CONNECT_REQUEST naming another node to call back to
+
+CAP_CONNECT_TO = 0x01  # PERIOD_REQUEST capabilities (the byte after the counter): takes 0x0B
+PERIOD_INFO_CLUSTERED = 0x0001  # PERIOD_INFO flags: the relay is a node of a cluster
 
 TYPE_NAMES = {
     PERIOD_REQUEST: "PERIOD_REQUEST",
@@ -47,11 +51,12 @@ TYPE_NAMES = {
     LEAVE: "LEAVE",
     REJECT: "REJECT",
     NOTIFY_ACK_MOVED: "NOTIFY_ACK_MOVED",
+    CONNECT_REQUEST_TO: "CONNECT_REQUEST_TO",
 }
 
 # Body length per type (between the device ID and the 16-byte tag).
 BODY_LEN = {
-    PERIOD_REQUEST: 24,  # client nonce (8) || counter (8) || 8 zero bytes
+    PERIOD_REQUEST: 24,  # client nonce (8) || counter (8) || capabilities (1) || 7 zero bytes
     PERIOD_INFO: 24,  # nonce 8, epoch 4, period 4, keepalive 4, cb port 2, flags 2
     NOTIFY_A: 12,  # epoch 4, counter 8
     NOTIFY_B: 12,
@@ -61,6 +66,7 @@ BODY_LEN = {
     LEAVE: 12,  # epoch 4, counter 8
     REJECT: 24,  # echoed client nonce 8, 16 zero bytes (and a zero tag)
     NOTIFY_ACK_MOVED: 12,
+    CONNECT_REQUEST_TO: 52,  # as CONNECT_REQUEST, then the callback address 16 (IPv4 as ::ffff:a.b.c.d)
 }
 TAG_LEN = 16
 HEADER_LEN = 4  # magic, version, type, n
@@ -240,6 +246,7 @@ class ConnectRequest:
     callback_port: int
     reserved: int
     raw: bytes = b""
+    callback_host: Optional[str] = None  # CONNECT_REQUEST_TO: where to call back (else the UDP host)
     src: tuple = ()
     sock_index: int = -1
     received_at: float = 0.0
@@ -256,11 +263,13 @@ class Resync:
 
 
 def period_request(device_id: str, key: bytes, nonce: Optional[bytes] = None, counter: Optional[int] = None,
-                   **kw) -> tuple[bytes, bytes]:
-    """The counter defaults to the wall clock in microseconds (the relay answers each once)."""
+                   caps: int = 0, **kw) -> tuple[bytes, bytes]:
+    """The counter defaults to the wall clock in microseconds (the relay answers each once);
+    `caps` is the capabilities byte (CAP_CONNECT_TO: this device takes CONNECT_REQUEST_TO)."""
     nonce = os.urandom(8) if nonce is None else nonce
     counter = int(time.time() * 1_000_000) if counter is None else counter
-    return encode(PERIOD_REQUEST, device_id, nonce + struct.pack(">Q", counter) + bytes(8), key, **kw), nonce
+    body = nonce + struct.pack(">QB", counter, caps & 0xFF) + bytes(7)
+    return encode(PERIOD_REQUEST, device_id, body, key, **kw), nonce
 
 
 def period_info(device_id: str, key: bytes, nonce: bytes, epoch: int, period: int, keepalive: int,
@@ -327,14 +336,36 @@ def connect_request(device_id: str, key: bytes, session_id: bytes, nonce: bytes,
     return encode(CONNECT_REQUEST, device_id, body, key)
 
 
+def connect_request_to(device_id: str, key: bytes, session_id: bytes, nonce: bytes, callback_port: int,
+                       callback_host: str, reserved: int = 0) -> bytes:
+    """Relay-side encoder (used by the self-tests)."""
+    body = session_id + nonce + struct.pack(">HH", callback_port, reserved) + pack_address(callback_host)
+    return encode(CONNECT_REQUEST_TO, device_id, body, key)
+
+
+def pack_address(host: str) -> bytes:
+    """16 bytes: an IPv6 address, or an IPv4 one as ::ffff:a.b.c.d."""
+    if ":" in host:
+        return socket.inet_pton(socket.AF_INET6, host)
+    return bytes(10) + b"\xff\xff" + socket.inet_aton(host)
+
+
+def unpack_address(raw: bytes) -> str:
+    if raw[:12] == bytes(10) + b"\xff\xff":
+        return socket.inet_ntoa(raw[12:16])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
 def parse_connect_request(data: bytes, key: bytes) -> ConnectRequest:
+    """CONNECT_REQUEST or CONNECT_REQUEST_TO (then `callback_host` is the address it names)."""
     d = decode(data, key)
-    if d.dtype != CONNECT_REQUEST:
+    if d.dtype not in (CONNECT_REQUEST, CONNECT_REQUEST_TO):
         raise ProtocolError(f"expected CONNECT_REQUEST, got type {d.dtype}")
     sid = d.body[:16]
     nonce = d.body[16:32]
     port, reserved = struct.unpack(">HH", d.body[32:36])
-    return ConnectRequest(d.device_id, sid, nonce, port, reserved, raw=bytes(data))
+    host = unpack_address(d.body[36:52]) if d.dtype == CONNECT_REQUEST_TO else None
+    return ConnectRequest(d.device_id, sid, nonce, port, reserved, raw=bytes(data), callback_host=host)
 
 
 def hello(device_id, session_id: bytes, proof: bytes, *, magic: bytes = HELLO_MAGIC,
@@ -533,8 +564,9 @@ class FakeDevice:
     """
 
     def __init__(self, device_id: str, secret, relay_udp: tuple, nsockets: int = 1,
-                 bind_host: Optional[str] = None, relay_host: Optional[str] = None):
+                 bind_host: Optional[str] = None, relay_host: Optional[str] = None, caps: int = 0):
         self.device_id = device_id
+        self.caps = caps  # PERIOD_REQUEST capabilities (CAP_CONNECT_TO to take CONNECT_REQUEST_TO)
         self.secret = secret
         self.key = derive_key(secret) if secret is not None else bytes(16)
         self.relay_udp = tuple(relay_udp)
@@ -626,7 +658,7 @@ class FakeDevice:
         wait = 1.0
         nonce = os.urandom(8)
         while time.monotonic() < end:
-            req, _ = period_request(self.device_id, self.key, nonce, self.next_counter())
+            req, _ = period_request(self.device_id, self.key, nonce, self.next_counter(), caps=self.caps)
             self.send_raw(req, sock, dest)
             until = min(end, time.monotonic() + wait)
             while time.monotonic() < until:
@@ -731,6 +763,8 @@ class FakeDevice:
         """Opens the callback link and sends a hello. Returns (socket, status byte or None on close)."""
         if port is None and cr is not None and cr.callback_port:
             port = cr.callback_port
+        if host is None and cr is not None and cr.callback_host:
+            host = cr.callback_host
         s = self.connect_tcp(port, host, timeout)
         data = raw_hello if raw_hello is not None else self.make_hello(cr, **hello_kw)
         if pieces <= 1:
