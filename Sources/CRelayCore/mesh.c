@@ -13,6 +13,7 @@
 #include "liveness.h"
 #include "records.h"
 #include "session.h"
+#include "udp.h"
 #include "util.h"
 
 #define MESH_MAGIC 0x4D /* 'M' */
@@ -148,16 +149,25 @@ static int peer_index(const rl_cluster *c, const uint8_t a[16], uint16_t port) {
 
 /* Every peer refused: the device notifies none of them, or is offline at the one it does. */
 static void all_refused(rl_core *core, rl_session *s) {
-    char body[400];
+    char body[400] = "";
     rl_dev copy;
     const rl_dev *dev = rl_device_lookup(core, s->device_id, strlen(s->device_id), s->id_hash, &copy);
+    if (dev && rl_device_alive(core, dev, rl_core_now_ds(core))) {
+        /* It registered here while the others were asked (this node took its address over):
+         * the wake goes on from here, on the same schedule. */
+        s->remote = 0;
+        s->mesh_refused = 0;
+        rl_udp_send_connect(core, s);
+        return;
+    }
     /* This node's own word is the most specific when it was the device's last holder (its agent
      * said it was stopping, or it missed a wake), or when no other node has any. */
     int here = dev && dev->sock != RL_NO_SOCK && dev->last_access;
     int said = here && (rl_dev_flags(dev) & (RL_DEV_LEFT | RL_DEV_UNANSWERED));
-    if (dev && !s->mesh_legacy && (said || (here && !s->mesh_offline_ds)))
-        rl_liveness_verdict(core, dev, s->device_id, body, sizeof body);
-    else if (s->mesh_legacy)
+    if (dev && !s->mesh_legacy && (said || (here && !s->mesh_offline_ds)) &&
+        rl_liveness_verdict(core, dev, s->device_id, body, sizeof body) != 0) {
+        /* this node's own verdict, in body */
+    } else if (s->mesh_legacy)
         snprintf(body, sizeof body, "device %s notifies another node of the cluster, and its agent cannot call back to "
                  "this one (it predates CONNECT_REQUEST_TO): upgrade the agent\n", s->device_id);
     else if (s->mesh_offline_ds)

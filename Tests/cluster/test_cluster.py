@@ -50,6 +50,15 @@ def pctl(xs: list, q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
+def assert_readable(statuses) -> None:
+    """Every answer the relay gave while a device was unreachable says, in words, which device
+    and why (a wake that ends as the device registers at this very node once answered 503
+    with an uninitialised body)."""
+    for answer in statuses:
+        if answer[:1].isdigit():  # "STATUS body" (the device's name replaced by ID)
+            assert answer.isprintable() and "ID" in answer, f"unreadable relay answer {answer!r}"
+
+
 def ms(x: float) -> float:
     return round(x * 1000, 1)
 
@@ -575,6 +584,7 @@ def test_d_failover_node_death_and_return(ctx, figures):
     }
     figures["d_failover"] = fig
     print(f"\nd. failover of r1: {fig}")
+    assert_readable(statuses)
     assert gap is not None, "VIP1 never answered again after r1 died"
     assert h[1] == [2] and h[2] == [2] and h[3] == [3], f"VIP holders after r1 died: {h}"
     assert not other_fail, f"VIP2/VIP3 devices failed during the failover: {other_fail[:10]}"
@@ -627,6 +637,7 @@ def test_d_failover_node_death_and_return(ctx, figures):
                               "devices_back_max_s": round(max(back), 2) if back else None,
                               "devices_back": len(back), "probe_answers_before_recovery": dict(statuses)}
     print(f"\nd. deliberate move of VIP1 back to r1: {figures['d_move_back']}")
+    assert_readable(statuses)
     assert h2[1] == [1] and h2[2] == [2] and h2[3] == [3], f"after the move back: {h2}"
     assert len(back) == len(vip1_devs), f"VIP1 devices not reachable after the move back: {set(vip1_devs) - set(recovered)}"
     assert max(back) <= moved + cs.KEEPALIVE + 1, figures["d_move_back"]
