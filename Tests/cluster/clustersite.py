@@ -1,4 +1,4 @@
-"""A three-node relay site in network namespaces (root only): SCALE-OUT.md section 9.
+"""A three-node relay site in network namespaces (root only) (docs/ARCHITECTURE.md, "Cluster").
 
     ns dev (agents, simulated devices) -- ns nat (masquerade, 198.18.0.1) --+
                                                                           |  ns sw: bridge "pub" 198.18.0.0/24

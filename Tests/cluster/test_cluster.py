@@ -1,4 +1,4 @@
-"""A three-node relay site on one machine (docs SCALE-OUT.md sections 7 and 9): real
+"""A three-node relay site on one machine: real
 keepalived moving floating addresses, a real PostgreSQL store, a real nftables NAT in front of
 real agents and simulated devices, terminals in their own namespace (clustersite.py).
 

@@ -4,7 +4,7 @@
 #   gen-keepalived.sh NODE > /etc/keepalived/keepalived.conf
 # By default node k is master of VIP-k (priority 150) and backup of VIP-(k-1) (priority 100;
 # node 1 backs up the last VIP). Settings from the environment (defaults: the 3-node example
-# of docs SCALE-OUT.md 7.6):
+# of README.md, "Running a cluster"):
 #   VIPS        public device addresses, in order        "198.51.100.11 198.51.100.12 198.51.100.13"
 #   MVIPS       private mesh addresses, same order       "10.0.1.11 10.0.1.12 10.0.1.13"
 #   MASTERS     the master node of each VIP              "1 2 3"  (VIP-k: node k)
