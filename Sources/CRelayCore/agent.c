@@ -536,8 +536,7 @@ static void open_link(rl_agent *a, const uint8_t *sid, const uint8_t *nonce, uin
 
     struct sockaddr_storage cb = a->relay_addr;
     socklen_t cb_len = a->relay_len;
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (to) rl_v6_to_sockaddr(to, port, memcmp(to, mapped, 12) == 0 ? AF_INET : AF_INET6, &cb, &cb_len);
+    if (to) rl_v6_to_sockaddr(to, port, rl_v6_family(to), &cb, &cb_len);
     else if (cb.ss_family == AF_INET6) ((struct sockaddr_in6 *)&cb)->sin6_port = htons(port);
     else ((struct sockaddr_in *)&cb)->sin_port = htons(port);
     /* Both connections start at once: the local one is ready by the time the relay answers. */

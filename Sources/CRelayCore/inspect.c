@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include "core_types.h"
+#include "netaddr.h"
 #include "track.h"
 #include "liveness.h"
 #include "session.h"
@@ -51,9 +52,8 @@ typedef struct rl_inspect_req {
 } rl_inspect_req;
 
 static void format_addr(const uint8_t addr[16], uint16_t port, char *out, size_t len) {
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     char host[INET6_ADDRSTRLEN];
-    if (memcmp(addr, v4mapped, 12) == 0) {
+    if (rl_v6_family(addr) == AF_INET) {
         inet_ntop(AF_INET, addr + 12, host, sizeof host);
         snprintf(out, len, "%s:%u", host, port);
     } else {

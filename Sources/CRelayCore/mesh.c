@@ -109,11 +109,6 @@ static void send_to(int fd, const uint8_t *buf, size_t n, const uint8_t addr[16]
     (void)sendto(fd, buf, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len); /* lost: the next attempt follows */
 }
 
-static int family_of(const uint8_t a[16]) {
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    return memcmp(a, mapped, 12) == 0 ? AF_INET : AF_INET6;
-}
-
 /* ---- the terminal's node ---- */
 
 void rl_mesh_send_wake(rl_core *core, rl_session *s) {
@@ -133,7 +128,7 @@ void rl_mesh_send_wake(rl_core *core, rl_session *s) {
     if (!n) return;
     for (uint32_t i = 0; i < c->n_peers; i++) {
         if (s->mesh_refused & (1u << i)) continue; /* it said no: asking again changes nothing */
-        int fam = family_of(c->peer_addr[i]);
+        int fam = rl_v6_family(c->peer_addr[i]);
         int fd = m->out_fd[fam == AF_INET6];
         if (fd < 0) continue;
         send_to(fd, out, n, c->peer_addr[i], c->peer_port[i], fam);
@@ -292,6 +287,8 @@ static void on_wake(rl_core *core, int fd, const uint8_t *buf, size_t n, const s
 static void on_readable(evutil_socket_t fd, short what, void *arg) {
     rl_core *core = arg;
     uint8_t buf[MESH_MAX + 1];
+    int inbound = 0; /* a --mesh address (WAKEs in), else this loop's own socket (answers in) */
+    for (int k = 0; k < core->mesh->n_in; k++) inbound |= core->mesh->in_fd[k] == fd;
     for (int i = 0; i < 64; i++) { /* bounded: other events get their turn */
         struct sockaddr_storage from;
         socklen_t from_len = sizeof from;
@@ -302,8 +299,6 @@ static void on_readable(evutil_socket_t fd, short what, void *arg) {
             continue;
         }
         int type = verify(core, buf, (size_t)n, (struct sockaddr *)&from);
-        int inbound = 0;
-        for (int k = 0; k < core->mesh->n_in; k++) inbound |= core->mesh->in_fd[k] == fd;
         if (type == RL_MESH_T_WAKE && inbound) on_wake(core, fd, buf, (size_t)n, (struct sockaddr *)&from, from_len);
         else if (type == RL_MESH_T_WAKE_ACK && !inbound) on_answer(core, buf, (size_t)n, (struct sockaddr *)&from);
         else if (type >= 0) CTR_INC(core->mesh->dropped[RL_MD_MALFORMED]);
@@ -322,23 +317,45 @@ static rl_mesh *mesh_of(rl_core *loop, char *err, size_t err_len) {
     return m;
 }
 
-static int open_out(rl_core *loop, int v6, char *err, size_t err_len) {
-    rl_mesh *m = loop->mesh;
-    if (m->out_fd[v6] >= 0) return 0;
-    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+/* A non-blocking UDP socket `loop` reads: bound to `ss` (a --mesh address, `opts` may say
+ * FREEBIND) or, with ss NULL, unbound in `family` (this loop's WAKEs out, answers in). */
+static int open_watched(rl_core *loop, int family, const struct sockaddr_storage *ss, socklen_t len, unsigned opts,
+                        const char *what, struct event **ev, char *err, size_t err_len) {
+    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        rl_set_err(err, err_len, "mesh socket: %s", strerror(errno));
+        rl_set_err(err, err_len, "socket for mesh %s: %s", what, strerror(errno));
         return -1;
     }
-    m->out_ev[v6] = event_new(loop->base, fd, EV_READ | EV_PERSIST, on_readable, loop);
-    if (!m->out_ev[v6] || event_add(m->out_ev[v6], NULL) != 0) {
-        if (m->out_ev[v6]) event_free(m->out_ev[v6]);
-        m->out_ev[v6] = NULL;
+    int one = 1;
+    if (ss && family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (ss) rl_sock_set_opts(fd, (int)(opts & RL_LISTEN_FREEBIND));
+    if (ss && bind(fd, (const struct sockaddr *)ss, len) != 0) {
+        rl_set_err(err, err_len, "cannot bind mesh UDP %s: %s", what, strerror(errno));
         close(fd);
-        rl_set_err(err, err_len, "cannot watch the mesh socket");
         return -1;
     }
-    m->out_fd[v6] = fd;
+    *ev = event_new(loop->base, fd, EV_READ | EV_PERSIST, on_readable, loop);
+    if (!*ev || event_add(*ev, NULL) != 0) {
+        if (*ev) event_free(*ev);
+        *ev = NULL;
+        close(fd);
+        rl_set_err(err, err_len, "cannot watch mesh UDP %s", what);
+        return -1;
+    }
+    return fd;
+}
+
+/* A mesh address: numeric or not, it must be a specific private one with a port. */
+static int parse_mesh_addr(const char *addr, const char *what, struct sockaddr_storage *ss, socklen_t *len,
+                           uint8_t a[16], uint16_t *port, char *err, size_t err_len) {
+    if (rl_parse_addr(addr, ss, len, err, err_len) != 0) return -1;
+    rl_addr_to_v6((struct sockaddr *)ss, a, port);
+    if (!rl_addr_is_private(a) || *port == 0) {
+        rl_set_err(err, err_len, "%s %s is not a specific private address with a port (10/8, 172.16/12, "
+                   "192.168/16, 100.64/10, 127/8, fc00::/7, ::1): the mesh belongs on the nodes' private network",
+                   what, addr);
+        return -1;
+    }
     return 0;
 }
 
@@ -353,28 +370,25 @@ int rl_core_cluster(rl_core *core, unsigned node_id, const uint8_t key[RL_MESH_K
         rl_set_err(err, err_len, "node number %u is not 1..255", node_id);
         return -1;
     }
-    struct sockaddr_in6 s6 = {0};
-    struct sockaddr_in s4 = {0};
     rl_cluster *c = calloc(1, sizeof *c);
     if (!c) {
         rl_set_err(err, err_len, "out of memory");
         return -1;
     }
-    if (callback_host && inet_pton(AF_INET, callback_host, &s4.sin_addr) == 1) {
-        s4.sin_family = AF_INET;
-        uint16_t port;
-        rl_addr_to_v6((struct sockaddr *)&s4, c->callback_addr, &port);
-        c->callback_family = AF_INET;
-    } else if (callback_host && inet_pton(AF_INET6, callback_host, &s6.sin6_addr) == 1) {
-        s6.sin6_family = AF_INET6;
-        uint16_t port;
-        rl_addr_to_v6((struct sockaddr *)&s6, c->callback_addr, &port);
-        c->callback_family = AF_INET6;
-    } else {
+    /* Numeric only: a name would make every CONNECT_REQUEST_TO depend on a lookup at start. */
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (callback_host && inet_pton(AF_INET, callback_host, &s4->sin_addr) == 1) ss.ss_family = AF_INET;
+    else if (callback_host && inet_pton(AF_INET6, callback_host, &s6->sin6_addr) == 1) ss.ss_family = AF_INET6;
+    else {
         free(c);
         rl_set_err(err, err_len, "callback host '%s' is not a numeric IPv4 or IPv6 address", callback_host ? callback_host : "");
         return -1;
     }
+    uint16_t no_port;
+    rl_addr_to_v6((struct sockaddr *)&ss, c->callback_addr, &no_port);
+    c->callback_family = ss.ss_family;
     c->node_id = (uint8_t)node_id;
     memcpy(c->key, key, RL_MESH_KEY_LEN);
     atomic_store(&c->seq, wall_us());
@@ -398,35 +412,12 @@ int rl_core_mesh_listen(rl_core *core, const char *addr, unsigned opts, char *er
     }
     struct sockaddr_storage ss;
     socklen_t len;
-    if (rl_parse_addr(addr, &ss, &len, err, err_len) != 0) return -1;
     uint8_t a[16];
     uint16_t port;
-    rl_addr_to_v6((struct sockaddr *)&ss, a, &port);
-    if (!rl_addr_is_private(a)) {
-        rl_set_err(err, err_len, "mesh address %s is not a specific private address (10/8, 172.16/12, 192.168/16, "
-                   "100.64/10, 127/8, fc00::/7, ::1): the mesh belongs on the nodes' private network", addr);
-        return -1;
-    }
-    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        rl_set_err(err, err_len, "socket for %s: %s", addr, strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    rl_sock_set_opts(fd, (int)(opts & RL_LISTEN_FREEBIND));
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
-        rl_set_err(err, err_len, "cannot bind mesh UDP %s: %s", addr, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    struct event *ev = event_new(lead->base, fd, EV_READ | EV_PERSIST, on_readable, lead);
-    if (!ev || event_add(ev, NULL) != 0) {
-        if (ev) event_free(ev);
-        close(fd);
-        rl_set_err(err, err_len, "cannot watch mesh UDP %s", addr);
-        return -1;
-    }
+    if (parse_mesh_addr(addr, "mesh address", &ss, &len, a, &port, err, err_len) != 0) return -1;
+    struct event *ev;
+    int fd = open_watched(lead, ss.ss_family, &ss, len, opts, addr, &ev, err, err_len);
+    if (fd < 0) return -1;
     m->in_fd[m->n_in] = fd;
     m->in_ev[m->n_in] = ev;
     m->n_in++;
@@ -445,16 +436,17 @@ int rl_core_mesh_peer(rl_core *core, const char *addr, char *err, size_t err_len
     }
     struct sockaddr_storage ss;
     socklen_t len;
-    if (rl_parse_addr(addr, &ss, &len, err, err_len) != 0) return -1;
     uint32_t i = c->n_peers;
-    rl_addr_to_v6((struct sockaddr *)&ss, c->peer_addr[i], &c->peer_port[i]);
-    if (!rl_addr_is_private(c->peer_addr[i]) || c->peer_port[i] == 0) {
-        rl_set_err(err, err_len, "mesh peer %s is not a private address with a port", addr);
+    if (parse_mesh_addr(addr, "mesh peer", &ss, &len, c->peer_addr[i], &c->peer_port[i], err, err_len) != 0)
         return -1;
-    }
     snprintf(c->peer_name[i], sizeof c->peer_name[i], "%s", addr);
+    int v6 = ss.ss_family == AF_INET6;
     EACH_LOOP(core, loop) {
-        if (open_out(loop, ss.ss_family == AF_INET6, err, err_len) != 0) return -1;
+        rl_mesh *m = loop->mesh;
+        if (m->out_fd[v6] < 0 &&
+            (m->out_fd[v6] = open_watched(loop, ss.ss_family, NULL, 0, 0, v6 ? "IPv6" : "IPv4", &m->out_ev[v6], err,
+                                          err_len)) < 0)
+            return -1;
     }
     c->n_peers++;
     return 0;

@@ -99,10 +99,14 @@ void rl_v6_to_sockaddr(const uint8_t addr[16], uint16_t port, int family, struct
     }
 }
 
-int rl_addr_is_private(const uint8_t a[16]) {
+int rl_v6_family(const uint8_t a[16]) {
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    return memcmp(a, mapped, 12) == 0 ? AF_INET : AF_INET6;
+}
+
+int rl_addr_is_private(const uint8_t a[16]) {
     static const uint8_t loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    if (memcmp(a, mapped, 12) == 0) {
+    if (rl_v6_family(a) == AF_INET) {
         const uint8_t *v4 = a + 12;
         return v4[0] == 10 || v4[0] == 127 || (v4[0] == 172 && (v4[1] & 0xf0) == 16) ||
                (v4[0] == 192 && v4[1] == 168) || (v4[0] == 100 && (v4[1] & 0xc0) == 64);

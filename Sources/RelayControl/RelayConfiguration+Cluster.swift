@@ -49,13 +49,10 @@ extension RelayConfiguration {
         _ = try meshKey()
     }
 
-    /// 10/8, 172.16/12, 192.168/16, 100.64/10, 127/8, fc00::/7 and ::1.
-    static func isPrivate(_ b: [UInt8]) -> Bool {
-        if b.count == 4 {
-            return b[0] == 10 || b[0] == 127 || (b[0] == 172 && b[1] & 0xf0 == 16) || (b[0] == 192 && b[1] == 168)
-                || (b[0] == 100 && b[1] & 0xc0 == 64)
-        }
-        return b[0] & 0xfe == 0xfc || b == [UInt8](repeating: 0, count: 15) + [1]
+    /// The core's own test (rl_addr_is_private), so check-config and the mesh agree.
+    static func isPrivate(_ bytes: [UInt8]) -> Bool {
+        let form = bytes.count == 4 ? [UInt8](repeating: 0, count: 10) + [0xff, 0xff] + bytes : bytes
+        return form.count == 16 && rl_addr_is_private(form) != 0
     }
 
     /// The 32-byte cluster key from --mesh-key-file: 64 hex digits, in a file only its owner

@@ -222,29 +222,10 @@ class NsPgServer(PgServer):
         with open(self.datadir / "pg_hba.conf", "a") as f:
             f.write("host all all 10.99.0.0/24 scram-sha-256\n")
 
-    def _wait_ready(self, timeout: float):
-        end = time.monotonic() + timeout
-        last = ""
+    def _connect_tcp(self):
+        # from inside the namespace, where the server listens
         with ThreadPoolExecutor(1, initializer=enter_ns, initargs=(self.ns,)) as pool:
-            while time.monotonic() < end:
-                if self.proc.poll() is not None:
-                    raise PgError(f"postgres exited with {self.proc.returncode}\n{self.log_tail()}")
-                r = subprocess.run([self._pg_isready(), "-h", str(self.sockdir), "-p", str(self.port), "-t", "1"],
-                                   capture_output=True, text=True, timeout=10)
-                if r.returncode == 0:
-                    try:
-                        pool.submit(lambda: socket.create_connection((self.host, self.port), timeout=1).close()).result(5)
-                        return
-                    except OSError as e:
-                        last = repr(e)
-                else:
-                    last = r.stdout + r.stderr
-                time.sleep(0.05)
-        raise PgError(f"postgres not ready within {timeout}s ({last.strip()})\n{self.log_tail()}")
-
-    def _pg_isready(self) -> str:
-        from pgserver import PG_BIN
-        return str(PG_BIN / "pg_isready")
+            pool.submit(super()._connect_tcp).result(5)
 
     def _wait_port_free(self, timeout: float):
         pass  # the namespace goes with the site

@@ -167,6 +167,11 @@ class PgServer:
             raise
         return self
 
+    def _connect_tcp(self):
+        """Opens and closes a TCP connection to the server; OSError when it cannot."""
+        with socket.create_connection((self.host, self.port), timeout=1):
+            pass
+
     def _wait_ready(self, timeout: float):
         end = time.monotonic() + timeout
         last = ""
@@ -178,8 +183,8 @@ class PgServer:
             if r.returncode == 0:
                 # and over TCP too
                 try:
-                    with socket.create_connection((self.host, self.port), timeout=1):
-                        return
+                    self._connect_tcp()
+                    return
                 except OSError as e:
                     last = repr(e)
             else:

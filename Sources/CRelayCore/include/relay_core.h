@@ -140,6 +140,10 @@ int rl_core_cluster(rl_core *core, unsigned node_id, const uint8_t key[RL_MESH_K
 int rl_core_mesh_listen(rl_core *core, const char *addr, unsigned opts, char *err, size_t err_len);
 /* Where WAKEs go: one mesh address per floating device address, held by whoever holds it. */
 int rl_core_mesh_peer(rl_core *core, const char *addr, char *err, size_t err_len);
+/* A specific address of a private network, in the 16-byte form (IPv4 as ::ffff:a.b.c.d): 10/8,
+ * 172.16/12, 192.168/16, 100.64/10 (shared carrier space), 127/8, fc00::/7, ::1. Not the
+ * wildcard, not a public address. The mesh takes only these, and check-config asks the same. */
+int rl_addr_is_private(const uint8_t addr[16]);
 
 /* The port a listener is bound to (after port 0 was resolved), or -1. */
 int rl_core_bound_port(const rl_core *core, int kind, int index);
