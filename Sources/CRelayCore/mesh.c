@@ -249,14 +249,9 @@ static uint8_t serve_wake(rl_core *core, const uint8_t *b, size_t len, uint32_t 
     memcpy(body + 36, p + 32, 16);                         /* callback address */
     size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_CONNECT_TO, id, id_len, body, sizeof body, dev->key);
     if (!n) return RL_MESH_UNKNOWN;
-    rl_udp_sock *u = &core->udp[dev->sock];
-    struct sockaddr_storage to;
-    socklen_t to_len;
-    rl_v6_to_sockaddr(dev->addr, dev->port, u->family, &to, &to_len);
     /* The anchor is on an address another node holds now (a planned move, or this node came
      * back after a failover): the new holder answers for the device once it notifies there. */
-    if (sendto(u->fd, out, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len) < 0 && rl_errno_not_held(errno))
-        return RL_MESH_UNKNOWN;
+    if (rl_udp_send_to_anchor(core, dev, out, n) != 0) return RL_MESH_UNKNOWN;
     CTR_INC(core->mesh->connect_to_sent);
     return RL_MESH_SENT;
 }

@@ -40,6 +40,11 @@ typedef struct rl_cluster {
     _Atomic uint64_t seq; /* every loop's datagrams draw from it; starts at the wall clock in us */
 } rl_cluster;
 
+/* Whether this node wakes through other nodes (it has mesh peers). */
+static inline int rl_clustered(const rl_core *core) {
+    return core->node->cluster && core->node->cluster->n_peers;
+}
+
 typedef struct rl_mesh_window { uint64_t top, bits; } rl_mesh_window;
 
 /* One loop's part. */
@@ -58,6 +63,7 @@ struct rl_mesh {
     rl_counter dropped[RL_MD_N];
     rl_counter received;
 };
+
 
 /* Sends the session's WAKE to every peer that has not answered it with a refusal. */
 void rl_mesh_send_wake(rl_core *core, rl_session *s);

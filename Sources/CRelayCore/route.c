@@ -202,7 +202,7 @@ static void trade_token_for_cookie(int tls, rl_route *r, const char *tokbuf) {
  * says why a device is offline). 0 when live. */
 static int check_live(const rl_core *core, const rl_dev *dev, rl_route *r) {
     if ((r->status = rl_liveness_verdict(core, dev, r->device, r->body_buf, sizeof r->body_buf)) == 0) return 0;
-    if (dev && core->node->cluster && core->node->cluster->n_peers) {
+    if (dev && rl_clustered(core)) {
         /* Not live here: it may notify an address another node holds, who decides. */
         r->status = 0;
         r->remote = 1;

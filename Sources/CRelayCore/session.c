@@ -53,8 +53,7 @@ static void arm(rl_session *s, uint32_t ms) {
 
 /* Sends (or, through the cluster, asks for) the connection request. */
 static void send_request(rl_core *core, rl_session *s) {
-    if (!s->remote && rl_udp_send_connect(core, s) == RL_SEND_NOT_HELD && core->node->cluster &&
-        core->node->cluster->n_peers) {
+    if (!s->remote && rl_udp_send_connect(core, s) == RL_SEND_NOT_HELD && rl_clustered(core)) {
         /* keepalived moved the address this device notifies to another node: ask the cluster. */
         s->remote = 1;
         CTR_INC(core->ctr.wakes_cross_node);

@@ -422,12 +422,18 @@ int rl_udp_send_connect(rl_core *core, rl_session *s) {
     size_t n = rl_dgram_build(&core->mac, out, sizeof out, RL_T_CONNECT, s->device_id, strlen(s->device_id), body,
                               sizeof body, dev->key);
     if (!n) return -1;
+    if (rl_udp_send_to_anchor(core, dev, out, n) != 0) return RL_SEND_NOT_HELD;
+    CTR_INC(core->ctr.conn_requests_sent); /* lost on the way: the resend follows */
+    return 0;
+}
+
+int rl_udp_send_to_anchor(rl_core *core, const rl_dev *dev, const uint8_t *buf, size_t n) {
+    rl_udp_sock *u = &core->udp[dev->sock];
     struct sockaddr_storage to;
     socklen_t to_len;
     /* Reply through the socket the notify came in on, to the address it came from. */
     rl_v6_to_sockaddr(dev->addr, dev->port, u->family, &to, &to_len);
-    if (sendto(u->fd, out, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len) < 0 && rl_errno_not_held(errno))
+    if (sendto(u->fd, buf, n, MSG_DONTWAIT, (struct sockaddr *)&to, to_len) < 0 && rl_errno_not_held(errno))
         return RL_SEND_NOT_HELD;
-    CTR_INC(core->ctr.conn_requests_sent); /* lost on the way: the resend follows */
     return 0;
 }

@@ -16,6 +16,9 @@ void rl_udp_flush(rl_udp_sock *u);
  * anchor's address is a floating one another node holds now. */
 #define RL_SEND_NOT_HELD (-2)
 int rl_udp_send_connect(rl_core *core, rl_session *s);
+/* Sends `buf` to the device's anchor from this loop's member of the socket its notify came
+ * in on. 0 (a datagram lost on the way is not seen here), or RL_SEND_NOT_HELD. */
+int rl_udp_send_to_anchor(rl_core *core, const rl_dev *dev, const uint8_t *buf, size_t n);
 /* Handles one received datagram of `len` bytes from `from` on socket `u` (loop thread).
  * Counts exactly one outcome counter; answers only datagrams that verify. Not static so
  * that the fuzz target Tests/fuzz/fuzz_dgram.c can drive it without a socket read. */
